@@ -1,0 +1,41 @@
+// The per-kind interface of the kernel layer, in the spirit of systemd-networkd's NetDevVTable:
+// each kernel object kind lives in one file (vlan.cpp, bridge.cpp, port.cpp, address.cpp,
+// route.cpp, tunnel.cpp, ...) and answers the same questions.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kernel/netlink.hpp"
+#include "kernel/snapshot.hpp"
+#include "plan/object.hpp"
+
+namespace etherctl::kernel {
+
+// Who we are: the mark etherctl leaves on what it creates.
+struct Ownership {
+  std::string device;  // site device name; links are marked with IFLA_IFALIAS "etherctl:<device>"
+  std::string link_alias() const { return "etherctl:" + device; }
+};
+
+// Protocol number etherctl stamps on its addresses (IFA_PROTO) and routes (rtm_protocol).
+inline constexpr uint8_t kEtherctlProtocol = 231;
+
+struct KindOps {
+  std::string_view kind;  // one of plan::kVlan, kVlanGroup, ...
+  // Every kernel object of this kind that the snapshot holds, owned or foreign (owned marked).
+  plan::Objects (*observe)(const Snapshot& snapshot, const Ownership& ownership);
+  // Creates the object and stamps the ownership mark.
+  void (*create)(Netlink& netlink, const plan::Object& desired, const Ownership& ownership);
+  // Changes the differing mutable attributes in place (desired carries the target values).
+  void (*modify)(Netlink& netlink, const plan::Object& desired, const plan::Object& observed);
+  // Deletes the object (for ports: releases the link from its bridge).
+  void (*remove)(Netlink& netlink, const plan::Object& observed);
+};
+
+// All kinds, in creation order.
+const std::vector<KindOps>& kinds();
+const KindOps& kind_ops(std::string_view kind);
+
+}  // namespace etherctl::kernel

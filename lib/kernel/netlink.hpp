@@ -1,0 +1,81 @@
+// A thin RAII layer over a libmnl rtnetlink socket: requests with extended-ACK errors, dumps,
+// and a count of write requests (so tests can prove that a no-change apply writes nothing).
+#pragma once
+
+#include <libmnl/libmnl.h>
+#include <linux/netlink.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace etherctl::kernel {
+
+// A failed netlink request: errno plus the kernel's extended-ack text, if it sent one.
+class KernelError : public std::runtime_error {
+ public:
+  KernelError(int error, std::string extack, const std::string& what);
+  int error() const { return error_; }
+  const std::string& extack() const { return extack_; }
+
+ private:
+  int error_;
+  std::string extack_;
+};
+
+// One request message under construction. Owns its buffer.
+class Message {
+ public:
+  Message(uint16_t type, uint16_t flags);
+  nlmsghdr* header() { return header_; }
+  // Appends the family header (ifinfomsg, ifaddrmsg, rtmsg, ...) and returns it zeroed.
+  template <typename T>
+  T* put_header() {
+    return static_cast<T*>(mnl_nlmsg_put_extra_header(header_, sizeof(T)));
+  }
+  void put_u8(uint16_t type, uint8_t v) { mnl_attr_put_u8(header_, type, v); }
+  void put_u16(uint16_t type, uint16_t v) { mnl_attr_put_u16(header_, type, v); }
+  void put_u32(uint16_t type, uint32_t v) { mnl_attr_put_u32(header_, type, v); }
+  void put_str(uint16_t type, const std::string& v) { mnl_attr_put_strz(header_, type, v.c_str()); }
+  void put(uint16_t type, const void* data, size_t len) { mnl_attr_put(header_, type, len, data); }
+  nlattr* nest_start(uint16_t type) { return mnl_attr_nest_start(header_, type); }
+  void nest_end(nlattr* nest) { mnl_attr_nest_end(header_, nest); }
+
+ private:
+  std::vector<char> buffer_;
+  nlmsghdr* header_;
+};
+
+class Netlink {
+ public:
+  // Opens a NETLINK_ROUTE socket in the caller's current network namespace.
+  Netlink();
+  ~Netlink();
+  Netlink(const Netlink&) = delete;
+  Netlink& operator=(const Netlink&) = delete;
+
+  // Sends a request with NLM_F_ACK and waits for the answer; throws KernelError on failure.
+  // Every call counts as a write request.
+  void request(Message& message);
+  // Sends a dump request (NLM_F_DUMP) and calls on_message for each answer message.
+  void dump(Message& message, const std::function<void(const nlmsghdr*)>& on_message);
+
+  uint64_t write_requests() const { return write_requests_; }
+  uint64_t read_requests() const { return read_requests_; }
+
+ private:
+  struct MnlSocketDeleter {
+    void operator()(mnl_socket* s) const { mnl_socket_close(s); }
+  };
+  std::unique_ptr<mnl_socket, MnlSocketDeleter> socket_;
+  uint32_t port_id_ = 0;
+  uint32_t sequence_ = 0;
+  uint64_t write_requests_ = 0;
+  uint64_t read_requests_ = 0;
+  std::vector<char> receive_buffer_;
+};
+
+}  // namespace etherctl::kernel

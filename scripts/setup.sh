@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package etherctl needs to build, test and run its demo.
+# Idempotent: skips apt entirely when everything is already installed.
+set -euo pipefail
+
+packages=(
+  # build
+  build-essential cmake ninja-build pkg-config clang llvm bpftool
+  libmnl-dev libnl-3-dev libnl-route-3-dev libnl-genl-3-dev libbpf-dev
+  nlohmann-json3-dev libboost-dev libcli11-dev libfmt-dev libsystemd-dev
+  libgtest-dev libgmock-dev
+  # kernel tests, oracles and the lab
+  iproute2 ethtool tshark tcpdump python3 python3-scapy iperf3 ipvsadm jq
+  # the stock-kernel test VM
+  qemu-system-x86 busybox-static cpio kmod
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
