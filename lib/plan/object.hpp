@@ -38,6 +38,9 @@ struct Object {
 //   self_ip:    interface (string), address (string "addr/prefix", canonical form)
 //   route:      destination (string "addr/prefix", canonical), gateway (string, optional),
 //               interface (string, optional), family (int AF_INET / AF_INET6)
+//   tunnel:     local (string address), remote (string address), mtu (int, optional),
+//               accept_reversed (bool), underlay (array of interface names that receive the
+//               outer packets: the decap program is attached to their TC ingress), up (bool)
 // Observed links additionally carry "ifindex" (int) and "type" (IFLA_INFO_KIND or "").
 
 using Objects = std::vector<Object>;
