@@ -9,12 +9,12 @@
 namespace etherctl::plan {
 
 // Object kinds. Link kinds share one name space: the interface name.
-inline constexpr const char* kVlan = "vlan";              // 802.1Q device, or an adopted interface
+inline constexpr const char* kVlan = "vlan";             // 802.1Q device, or an adopted interface
 inline constexpr const char* kVlanGroup = "vlan_group";  // Linux bridge
-inline constexpr const char* kTunnel = "tunnel";          // EtherIP tunnel interface
-inline constexpr const char* kPort = "port";              // bridge membership of a link
-inline constexpr const char* kSelfIp = "self_ip";         // address on a link
-inline constexpr const char* kRoute = "route";            // route in the main table
+inline constexpr const char* kTunnel = "tunnel";         // EtherIP tunnel interface
+inline constexpr const char* kPort = "port";             // bridge membership of a link
+inline constexpr const char* kSelfIp = "self_ip";        // address on a link
+inline constexpr const char* kRoute = "route";           // route in the main table
 
 struct Object {
   std::string kind;
@@ -22,10 +22,10 @@ struct Object {
   //   links: interface name; port: "<bridge>/<link>"; self_ip: "<link> <address>/<prefix>";
   //   route: "<destination>" (main table, normalised prefix).
   std::string key;
-  std::string name;    // display name: the site file's name when known, else the key
-  std::string path;    // JSON pointer into the site file; empty for observed objects
+  std::string name;  // display name: the site file's name when known, else the key
+  std::string path;  // JSON pointer into the site file; empty for observed objects
   nlohmann::json attrs = nlohmann::json::object();  // attribute name -> value
-  bool owned = false;    // observed: carries etherctl's ownership mark
+  bool owned = false;                               // observed: carries etherctl's ownership mark
   bool adopted = false;  // desired link that etherctl never creates or deletes
 };
 

@@ -1,0 +1,167 @@
+// etherctl command line: parse arguments, run the engine, print, map outcomes to exit codes.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <iostream>
+
+#include "engine/engine.hpp"
+#include "plan/render.hpp"
+
+namespace {
+
+using etherctl::engine::Command;
+using etherctl::engine::Outcome;
+
+// Exit codes (documented in etherctl(8)): sysexits.h values for usage and data errors.
+constexpr int kExitOk = 0;
+constexpr int kExitFailed = 1;
+constexpr int kExitChanges = 2;  // with --detailed-exitcodes
+constexpr int kExitLockHeld = 3;
+constexpr int kExitUsage = 64;
+constexpr int kExitInvalid = 65;
+
+struct Cli {
+  etherctl::engine::Options options;
+  bool json = false;
+  bool detailed_exitcodes = false;
+  std::string color = "auto";
+};
+
+bool use_color(const std::string& mode) {
+  if (mode == "always") return true;
+  if (mode == "never") return false;
+  return isatty(STDOUT_FILENO) && std::getenv("NO_COLOR") == nullptr;
+}
+
+std::string error_line(const std::string& site_file, const etherctl::model::Problem& problem) {
+  return problem.path.empty() ? site_file + ": " + problem.message
+                              : problem.path + ": " + problem.message;
+}
+
+nlohmann::json report_json(const Cli& cli, const etherctl::engine::Report& report) {
+  nlohmann::json errors = nlohmann::json::array();
+  for (const auto& e : report.errors) errors.push_back({{"path", e.path}, {"message", e.message}});
+  nlohmann::json out = {
+      {"changed", report.changed()},
+      {"device", report.device},
+      {"summary", etherctl::plan::summary_json(report.plan)},
+      {"changes", etherctl::plan::changes_json(report.plan)},
+      {"errors", errors},
+      {"duration_ms", report.duration_ms},
+      {"netlink", {{"requests", report.netlink_requests}, {"writes", report.netlink_writes}}}};
+  if (report.rolled_back) out["rolled_back"] = true;
+  if (cli.options.command == Command::Status) out["status"] = report.status;
+  return out;
+}
+
+void print_status_table(const nlohmann::json& status) {
+  fmt::print("{:<11} {:<28} {:<7} {}\n", "KIND", "NAME", "OWNED", "STATE");
+  for (const auto& o : status["objects"]) {
+    std::string name = o["name"].get<std::string>();
+    if (o["key"] != o["name"]) name += " (" + o["key"].get<std::string>() + ")";
+    fmt::print("{:<11} {:<28} {:<7} {}\n", o["kind"].get<std::string>(), name,
+               o["owned"].get<bool>() ? "yes" : "no", o["state"].get<std::string>());
+  }
+}
+
+void print_text(const Cli& cli, const etherctl::engine::Report& report) {
+  const auto& command = cli.options.command;
+  bool color = use_color(cli.color);
+  if (report.outcome == Outcome::Ok || report.outcome == Outcome::Failed) {
+    if (command == Command::Validate) {
+      fmt::print("{}: valid (device {})\n", cli.options.site_file, report.device);
+    } else if (command == Command::Status) {
+      fmt::print("device {}\n", report.device);
+      if (report.status.contains("objects")) print_status_table(report.status);
+    } else if (!report.device.empty()) {
+      const char* verb = command == Command::Plan ? "Plan" : "Changes";
+      if (report.plan.empty() && report.errors.empty()) {
+        fmt::print("device {}: no changes ({} objects in sync).\n", report.device,
+                   report.plan.unchanged);
+      } else if (!report.plan.empty()) {
+        fmt::print("{} for device {}:\n{}", verb, report.device,
+                   etherctl::plan::render_text(report.plan, color));
+      }
+      if (report.rolled_back) fmt::print("The changes made were rolled back.\n");
+    }
+  }
+  for (const auto& e : report.errors) {
+    fmt::print(stderr, "etherctl: {}\n", error_line(cli.options.site_file, e));
+  }
+}
+
+int exit_code(const Cli& cli, const etherctl::engine::Report& report) {
+  switch (report.outcome) {
+    case Outcome::Invalid:
+      return kExitInvalid;
+    case Outcome::LockHeld:
+      return kExitLockHeld;
+    case Outcome::Failed:
+      return kExitFailed;
+    case Outcome::Ok:
+      break;
+  }
+  bool changes = !report.plan.empty() &&
+                 (cli.options.command == Command::Plan || cli.options.command == Command::Apply ||
+                  cli.options.command == Command::Destroy);
+  return cli.detailed_exitcodes && changes ? kExitChanges : kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Cli cli;
+  CLI::App app{"etherctl: stretch L2 segments between data centers with EtherIP, declaratively"};
+  app.set_version_flag("--version", std::string("etherctl ") + ETHERCTL_VERSION);
+  app.require_subcommand(1);
+  app.fallthrough();
+  app.add_flag("--json", cli.json, "Print exactly one JSON object on stdout");
+  app.add_option("--device", cli.options.device,
+                 "Device of the site file to act on (default: the only one, else the host name)");
+  app.add_option("--netns", cli.options.netns,
+                 "Operate inside the named network namespace (like ip -n)");
+  app.add_flag("--wait", cli.options.wait_for_lock,
+               "Wait for another run's lock instead of exiting 3");
+  app.add_flag("--detailed-exitcodes", cli.detailed_exitcodes,
+               "plan/apply/destroy exit 2 when there are (or were) changes");
+  app.add_option("--color", cli.color, "Colour the plan: auto, always or never")
+      ->check(CLI::IsMember({"auto", "always", "never"}));
+
+  struct Sub {
+    const char* name;
+    const char* help;
+    Command command;
+  };
+  const Sub subs[] = {
+      {"validate", "Check a site file; nothing touches the kernel", Command::Validate},
+      {"plan", "Show what apply would change", Command::Plan},
+      {"apply", "Make the kernel match the site file", Command::Apply},
+      {"destroy", "Remove everything etherctl owns for the device", Command::Destroy},
+      {"status", "Show what etherctl owns and its state", Command::Status},
+  };
+  for (const auto& sub : subs) {
+    CLI::App* command = app.add_subcommand(sub.name, sub.help);
+    command->add_option("site", cli.options.site_file, "The site file (site.json)")->required();
+    command->callback([&cli, c = sub.command] { cli.options.command = c; });
+  }
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitUsage;
+  }
+  if (const char* step = std::getenv("ETHERCTL_TEST_FAIL_AT_STEP")) {
+    cli.options.fail_at_step = std::strtoul(step, nullptr, 10);
+  }
+
+  etherctl::engine::Report report = etherctl::engine::run(cli.options);
+  if (cli.json) {
+    std::cout << report_json(cli, report).dump() << "\n";
+  } else {
+    print_text(cli, report);
+  }
+  return exit_code(cli, report);
+}

@@ -1,0 +1,271 @@
+#include "engine/engine.hpp"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <map>
+
+#include "engine/lock.hpp"
+#include "kernel/kind.hpp"
+#include "kernel/snapshot.hpp"
+#include "model/site.hpp"
+
+namespace etherctl::engine {
+
+namespace {
+
+using plan::Change;
+using plan::Object;
+using plan::Op;
+
+// A failure that the run reports and that exits 1 (unlike invalid input or a held lock).
+struct RunError {
+  std::string path;
+  std::string message;
+};
+
+std::string hostname() {
+  char buffer[256] = {};
+  gethostname(buffer, sizeof buffer - 1);
+  std::string name = buffer;
+  return name.substr(0, name.find('.'));
+}
+
+void enter_netns(const std::string& name) {
+  std::string path = "/run/netns/" + name;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    throw RunError{"", "network namespace \"" + name + "\" does not exist (" + path + ": " +
+                           std::strerror(errno) + ")"};
+  }
+  int rc = setns(fd, CLONE_NEWNET);
+  int saved = errno;
+  close(fd);
+  if (rc != 0) {
+    throw RunError{"", "cannot enter network namespace \"" + name + "\": " + std::strerror(saved)};
+  }
+}
+
+// The lock is per network namespace (its inode), so runs in different namespaces proceed.
+std::string lock_path(const std::string& lock_dir) {
+  struct stat st {};
+  if (stat("/proc/self/ns/net", &st) != 0) return lock_dir + "/etherctl.lock";
+  return lock_dir + "/netns-" + std::to_string(st.st_ino) + ".lock";
+}
+
+plan::Objects observe(kernel::Netlink& netlink, const kernel::Ownership& ownership) {
+  kernel::Snapshot snapshot = kernel::Snapshot::read(netlink);
+  plan::Objects observed;
+  for (const auto& ops : kernel::kinds()) {
+    plan::Objects objects = ops.observe(snapshot, ownership);
+    observed.insert(observed.end(), std::make_move_iterator(objects.begin()),
+                    std::make_move_iterator(objects.end()));
+  }
+  return observed;
+}
+
+void execute_one(kernel::Netlink& netlink, const Change& change,
+                 const kernel::Ownership& ownership) {
+  const auto& ops = kernel::kind_ops(change.subject().kind);
+  switch (change.op) {
+    case Op::Create:
+      ops.create(netlink, change.desired, ownership);
+      break;
+    case Op::Modify:
+      ops.modify(netlink, change.desired, change.observed);
+      break;
+    case Op::Delete:
+      ops.remove(netlink, change.observed);
+      break;
+  }
+}
+
+std::string describe(const Change& change) {
+  const Object& o = change.subject();
+  return plan::to_string(change.op) + " " + o.kind + " " + o.name;
+}
+
+// Undoes the changes already done, newest first, against freshly observed state: created
+// objects are removed, modified ones get their old attributes back, deleted ones come back.
+// Returns the problems met on the way (empty when the kernel is back where it was).
+std::vector<std::string> roll_back(kernel::Netlink& netlink, const std::vector<Change>& done,
+                                   const kernel::Ownership& ownership) {
+  std::vector<std::string> failures;
+  for (auto it = done.rbegin(); it != done.rend(); ++it) {
+    const Change& change = *it;
+    try {
+      const auto& ops = kernel::kind_ops(change.subject().kind);
+      if (change.op == Op::Delete) {
+        Object again = change.observed;
+        ops.create(netlink, again, ownership);
+        continue;
+      }
+      // Find the object as the kernel holds it now.
+      plan::Objects now = observe(netlink, ownership);
+      const Object* current = nullptr;
+      for (const auto& o : now) {
+        if (o.kind == change.desired.kind && o.key == change.desired.key) current = &o;
+      }
+      if (!current) continue;  // already gone
+      if (change.op == Op::Create) {
+        ops.remove(netlink, *current);
+      } else {
+        Object previous = change.desired;
+        for (auto& [attr, value] : previous.attrs.items()) {
+          auto old = change.observed.attrs.find(attr);
+          if (old != change.observed.attrs.end()) value = *old;
+        }
+        ops.modify(netlink, previous, *current);
+      }
+    } catch (const std::exception& e) {
+      failures.push_back("undo " + describe(change) + ": " + e.what());
+    }
+  }
+  return failures;
+}
+
+nlohmann::json status_of(const plan::Objects& desired, const plan::Objects& observed,
+                         const plan::Plan& plan) {
+  std::map<std::string, std::string> state;  // kind:key -> state
+  for (const auto& change : plan.changes) {
+    const Object& o = change.subject();
+    state[o.kind + ":" + o.key] = change.op == Op::Create   ? "missing"
+                                  : change.op == Op::Modify ? "drifted"
+                                  : change.desired.key.empty()
+                                      ? "not in the site file (deleted on next apply)"
+                                      : "to be re-created";
+  }
+  for (const auto& conflict : plan.conflicts) state["conflict:" + conflict.path] = conflict.message;
+  nlohmann::json objects = nlohmann::json::array();
+  std::map<std::string, const Object*> observed_by_key;
+  for (const auto& o : observed) observed_by_key[o.kind + ":" + o.key] = &o;
+  auto add = [&](const Object& o, const std::string& path) {
+    auto it = state.find(o.kind + ":" + o.key);
+    auto seen = observed_by_key.find(o.kind + ":" + o.key);
+    nlohmann::json attrs = seen != observed_by_key.end() ? seen->second->attrs : o.attrs;
+    attrs.erase("ifindex");
+    objects.push_back({{"kind", o.kind},
+                       {"name", o.name},
+                       {"key", o.key},
+                       {"path", path},
+                       {"owned", seen != observed_by_key.end() && seen->second->owned},
+                       {"state", it == state.end() ? "in sync" : it->second},
+                       {"attrs", attrs}});
+  };
+  for (const auto& o : desired) add(o, o.path);
+  for (const auto& change : plan.changes) {
+    if (change.op == Op::Delete && change.desired.key.empty() && change.reason.empty()) {
+      add(change.observed, "");
+    }
+  }
+  return {{"objects", objects}};
+}
+
+}  // namespace
+
+Report run(const Options& options) {
+  auto started = std::chrono::steady_clock::now();
+  Report report;
+  auto finish = [&](Outcome outcome) {
+    report.outcome = outcome;
+    report.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::steady_clock::now() - started)
+                             .count();
+    return report;
+  };
+
+  model::LoadResult loaded = model::load_site_file(options.site_file);
+  if (!loaded.site) {
+    report.errors = loaded.problems;
+    return finish(Outcome::Invalid);
+  }
+  const model::Site& site = *loaded.site;
+  std::string error;
+  const model::Device* device = model::select_device(site, options.device, hostname(), &error);
+  if (!device) {
+    report.errors.push_back({"/devices", error});
+    return finish(Outcome::Invalid);
+  }
+  report.device = device->name;
+  if (options.command == Command::Validate) return finish(Outcome::Ok);
+
+  try {
+    if (options.netns) enter_netns(*options.netns);
+    RunLock lock;
+    std::string holder;
+    bool writes = options.command == Command::Apply || options.command == Command::Destroy;
+    // Read-only commands take the lock too, so they never observe a half-applied state.
+    if (!lock.acquire(lock_path(options.lock_dir), options.wait_for_lock, &holder)) {
+      report.errors.push_back({"", "the lock " + lock_path(options.lock_dir) + " is held by " +
+                                       holder + "; retry later or use --wait"});
+      return finish(Outcome::LockHeld);
+    }
+
+    kernel::Ownership ownership{device->name};
+    kernel::Netlink netlink;
+    plan::Objects desired = options.command == Command::Destroy
+                                ? plan::Objects{}
+                                : plan::desired_objects(site, *device);
+    plan::Objects observed = observe(netlink, ownership);
+    report.plan = plan::make_plan(desired, observed);
+    auto count_netlink = [&] {
+      report.netlink_requests = netlink.read_requests() + netlink.write_requests();
+      report.netlink_writes = netlink.write_requests();
+    };
+
+    if (options.command == Command::Status)
+      report.status = status_of(desired, observed, report.plan);
+    if (!report.plan.conflicts.empty()) {
+      report.errors = report.plan.conflicts;
+      count_netlink();
+      return finish(Outcome::Failed);
+    }
+    if (!writes) {
+      count_netlink();
+      return finish(Outcome::Ok);
+    }
+
+    std::vector<Change> done;
+    for (size_t step = 0; step < report.plan.changes.size(); ++step) {
+      const Change& change = report.plan.changes[step];
+      report.executed = true;
+      try {
+        if (options.fail_at_step && *options.fail_at_step == step) {
+          throw std::runtime_error("injected failure (test hook) at step " + std::to_string(step));
+        }
+        execute_one(netlink, change, ownership);
+        done.push_back(change);
+      } catch (const std::exception& e) {
+        report.errors.push_back(
+            {change.subject().path.empty() ? change.desired.path : change.subject().path,
+             describe(change) + ": " + e.what()});
+        for (const auto& failure : roll_back(netlink, done, ownership)) {
+          report.errors.push_back({"", failure});
+        }
+        report.rolled_back = true;
+        count_netlink();
+        return finish(Outcome::Failed);
+      }
+    }
+
+    // Verify: read the kernel back; the same plan must now be empty.
+    plan::Plan after = plan::make_plan(desired, observe(netlink, ownership));
+    for (const auto& change : after.changes) {
+      report.errors.push_back(
+          {change.desired.path, "verify: " + describe(change) + " is still needed after apply"});
+    }
+    count_netlink();
+    return finish(report.errors.empty() ? Outcome::Ok : Outcome::Failed);
+  } catch (const RunError& e) {
+    report.errors.push_back({e.path, e.message});
+  } catch (const std::exception& e) {
+    report.errors.push_back({"", e.what()});
+  }
+  return finish(Outcome::Failed);
+}
+
+}  // namespace etherctl::engine

@@ -1,0 +1,48 @@
+// The one data flow every command runs: parse -> validate -> select device -> observe ->
+// plan -> execute (with undo on failure) -> verify. Commands differ only in where they stop.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model/problem.hpp"
+#include "plan/plan.hpp"
+
+namespace etherctl::engine {
+
+enum class Command { Validate, Plan, Apply, Destroy, Status };
+
+struct Options {
+  Command command = Command::Plan;
+  std::string site_file;
+  std::optional<std::string> device;
+  std::optional<std::string> netns;  // name under /run/netns, like `ip -n`
+  bool wait_for_lock = false;
+  std::string lock_dir = "/run/etherctl";
+  // Test-only fault injection: fail the change with this index (0-based) during execute.
+  std::optional<size_t> fail_at_step;
+};
+
+enum class Outcome { Ok, Failed, LockHeld, Invalid };
+
+struct Report {
+  Outcome outcome = Outcome::Ok;
+  std::string device;
+  plan::Plan plan;
+  bool executed = false;     // changes were sent to the kernel
+  bool rolled_back = false;  // a failure was undone
+  std::vector<model::Problem> errors;
+  int64_t duration_ms = 0;
+  uint64_t netlink_requests = 0;
+  uint64_t netlink_writes = 0;
+  nlohmann::json status;  // Command::Status: objects and their state
+
+  bool changed() const { return executed && !plan.empty(); }
+};
+
+Report run(const Options& options);
+
+}  // namespace etherctl::engine

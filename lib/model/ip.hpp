@@ -1,0 +1,34 @@
+// IP addresses and prefixes as the site model needs them: parsed strictly, printed canonically.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace etherctl::model {
+
+struct IpAddress {
+  int family = 0;  // AF_INET or AF_INET6
+  std::array<uint8_t, 16> bytes{};
+
+  static std::optional<IpAddress> parse(const std::string& text);
+  std::string str() const;
+  int max_prefix() const { return family == 4 ? 32 : 128; }
+  bool operator==(const IpAddress&) const = default;
+  auto operator<=>(const IpAddress&) const = default;
+};
+
+struct IpPrefix {
+  IpAddress address;
+  int length = 0;
+
+  // "10.1.0.1/24"; the prefix length is required. Error text goes to *error.
+  static std::optional<IpPrefix> parse(const std::string& text, std::string* error);
+  std::string str() const;   // "10.1.0.1/24"
+  IpPrefix network() const;  // host bits cleared
+  bool contains(const IpAddress& a) const;
+  bool operator==(const IpPrefix&) const = default;
+};
+
+}  // namespace etherctl::model

@@ -1,0 +1,380 @@
+// Site file loading: JSON text -> typed Site, with structural checks (types, ranges, unknown
+// keys, names). Cross-object rules (references, duplicates) live in validate.cpp.
+#include "model/site.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "model/fields.hpp"
+#include "model/validate.hpp"
+
+namespace etherctl::model {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr size_t kMaxFileBytes = 16 * 1024 * 1024;
+constexpr int kMaxDepth = 32;
+const std::vector<std::string> kModes = {"transparent", "translucent", "opaque", "virtual-wire"};
+
+// Tracks where the parser is, to report duplicate keys (which nlohmann would silently merge)
+// and excessive nesting with a pointer.
+class StructureChecker {
+ public:
+  explicit StructureChecker(Problems& problems) : problems_(problems) {}
+
+  bool operator()(int depth, json::parse_event_t event, json& parsed) {
+    using E = json::parse_event_t;
+    if ((event == E::object_start || event == E::array_start || event == E::value) &&
+        !stack_.empty() && stack_.back().is_array) {
+      ++stack_.back().index;
+    }
+    switch (event) {
+      case E::object_start:
+      case E::array_start:
+        if (depth > kMaxDepth && !too_deep_) {
+          too_deep_ = true;
+          problems_.push_back(
+              {pointer(), "nesting is deeper than " + std::to_string(kMaxDepth) + " levels"});
+        }
+        stack_.push_back({event == E::array_start, -1, "", {}});
+        break;
+      case E::object_end:
+      case E::array_end:
+        stack_.pop_back();
+        break;
+      case E::key: {
+        auto& top = stack_.back();
+        top.key = parsed.get<std::string>();
+        if (!top.keys.insert(top.key).second) {
+          problems_.push_back({pointer(), "duplicate key \"" + top.key + "\""});
+        }
+        break;
+      }
+      case E::value:
+        break;
+    }
+    return true;
+  }
+
+ private:
+  struct Level {
+    bool is_array;
+    int index;
+    std::string key;
+    std::set<std::string> keys;
+  };
+  std::string pointer() const {
+    std::string p;
+    for (const auto& level : stack_) {
+      if (level.is_array) {
+        if (level.index >= 0) p = pointer_append(p, std::to_string(level.index));
+      } else if (!level.key.empty()) {
+        p = pointer_append(p, level.key);
+      }
+    }
+    return p;
+  }
+  std::vector<Level> stack_;
+  Problems& problems_;
+  bool too_deep_ = false;
+};
+
+std::string syntax_message(const std::string& text, const json::parse_error& e) {
+  // Count lines and columns ourselves: the position is a byte offset, one past the error.
+  size_t offset = e.byte == 0 ? 0 : e.byte - 1;
+  size_t line = 1, column = 1;
+  for (size_t i = 0; i < offset && i < text.size(); ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      column = 1;
+    } else {
+      ++column;
+    }
+  }
+  std::string reason = e.what();
+  // "[json.exception.parse_error.101] parse error at line 1, column 2: syntax error ..."
+  auto colon = reason.find(": ");
+  if (colon != std::string::npos) reason = reason.substr(colon + 2);
+  return "line " + std::to_string(line) + ", column " + std::to_string(column) + ": " + reason;
+}
+
+std::optional<int> parse_mtu(Fields& fields) {
+  auto mtu = fields.integer("mtu", false, 68, 65535);
+  return mtu ? std::optional<int>(static_cast<int>(*mtu)) : std::nullopt;
+}
+
+void check_name(const std::string& name, const std::string& path, const std::string& what,
+                Problems& problems, size_t max_bytes = 15) {
+  std::string reason = interface_name_problem(name, max_bytes);
+  if (!reason.empty()) problems.push_back({path, what + " \"" + name + "\" " + reason});
+}
+
+Vlan parse_vlan(const std::string& name, const json& value, const std::string& path,
+                Problems& problems) {
+  Vlan vlan{name, path, "", std::nullopt, std::nullopt};
+  Fields fields(value, path, problems, {"interface", "tag", "mtu"});
+  if (!fields.ok()) return vlan;
+  if (auto interface = fields.string("interface", true)) {
+    vlan.interface = *interface;
+    check_name(vlan.interface, fields.path_of("interface"), "interface name", problems);
+  }
+  if (auto tag = fields.integer("tag", false, 1, 4094)) {
+    vlan.tag = static_cast<int>(*tag);
+  } else if (fields.has("tag")) {
+    vlan.tag = 0;  // invalid (reported), but still a tagged VLAN: no cascade of adoption errors
+  }
+  vlan.mtu = parse_mtu(fields);
+  // A tagged VLAN becomes an interface named after the VLAN.
+  if (fields.has("tag")) check_name(name, path, "VLAN name (the interface name)", problems);
+  return vlan;
+}
+
+VlanGroup parse_vlan_group(const std::string& name, const json& value, const std::string& path,
+                           Problems& problems) {
+  VlanGroup group{name, path, {}, "transparent", std::nullopt};
+  check_name(name, path, "VLAN group name (the bridge's interface name)", problems);
+  Fields fields(value, path, problems, {"members", "mode", "mtu"});
+  if (!fields.ok()) return group;
+  if (const auto* members = fields.array("members", true)) {
+    for (size_t i = 0; i < members->size(); ++i) {
+      const auto& member = (*members)[i];
+      std::string member_path = pointer_append(fields.path_of("members"), std::to_string(i));
+      if (!member.is_string()) {
+        problems.push_back({member_path, "must be a VLAN or tunnel name (a string), not " +
+                                             json_type_name(member)});
+        continue;
+      }
+      group.members.push_back(member.get<std::string>());
+    }
+  }
+  if (auto mode = fields.string("mode", false)) {
+    if (*mode == "transparent") {
+      group.mode = *mode;
+    } else if (std::find(kModes.begin(), kModes.end(), *mode) != kModes.end()) {
+      problems.push_back({fields.path_of("mode"),
+                          "mode \"" + *mode +
+                              "\" is not supported by etherctl: only \"transparent\" (frames "
+                              "bridged unchanged) is implemented"});
+    } else {
+      std::string suggestion = closest_match(*mode, kModes);
+      problems.push_back({fields.path_of("mode"),
+                          "unknown mode \"" + *mode + "\"" +
+                              (suggestion.empty() ? std::string(" (use \"transparent\")")
+                                                  : "; did you mean \"" + suggestion + "\"?")});
+    }
+  }
+  group.mtu = parse_mtu(fields);
+  return group;
+}
+
+std::optional<IpPrefix> parse_prefix(Fields& fields, const std::string& key) {
+  auto text = fields.string(key, true);
+  if (!text) return std::nullopt;
+  std::string error;
+  auto prefix = IpPrefix::parse(*text, &error);
+  if (!prefix) fields.problem(key, error);
+  return prefix;
+}
+
+std::optional<IpAddress> parse_address(Fields& fields, const std::string& key, bool required) {
+  auto text = fields.string(key, required);
+  if (!text) return std::nullopt;
+  auto address = IpAddress::parse(*text);
+  if (!address) fields.problem(key, "\"" + *text + "\" is not an IPv4 or IPv6 address");
+  return address;
+}
+
+SelfIp parse_self_ip(const std::string& name, const json& value, const std::string& path,
+                     Problems& problems) {
+  SelfIp self_ip{name, path, {}, ""};
+  Fields fields(value, path, problems, {"address", "vlan"});
+  if (!fields.ok()) return self_ip;
+  if (auto prefix = parse_prefix(fields, "address")) self_ip.address = *prefix;
+  if (auto vlan = fields.string("vlan", true)) self_ip.vlan = *vlan;
+  return self_ip;
+}
+
+Route parse_route(const std::string& name, const json& value, const std::string& path,
+                  Problems& problems) {
+  Route route{name, path, {}, std::nullopt, std::nullopt};
+  Fields fields(value, path, problems, {"destination", "gateway", "vlan"});
+  if (!fields.ok()) return route;
+  if (auto destination = parse_prefix(fields, "destination")) {
+    route.destination = *destination;
+    if (!(destination->network() == *destination)) {
+      fields.problem("destination", "\"" + destination->str() +
+                                        "\" has host bits set; did you mean \"" +
+                                        destination->network().str() + "\"?");
+    }
+  }
+  route.gateway = parse_address(fields, "gateway", false);
+  route.vlan = fields.string("vlan", false);
+  if (fields.ok() && !fields.has("gateway") && !fields.has("vlan")) {
+    problems.push_back({path, "a route needs \"gateway\", \"vlan\" or both"});
+  }
+  return route;
+}
+
+template <typename T, typename ParseOne>
+void parse_map(Fields& parent, const std::string& key, std::map<std::string, T>& out,
+               Problems& problems, ParseOne parse_one) {
+  const json* objects = parent.object(key, false);
+  if (!objects) return;
+  for (const auto& [name, value] : objects->items()) {
+    std::string path = pointer_append(parent.path_of(key), name);
+    if (name.empty()) {
+      problems.push_back({path, "names must not be empty"});
+      continue;
+    }
+    out.emplace(name, parse_one(name, value, path, problems));
+  }
+}
+
+Device parse_device(const std::string& name, const json& value, const std::string& path,
+                    Problems& problems) {
+  Device device{name, path, {}, {}, {}, {}};
+  Fields fields(value, path, problems, {"vlans", "vlan_groups", "self_ips", "routes"});
+  if (!fields.ok()) return device;
+  parse_map(fields, "vlans", device.vlans, problems, parse_vlan);
+  parse_map(fields, "vlan_groups", device.vlan_groups, problems, parse_vlan_group);
+  parse_map(fields, "self_ips", device.self_ips, problems, parse_self_ip);
+  parse_map(fields, "routes", device.routes, problems, parse_route);
+  return device;
+}
+
+Tunnel parse_tunnel(const std::string& name, const json& value, const std::string& path,
+                    Problems& problems) {
+  Tunnel tunnel{name, path, "etherip", {}, std::nullopt, false};
+  // The bridge port gets the tunnel's name; its datapath peer is "eip-<name>" (15 bytes max).
+  check_name(name, path, "tunnel name (the interface name)", problems, 11);
+  Fields fields(value, path, problems, {"profile", "endpoints", "mtu", "accept_reversed_header"});
+  if (!fields.ok()) return tunnel;
+  if (auto profile = fields.string("profile", true)) {
+    if (*profile != "etherip") {
+      fields.problem("profile", "unknown tunnel profile \"" + *profile +
+                                    "\" (etherctl supports \"etherip\", RFC 3378)");
+    }
+    tunnel.profile = *profile;
+  }
+  if (const json* endpoints = fields.object("endpoints", true)) {
+    for (const auto& [device, address_value] : endpoints->items()) {
+      std::string endpoint_path = pointer_append(fields.path_of("endpoints"), device);
+      if (!address_value.is_string()) {
+        problems.push_back({endpoint_path,
+                            "must be the device's endpoint address (a string), "
+                            "not " +
+                                json_type_name(address_value)});
+        continue;
+      }
+      auto address = IpAddress::parse(address_value.get<std::string>());
+      if (!address) {
+        problems.push_back({endpoint_path, "\"" + address_value.get<std::string>() +
+                                               "\" is not an IPv4 or IPv6 address"});
+        continue;
+      }
+      tunnel.endpoints.emplace(device, *address);
+    }
+  }
+  tunnel.mtu = parse_mtu(fields);
+  tunnel.accept_reversed_header = fields.boolean("accept_reversed_header").value_or(false);
+  return tunnel;
+}
+
+}  // namespace
+
+std::string interface_name_problem(const std::string& name, size_t max_bytes) {
+  if (name.empty()) return "is empty";
+  if (name.size() > max_bytes) {
+    return "is " + std::to_string(name.size()) + " bytes long; interface names allow at most " +
+           std::to_string(max_bytes);
+  }
+  if (name == "." || name == "..") return "is not allowed as an interface name";
+  for (unsigned char c : name) {
+    if (c == '/' || c == ':' || std::isspace(c) || c < 0x20 || c == 0x7f) {
+      return "contains a character not allowed in interface names ('/', ':', whitespace or "
+             "control characters)";
+    }
+  }
+  return "";
+}
+
+LoadResult load_site(const std::string& text) {
+  LoadResult result;
+  if (text.size() > kMaxFileBytes) {
+    result.problems.push_back({"", "the file is " + std::to_string(text.size()) +
+                                       " bytes; site files are limited to " +
+                                       std::to_string(kMaxFileBytes) + " bytes"});
+    return result;
+  }
+  json document;
+  try {
+    StructureChecker checker(result.problems);
+    document = json::parse(text, std::ref(checker));
+  } catch (const json::parse_error& e) {
+    result.problems.push_back({"", syntax_message(text, e)});
+    return result;
+  }
+  if (!result.problems.empty()) return result;  // duplicate keys or nesting: nothing reliable
+
+  Site site;
+  Problems& problems = result.problems;
+  Fields top(document, "", problems, {"etherctl", "devices", "tunnels", "$schema", "description"});
+  if (!top.ok()) return result;
+  if (auto version = top.integer("etherctl", true, 0, 1000000)) {
+    if (*version != kSchemaVersion) {
+      top.problem("etherctl", "schema version " + std::to_string(*version) +
+                                  " is not supported; this etherctl reads version " +
+                                  std::to_string(kSchemaVersion));
+    }
+  }
+  top.string("$schema", false);
+  top.string("description", false);
+  parse_map(top, "devices", site.devices, problems, parse_device);
+  if (top.ok() && !top.has("devices")) {
+    problems.push_back({"", "missing required key \"devices\""});
+  }
+  parse_map(top, "tunnels", site.tunnels, problems, parse_tunnel);
+  validate(site, problems);
+  if (problems.empty()) result.site = std::move(site);
+  return result;
+}
+
+LoadResult load_site_file(const std::string& file_name) {
+  std::ifstream in(file_name, std::ios::binary);
+  if (!in) {
+    LoadResult result;
+    result.problems.push_back({"", "cannot read " + file_name + ": " + std::strerror(errno)});
+    return result;
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return load_site(text.str());
+}
+
+const Device* select_device(const Site& site, const std::optional<std::string>& requested,
+                            const std::string& hostname, std::string* error) {
+  auto list = [&] {
+    std::string names;
+    for (const auto& [name, device] : site.devices) names += (names.empty() ? "" : ", ") + name;
+    return names;
+  };
+  if (requested) {
+    auto it = site.devices.find(*requested);
+    if (it != site.devices.end()) return &it->second;
+    *error = "device \"" + *requested + "\" is not in the site file (devices: " + list() + ")";
+    return nullptr;
+  }
+  if (site.devices.size() == 1) return &site.devices.begin()->second;
+  auto it = site.devices.find(hostname);
+  if (it != site.devices.end()) return &it->second;
+  *error = "the site file has several devices and none is named like this host (\"" + hostname +
+           "\"); choose one with --device (devices: " + list() + ")";
+  return nullptr;
+}
+
+}  // namespace etherctl::model

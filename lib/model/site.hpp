@@ -1,0 +1,93 @@
+// The typed site model (site.json, schema version 1). Every object keeps the JSON pointer it
+// came from so that errors and plan changes can name their place in the file.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model/ip.hpp"
+#include "model/problem.hpp"
+
+namespace etherctl::model {
+
+inline constexpr int kSchemaVersion = 1;
+
+struct Vlan {
+  std::string name;
+  std::string path;
+  std::string interface;   // parent (tagged) or the adopted interface itself (untagged)
+  std::optional<int> tag;  // 802.1Q id; absent: the VLAN is `interface` itself
+  std::optional<int> mtu;
+  // The kernel interface name: the VLAN name for a tagged VLAN, else the adopted interface.
+  const std::string& ifname() const { return tag ? name : interface; }
+};
+
+struct VlanGroup {
+  std::string name;
+  std::string path;
+  std::vector<std::string> members;  // VLAN or tunnel names
+  std::string mode;                  // "transparent"
+  std::optional<int> mtu;
+};
+
+struct SelfIp {
+  std::string name;
+  std::string path;
+  IpPrefix address;
+  std::string vlan;  // VLAN or VLAN group name
+};
+
+struct Route {
+  std::string name;
+  std::string path;
+  IpPrefix destination;
+  std::optional<IpAddress> gateway;
+  std::optional<std::string> vlan;  // VLAN or VLAN group name
+};
+
+struct Device {
+  std::string name;
+  std::string path;
+  std::map<std::string, Vlan> vlans;
+  std::map<std::string, VlanGroup> vlan_groups;
+  std::map<std::string, SelfIp> self_ips;
+  std::map<std::string, Route> routes;
+};
+
+struct Tunnel {
+  std::string name;
+  std::string path;
+  std::string profile;                         // "etherip"
+  std::map<std::string, IpAddress> endpoints;  // device name -> endpoint address
+  std::optional<int> mtu;
+  bool accept_reversed_header = false;  // accept 0x0300 from old FreeBSD/NetBSD peers
+};
+
+struct Site {
+  int version = kSchemaVersion;
+  std::map<std::string, Device> devices;
+  std::map<std::string, Tunnel> tunnels;
+};
+
+struct LoadResult {
+  std::optional<Site> site;  // set only when problems is empty
+  Problems problems;
+};
+
+// Parses and validates site text. All problems are reported in one run.
+LoadResult load_site(const std::string& text);
+// Reads a file and loads it; unreadable files are a problem at path "".
+LoadResult load_site_file(const std::string& file_name);
+
+// Picks the device to apply: `requested` if given, else the only device, else the device
+// named like `hostname`. On failure returns nullopt and sets *error.
+const Device* select_device(const Site& site, const std::optional<std::string>& requested,
+                            const std::string& hostname, std::string* error);
+
+// Linux interface name rules (dev_valid_name): 1..15 bytes, not "." or "..", no '/', ':' or
+// whitespace. Returns "" when valid, else the reason.
+std::string interface_name_problem(const std::string& name, size_t max_bytes = 15);
+
+}  // namespace etherctl::model

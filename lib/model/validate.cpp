@@ -1,0 +1,211 @@
+#include "model/validate.hpp"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "model/fields.hpp"
+
+namespace etherctl::model {
+
+namespace {
+
+// Tunnels that have an endpoint on `device`.
+std::vector<const Tunnel*> tunnels_of(const Site& site, const std::string& device) {
+  std::vector<const Tunnel*> tunnels;
+  for (const auto& [name, tunnel] : site.tunnels) {
+    if (tunnel.endpoints.count(device)) tunnels.push_back(&tunnel);
+  }
+  return tunnels;
+}
+
+template <typename Map>
+std::vector<std::string> keys_of(const Map& map) {
+  std::vector<std::string> keys;
+  for (const auto& [key, unused] : map) keys.push_back(key);
+  return keys;
+}
+
+std::string unknown(const std::string& what, const std::string& name,
+                    const std::vector<std::string>& candidates) {
+  std::string message = "unknown " + what + " \"" + name + "\"";
+  std::string suggestion = closest_match(name, candidates);
+  if (!suggestion.empty()) message += "; did you mean \"" + suggestion + "\"?";
+  return message;
+}
+
+void validate_device(const Site& site, const Device& device, Problems& problems) {
+  // Interface names this device would hold, to catch two objects wanting one interface.
+  std::map<std::string, std::string> interface_users;  // ifname -> pointer of first user
+  auto claim_interface = [&](const std::string& ifname, const std::string& path) {
+    auto [it, inserted] = interface_users.emplace(ifname, path);
+    if (!inserted) {
+      problems.push_back({path, "interface \"" + ifname + "\" is also used by " + it->second});
+    }
+  };
+
+  std::map<std::pair<std::string, int>, std::string> tags;  // (parent, tag) -> VLAN name
+  for (const auto& [name, vlan] : device.vlans) {
+    claim_interface(vlan.ifname(), vlan.path);
+    if (vlan.tag && *vlan.tag != 0) {
+      auto [it, inserted] = tags.emplace(std::make_pair(vlan.interface, *vlan.tag), name);
+      if (!inserted) {
+        problems.push_back({pointer_append(vlan.path, "tag"),
+                            "tag " + std::to_string(*vlan.tag) + " is already used on " +
+                                vlan.interface + " by VLAN \"" + it->second + "\""});
+      }
+    }
+  }
+
+  auto tunnels = tunnels_of(site, device.name);
+  std::set<std::string> tunnel_names;
+  for (const Tunnel* tunnel : tunnels) {
+    tunnel_names.insert(tunnel->name);
+    claim_interface(tunnel->name, tunnel->path);
+    claim_interface(tunnel_datapath_ifname(tunnel->name), tunnel->path);
+  }
+
+  std::vector<std::string> member_candidates = keys_of(device.vlans);
+  member_candidates.insert(member_candidates.end(), tunnel_names.begin(), tunnel_names.end());
+  std::map<std::string, std::string> group_of;  // member -> group
+  for (const auto& [name, group] : device.vlan_groups) {
+    claim_interface(name, group.path);
+    std::set<std::string> seen;
+    for (size_t i = 0; i < group.members.size(); ++i) {
+      const std::string& member = group.members[i];
+      std::string path = pointer_append(pointer_append(group.path, "members"), std::to_string(i));
+      if (!device.vlans.count(member) && !tunnel_names.count(member)) {
+        std::string message = unknown("VLAN or tunnel", member, member_candidates);
+        if (site.tunnels.count(member)) {
+          message = "tunnel \"" + member + "\" has no endpoint on device \"" + device.name + "\"";
+        }
+        problems.push_back({path, message});
+        continue;
+      }
+      if (!seen.insert(member).second) {
+        problems.push_back({path, "\"" + member + "\" is listed twice"});
+        continue;
+      }
+      auto [it, inserted] = group_of.emplace(member, name);
+      if (!inserted) {
+        problems.push_back({path, "\"" + member + "\" is already a member of VLAN group \"" +
+                                      it->second + "\"; a VLAN can be in one group only"});
+      }
+    }
+  }
+
+  std::vector<std::string> vlan_candidates = keys_of(device.vlans);
+  for (const auto& [name, group] : device.vlan_groups) vlan_candidates.push_back(name);
+  // A self IP or route may sit on a VLAN that is not in a group, or on a group.
+  auto check_vlan_reference = [&](const std::string& vlan, const std::string& path) {
+    if (!device.vlans.count(vlan) && !device.vlan_groups.count(vlan)) {
+      problems.push_back({path, unknown("VLAN or VLAN group", vlan, vlan_candidates)});
+      return;
+    }
+    auto it = group_of.find(vlan);
+    if (it != group_of.end()) {
+      problems.push_back({path, "VLAN \"" + vlan + "\" is a member of VLAN group \"" + it->second +
+                                    "\"; use the group \"" + it->second +
+                                    "\" instead (a bridge port carries no addresses)"});
+    }
+  };
+
+  std::map<IpAddress, std::string> addresses;  // address -> self IP pointer
+  for (const auto& [name, self_ip] : device.self_ips) {
+    check_vlan_reference(self_ip.vlan, pointer_append(self_ip.path, "vlan"));
+    if (self_ip.address.address.family == 0) continue;  // already reported
+    std::string address_path = pointer_append(self_ip.path, "address");
+    auto [it, inserted] = addresses.emplace(self_ip.address.address, self_ip.path);
+    if (!inserted) {
+      problems.push_back({address_path, "address " + self_ip.address.address.str() +
+                                            " is also used by " + it->second});
+    }
+    const auto& a = self_ip.address;
+    if (a.address.family == 4 && a.length <= 30) {
+      IpAddress broadcast = a.address;
+      for (int bit = a.length; bit < 32; ++bit) {
+        broadcast.bytes[bit / 8] |= static_cast<uint8_t>(0x80u >> (bit % 8));
+      }
+      if (a.network().address == a.address) {
+        problems.push_back(
+            {address_path, a.str() + " is the network address of its subnet, not a host"});
+      } else if (broadcast == a.address) {
+        problems.push_back(
+            {address_path, a.str() + " is the broadcast address of its subnet, not a host"});
+      }
+    }
+  }
+
+  std::map<std::string, std::string> destinations;  // canonical destination -> route pointer
+  for (const auto& [name, route] : device.routes) {
+    if (route.vlan) check_vlan_reference(*route.vlan, pointer_append(route.path, "vlan"));
+    if (route.destination.address.family == 0) continue;
+    auto [it, inserted] = destinations.emplace(route.destination.network().str(), route.path);
+    if (!inserted) {
+      problems.push_back(
+          {pointer_append(route.path, "destination"),
+           "destination " + route.destination.str() + " is also routed by " + it->second});
+    }
+    if (route.gateway && route.gateway->family != route.destination.address.family) {
+      problems.push_back({pointer_append(route.path, "gateway"),
+                          "gateway " + route.gateway->str() + " is not of the same address " +
+                              "family as destination " + route.destination.str()});
+    }
+  }
+}
+
+void validate_tunnel(const Site& site, const Tunnel& tunnel, Problems& problems) {
+  std::string endpoints_path = pointer_append(tunnel.path, "endpoints");
+  if (tunnel.endpoints.size() != 2) {
+    problems.push_back({endpoints_path,
+                        "an EtherIP tunnel needs exactly two endpoints (one per "
+                        "device), not " +
+                            std::to_string(tunnel.endpoints.size())});
+  }
+  int family = 0;
+  std::set<IpAddress> seen;
+  for (const auto& [device_name, address] : tunnel.endpoints) {
+    std::string path = pointer_append(endpoints_path, device_name);
+    auto device = site.devices.find(device_name);
+    if (device == site.devices.end()) {
+      problems.push_back({path, unknown("device", device_name, keys_of(site.devices))});
+      continue;
+    }
+    if (family != 0 && address.family != family) {
+      problems.push_back({path,
+                          "both endpoints must be of the same address family (IPv4 or "
+                          "IPv6)"});
+    }
+    family = address.family;
+    if (!seen.insert(address).second) {
+      problems.push_back({path, "both endpoints have address " + address.str()});
+    }
+    bool is_self_ip =
+        std::any_of(device->second.self_ips.begin(), device->second.self_ips.end(),
+                    [&](const auto& entry) { return entry.second.address.address == address; });
+    if (!is_self_ip) {
+      problems.push_back({path, address.str() + " is not a self IP of device \"" + device_name +
+                                    "\"; a tunnel endpoint must be one of the device's self IPs"});
+    }
+  }
+}
+
+}  // namespace
+
+void validate(const Site& site, Problems& problems) {
+  for (const auto& [name, device] : site.devices) {
+    bool name_ok =
+        name.size() <= 63 && std::all_of(name.begin(), name.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+        });
+    if (!name_ok) {
+      problems.push_back({device.path, "device name \"" + name +
+                                           "\" must be at most 63 letters, digits, '.', '_' or "
+                                           "'-'"});
+    }
+    validate_device(site, device, problems);
+  }
+  for (const auto& [name, tunnel] : site.tunnels) validate_tunnel(site, tunnel, problems);
+}
+
+}  // namespace etherctl::model

@@ -1,0 +1,15 @@
+// Cross-object rules of a parsed site: references, duplicates, name collisions, tunnels.
+#pragma once
+
+#include "model/problem.hpp"
+#include "model/site.hpp"
+
+namespace etherctl::model {
+
+// Appends every problem found; never stops at the first.
+void validate(const Site& site, Problems& problems);
+
+// Interface name of a tunnel's datapath end (the veth peer that carries the BPF programs).
+inline std::string tunnel_datapath_ifname(const std::string& tunnel) { return "eip-" + tunnel; }
+
+}  // namespace etherctl::model

@@ -1,0 +1,99 @@
+// Site model -> the objects one device wants in its kernel.
+#include <set>
+
+#include "model/validate.hpp"
+#include "plan/plan.hpp"
+
+namespace etherctl::plan {
+
+using model::pointer_append;
+
+namespace {
+
+// Kernel interface name of a VLAN or VLAN group reference (validated to exist).
+std::string ifname_of(const model::Device& device, const std::string& vlan_or_group) {
+  auto vlan = device.vlans.find(vlan_or_group);
+  return vlan != device.vlans.end() ? vlan->second.ifname() : vlan_or_group;
+}
+
+}  // namespace
+
+Objects desired_objects(const model::Site& site, const model::Device& device) {
+  Objects objects;
+  std::set<std::string> grouped;  // VLANs and tunnels that are bridge ports
+  for (const auto& [name, group] : device.vlan_groups) {
+    grouped.insert(group.members.begin(), group.members.end());
+  }
+
+  std::vector<std::string> underlay;  // interfaces outer EtherIP packets can arrive on
+  for (const auto& [name, vlan] : device.vlans) {
+    Object o{kVlan, vlan.ifname(), name, vlan.path, {{"up", true}}, false, !vlan.tag};
+    if (vlan.tag) {
+      o.attrs["interface"] = vlan.interface;
+      o.attrs["tag"] = *vlan.tag;
+    }
+    if (vlan.mtu) o.attrs["mtu"] = *vlan.mtu;
+    if (!grouped.count(name)) underlay.push_back(vlan.ifname());
+    objects.push_back(std::move(o));
+  }
+
+  for (const auto& [name, group] : device.vlan_groups) {
+    Object o{kVlanGroup, name, name, group.path, {{"up", true}, {"mode", group.mode}}};
+    if (group.mtu) o.attrs["mtu"] = *group.mtu;
+    objects.push_back(std::move(o));
+    for (size_t i = 0; i < group.members.size(); ++i) {
+      std::string link = ifname_of(device, group.members[i]);
+      std::string path = pointer_append(pointer_append(group.path, "members"), std::to_string(i));
+      objects.push_back({kPort,
+                         name + "/" + link,
+                         name + "/" + group.members[i],
+                         path,
+                         {{"bridge", name}, {"link", link}}});
+    }
+  }
+
+  for (const auto& [name, tunnel] : site.tunnels) {
+    auto local = tunnel.endpoints.find(device.name);
+    if (local == tunnel.endpoints.end()) continue;
+    const model::IpAddress* remote = nullptr;
+    for (const auto& [peer, address] : tunnel.endpoints) {
+      if (peer != device.name) remote = &address;
+    }
+    Object o{kTunnel,
+             name,
+             name,
+             tunnel.path,
+             {{"local", local->second.str()},
+              {"remote", remote ? remote->str() : ""},
+              {"accept_reversed", tunnel.accept_reversed_header},
+              {"underlay", underlay},
+              {"up", true}}};
+    if (tunnel.mtu) o.attrs["mtu"] = *tunnel.mtu;
+    objects.push_back(std::move(o));
+  }
+
+  for (const auto& [name, self_ip] : device.self_ips) {
+    std::string link = ifname_of(device, self_ip.vlan);
+    std::string address = self_ip.address.str();
+    objects.push_back({kSelfIp,
+                       link + " " + address,
+                       name,
+                       self_ip.path,
+                       {{"interface", link}, {"address", address}}});
+  }
+
+  for (const auto& [name, route] : device.routes) {
+    std::string destination = route.destination.network().str();
+    Object o{kRoute,
+             destination,
+             name,
+             route.path,
+             {{"destination", destination},
+              {"gateway", route.gateway ? route.gateway->str() : std::string()}}};
+    if (route.vlan) o.attrs["interface"] = ifname_of(device, *route.vlan);
+    objects.push_back(std::move(o));
+  }
+  return objects;
+}
+
+}  // namespace etherctl::plan

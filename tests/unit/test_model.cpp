@@ -1,0 +1,108 @@
+// Parsing and validation of site files, including the catalogue of invalid files.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "model/site.hpp"
+
+namespace fs = std::filesystem;
+using etherctl::model::load_site;
+using etherctl::model::load_site_file;
+using etherctl::model::Problems;
+
+namespace {
+
+const fs::path kSource = ETHERCTL_SOURCE_DIR;
+
+std::string dump(const Problems& problems) {
+  std::string out;
+  for (const auto& p : problems) out += "  " + p.path + ": " + p.message + "\n";
+  return out;
+}
+
+}  // namespace
+
+TEST(Model, ExampleFromTheIssueLoads) {
+  auto result = load_site_file(kSource / "examples/site.json");
+  ASSERT_TRUE(result.site) << dump(result.problems);
+  const auto& device = result.site->devices.at("dc1-edge");
+  EXPECT_EQ(device.vlans.at("servers").tag, 100);
+  EXPECT_EQ(device.vlans.at("wan").ifname(), "eth0");
+  EXPECT_EQ(device.vlans.at("servers").ifname(), "servers");
+  EXPECT_EQ(device.vlan_groups.at("vmotion").mode, "transparent");
+  EXPECT_EQ(device.self_ips.at("server-v6").address.str(), "2001:db8:1::1/64");
+  EXPECT_EQ(device.routes.at("to-dc2").gateway->str(), "198.51.100.254");
+}
+
+TEST(Model, EveryExampleIsValid) {
+  int checked = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(kSource / "examples")) {
+    if (entry.path().extension() != ".json" || entry.path().filename() == "package.json") continue;
+    auto result = load_site_file(entry.path());
+    EXPECT_TRUE(result.site) << entry.path() << "\n" << dump(result.problems);
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
+}
+
+// Each file in tests/catalogue/invalid must fail with the listed pointers and messages.
+TEST(Model, CatalogueOfInvalidFiles) {
+  std::ifstream in(kSource / "tests/catalogue/expected.json");
+  auto expected = nlohmann::json::parse(in);
+  int files = 0;
+  for (const auto& [name, problems] : expected.items()) {
+    etherctl::model::LoadResult result;
+    if (name == "huge-file") {
+      result = load_site(std::string(17 * 1024 * 1024, ' '));
+    } else {
+      fs::path file = kSource / "tests/catalogue/invalid" / (name + ".json");
+      ASSERT_TRUE(fs::exists(file)) << file;
+      result = load_site_file(file);
+    }
+    ++files;
+    EXPECT_FALSE(result.site) << name << " was accepted";
+    for (const auto& want : problems) {
+      std::string path = want["path"], contains = want["contains"];
+      bool found = std::any_of(result.problems.begin(), result.problems.end(), [&](auto& p) {
+        return p.path == path && p.message.find(contains) != std::string::npos;
+      });
+      EXPECT_TRUE(found) << name << ": expected " << path << ": ..." << contains << "...\ngot:\n"
+                         << dump(result.problems);
+    }
+  }
+  EXPECT_GE(files, 60);
+}
+
+TEST(Model, AllErrorsInOneRun) {
+  auto result = load_site(R"({
+    "etherctl": 1,
+    "devices": { "d": {
+      "vlans": { "a": { "interface": "eth1", "tag": 5000 }, "b": { "interface": "eth1", "tag": 0 } },
+      "self_ips": { "s": { "address": "10.0.0.1", "vlan": "x" } }
+    } }
+  })");
+  ASSERT_FALSE(result.site);
+  EXPECT_EQ(result.problems.size(), 4u) << dump(result.problems);
+}
+
+TEST(Model, PointersEscapeSpecialCharacters) {
+  auto result = load_site(
+      R"({"etherctl": 1, "devices": {"d": {"vlans": {"a/b~c": {"interface": "eth0", "tag": 9999}}}}})");
+  ASSERT_FALSE(result.site);
+  bool found = std::any_of(result.problems.begin(), result.problems.end(),
+                           [](auto& p) { return p.path == "/devices/d/vlans/a~1b~0c/tag"; });
+  EXPECT_TRUE(found) << dump(result.problems);
+}
+
+TEST(Model, SelectDevice) {
+  auto result = load_site(R"({"etherctl": 1, "devices": {"a": {}, "b": {}}})");
+  ASSERT_TRUE(result.site) << dump(result.problems);
+  std::string error;
+  EXPECT_EQ(select_device(*result.site, std::nullopt, "b", &error)->name, "b");
+  EXPECT_EQ(select_device(*result.site, std::string("a"), "b", &error)->name, "a");
+  EXPECT_EQ(select_device(*result.site, std::nullopt, "c", &error), nullptr);
+  EXPECT_NE(error.find("devices: a, b"), std::string::npos) << error;
+  EXPECT_EQ(select_device(*result.site, std::string("z"), "a", &error), nullptr);
+}
