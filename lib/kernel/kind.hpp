@@ -34,8 +34,14 @@ struct KindOps {
   void (*remove)(Netlink& netlink, const plan::Object& observed);
 };
 
-// All kinds, in creation order.
+// All kinds, in creation order (delete in reverse): vlan, vlan_group, tunnel, port, self_ip,
+// route, ipvs_service, ipvs_member. The kinds of lib/kernel are built in; kinds implemented
+// elsewhere (the "tunnel" kind of lib/datapath) join with register_kind() at start-up.
 const std::vector<KindOps>& kinds();
+// Throws std::out_of_range naming the kind when it is not registered.
 const KindOps& kind_ops(std::string_view kind);
+// Adds a kind at its place in creation order, or replaces the kind of the same name.
+// Not thread-safe: call it before any observation starts.
+void register_kind(const KindOps& ops);
 
 }  // namespace etherctl::kernel

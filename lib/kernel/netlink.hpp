@@ -26,6 +26,9 @@ class KernelError : public std::runtime_error {
   std::string extack_;
 };
 
+// "<strerror>" or "<strerror> (kernel: <extack>)": the tail of every KernelError message.
+std::string describe_error(int error, const std::string& extack);
+
 // One request message under construction. Owns its buffer.
 class Message {
  public:
@@ -60,6 +63,12 @@ class Netlink {
   // Sends a request with NLM_F_ACK and waits for the answer; throws KernelError on failure.
   // Every call counts as a write request.
   void request(Message& message);
+  // The same, with the KernelError text prefixed by `what` ("create vlan servers: ...").
+  void request(Message& message, const std::string& what);
+  // Sends a non-dump GET request (with NLM_F_ACK) and calls on_message for each answer
+  // message before the ack; counts as a read request. Throws KernelError prefixed by `what`.
+  void query(Message& message, const std::function<void(const nlmsghdr*)>& on_message,
+             const std::string& what);
   // Sends a dump request (NLM_F_DUMP) and calls on_message for each answer message.
   void dump(Message& message, const std::function<void(const nlmsghdr*)>& on_message);
 
@@ -67,6 +76,8 @@ class Netlink {
   uint64_t read_requests() const { return read_requests_; }
 
  private:
+  void exchange(Message& message, const std::function<void(const nlmsghdr*)>& on_message,
+                const std::string& what);
   struct MnlSocketDeleter {
     void operator()(mnl_socket* s) const { mnl_socket_close(s); }
   };

@@ -19,9 +19,9 @@ struct LinkInfo {
   int parent_ifindex = 0;  // IFLA_LINK (vlan parent, veth peer)
   int master_ifindex = 0;  // IFLA_MASTER (bridge this link is a port of)
   int mtu = 0;
-  bool up = false;         // IFF_UP (administrative state)
-  int vlan_id = 0;         // IFLA_VLAN_ID for type "vlan"
-  std::string mac;         // "aa:bb:cc:dd:ee:ff"
+  bool up = false;  // IFF_UP (administrative state)
+  int vlan_id = 0;  // IFLA_VLAN_ID for type "vlan"
+  std::string mac;  // "aa:bb:cc:dd:ee:ff"
 };
 
 struct AddressInfo {
@@ -37,7 +37,7 @@ struct RouteInfo {
   int family = 0;
   uint32_t table = 0;
   uint8_t protocol = 0;
-  uint8_t type = 0;  // RTN_UNICAST, ...
+  uint8_t type = 0;         // RTN_UNICAST, ...
   std::string destination;  // canonical "addr/prefix" ("0.0.0.0/0" for default)
   std::string gateway;      // "" when none
   int oif = 0;              // 0 when none

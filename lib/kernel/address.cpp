@@ -1,0 +1,80 @@
+// Kind "self_ip": every IPv4 and IPv6 address. Ours carry IFA_PROTO = kEtherctlProtocol, a
+// mark the kernel stores with the address (Linux 5.18+), so no state file is needed.
+#include <linux/if_addr.h>
+#include <sys/socket.h>
+
+#include "kernel/detail.hpp"
+#include "kernel/inet.hpp"
+
+namespace etherctl::kernel {
+
+namespace {
+
+plan::Objects observe(const Snapshot& snapshot, const Ownership&) {
+  const auto by_index = detail::links_by_index(snapshot);
+  plan::Objects objects;
+  objects.reserve(snapshot.addresses.size());
+  for (const AddressInfo& address : snapshot.addresses) {
+    auto link = by_index.find(address.ifindex);
+    if (link == by_index.end()) continue;  // the link vanished between the two dumps
+    plan::Object& object = objects.emplace_back();
+    object.kind = plan::kSelfIp;
+    std::string text = address.address + "/" + std::to_string(address.prefix);
+    object.key = link->second->name + " " + text;
+    object.name = object.key;
+    object.owned = address.protocol == kEtherctlProtocol;
+    object.attrs["interface"] = link->second->name;
+    object.attrs["address"] = std::move(text);
+  }
+  return objects;
+}
+
+IpPrefix parse(const plan::Object& object, std::string_view operation) {
+  const std::string text = detail::require_string(object, "address", operation);
+  auto prefix = parse_prefix(text);
+  if (!prefix) {
+    throw std::invalid_argument(detail::what(operation, object) + ": \"" + text +
+                                "\" is not an address/prefix");
+  }
+  return *prefix;
+}
+
+Message address_message(uint16_t type, uint16_t flags, const IpPrefix& prefix, int ifindex) {
+  Message message(type, flags);
+  auto* ifa = message.put_header<ifaddrmsg>();
+  ifa->ifa_family = static_cast<uint8_t>(prefix.family);
+  ifa->ifa_prefixlen = static_cast<uint8_t>(prefix.length);
+  ifa->ifa_index = static_cast<uint32_t>(ifindex);
+  // Like `ip address add`: IFA_LOCAL is the address, IFA_ADDRESS the same (no peer).
+  message.put(IFA_LOCAL, prefix.bytes.data(), prefix.size());
+  message.put(IFA_ADDRESS, prefix.bytes.data(), prefix.size());
+  return message;
+}
+
+void create(Netlink& netlink, const plan::Object& desired, const Ownership&) {
+  const std::string what = detail::what("create", desired);
+  const IpPrefix prefix = parse(desired, "create");
+  const std::string interface = detail::require_string(desired, "interface", "create");
+  Message message = address_message(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, prefix,
+                                    detail::ifindex_for(netlink, interface, what));
+  message.put_u8(IFA_PROTO, kEtherctlProtocol);
+  netlink.request(message, what);
+}
+
+// Interface and address make the key: nothing else is managed, so nothing to change.
+void modify(Netlink&, const plan::Object&, const plan::Object&) {}
+
+void remove(Netlink& netlink, const plan::Object& observed) {
+  const std::string what = detail::what("remove", observed);
+  const IpPrefix prefix = parse(observed, "remove");
+  const std::string interface = detail::require_string(observed, "interface", "remove");
+  Message message =
+      address_message(RTM_DELADDR, 0, prefix, detail::ifindex_for(netlink, interface, what));
+  netlink.request(message, what);
+}
+
+}  // namespace
+
+KindOps address_kind() { return {plan::kSelfIp, observe, create, modify, remove}; }
+
+}  // namespace etherctl::kernel

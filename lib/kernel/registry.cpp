@@ -1,0 +1,58 @@
+// The list of kinds. Adding a kind is one line here (or one register_kind() call for a kind
+// that lives outside lib/kernel) plus its file.
+#include <algorithm>
+#include <array>
+#include <stdexcept>
+
+#include "kernel/detail.hpp"
+
+namespace etherctl::kernel {
+
+namespace {
+
+// Creation order: links (VLANs, bridges, tunnel interfaces) before the ports that join them and
+// the addresses on them; routes after the addresses that make their gateways reachable; IPVS
+// last, as it needs the addresses. Deletion runs in reverse.
+constexpr std::array<std::string_view, 8> kCreationOrder = {
+    plan::kVlan,   plan::kVlanGroup, plan::kTunnel,  plan::kPort,
+    plan::kSelfIp, plan::kRoute,     "ipvs_service", "ipvs_member",
+};
+
+size_t rank(std::string_view kind) {
+  auto it = std::find(kCreationOrder.begin(), kCreationOrder.end(), kind);
+  // Unknown kinds go last, in registration order.
+  return static_cast<size_t>(it - kCreationOrder.begin());
+}
+
+std::vector<KindOps>& registry() {
+  static std::vector<KindOps> kinds = {vlan_kind(), bridge_kind(), port_kind(), address_kind(),
+                                       route_kind()};
+  return kinds;
+}
+
+}  // namespace
+
+const std::vector<KindOps>& kinds() { return registry(); }
+
+const KindOps& kind_ops(std::string_view kind) {
+  for (const KindOps& ops : registry()) {
+    if (ops.kind == kind) return ops;
+  }
+  throw std::out_of_range("kernel: no such object kind \"" + std::string(kind) + "\"");
+}
+
+void register_kind(const KindOps& ops) {
+  auto& kinds = registry();
+  for (KindOps& existing : kinds) {
+    if (existing.kind == ops.kind) {
+      existing = ops;
+      return;
+    }
+  }
+  auto position = std::find_if(kinds.begin(), kinds.end(), [&](const KindOps& existing) {
+    return rank(existing.kind) > rank(ops.kind);
+  });
+  kinds.insert(position, ops);
+}
+
+}  // namespace etherctl::kernel
