@@ -52,6 +52,7 @@ nlohmann::json report_json(const Cli& cli, const etherctl::engine::Report& repor
       {"duration_ms", report.duration_ms},
       {"netlink", {{"requests", report.netlink_requests}, {"writes", report.netlink_writes}}}};
   if (report.rolled_back) out["rolled_back"] = true;
+  if (report.failed_step) out["failed_step"] = *report.failed_step;
   if (cli.options.command == Command::Status) out["status"] = report.status;
   return out;
 }
@@ -76,7 +77,9 @@ void print_text(const Cli& cli, const etherctl::engine::Report& report) {
       fmt::print("device {}\n", report.device);
       if (report.status.contains("objects")) print_status_table(report.status);
     } else if (!report.device.empty()) {
-      const char* verb = command == Command::Plan ? "Plan" : "Changes";
+      const char* verb = command == Command::Plan ? "Plan"
+                         : report.failed_step     ? "Planned changes"
+                                                  : "Changes";
       if (report.plan.empty() && report.errors.empty()) {
         fmt::print("device {}: no changes ({} objects in sync).\n", report.device,
                    report.plan.unchanged);
@@ -84,7 +87,12 @@ void print_text(const Cli& cli, const etherctl::engine::Report& report) {
         fmt::print("{} for device {}:\n{}", verb, report.device,
                    etherctl::plan::render_text(report.plan, color));
       }
-      if (report.rolled_back) fmt::print("The changes made were rolled back.\n");
+      if (report.failed_step) {
+        fmt::print("Apply failed at change {} of {}; {}.\n", *report.failed_step + 1,
+                   report.plan.changes.size(),
+                   report.errors.size() > 1 ? "rolling back was incomplete (see below)"
+                                            : "the changes made before it were rolled back");
+      }
     }
   }
   for (const auto& e : report.errors) {

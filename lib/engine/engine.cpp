@@ -253,6 +253,10 @@ Report run(const Options& options) {
     }
 
     // Verify: read the kernel back; the same plan must now be empty.
+    if (report.plan.empty()) {
+      count_netlink();
+      return finish(Outcome::Ok);
+    }
     plan::Plan after = plan::make_plan(desired, observe(netlink, ownership));
     for (const auto& change : after.changes) {
       report.errors.push_back(

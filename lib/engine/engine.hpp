@@ -34,6 +34,7 @@ struct Report {
   plan::Plan plan;
   bool executed = false;     // changes were sent to the kernel
   bool rolled_back = false;  // a failure was undone
+  std::optional<size_t> failed_step;  // index into plan.changes of the change that failed
   std::vector<model::Problem> errors;
   int64_t duration_ms = 0;
   uint64_t netlink_requests = 0;

@@ -43,7 +43,9 @@ std::vector<std::string> differences(const Object& desired, const Object& observ
     auto want = desired.attrs.find(attr);
     if (want == desired.attrs.end()) continue;  // not managed
     auto have = observed.attrs.find(attr);
-    if (have == observed.attrs.end() || *have != *want) differing.push_back(attr);
+    // The kernel layer leaves out what the kernel does not report; "" means "none" here.
+    bool absent = have == observed.attrs.end();
+    if (absent ? *want != "" : *have != *want) differing.push_back(attr);
   }
   return differing;
 }
