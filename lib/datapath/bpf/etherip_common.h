@@ -1,0 +1,91 @@
+/* Types shared by the EtherIP BPF programs and their C++ loader. Plain UAPI types only: this
+ * header is compiled both with clang -target bpf and with the host C++ compiler. */
+#ifndef ETHERCTL_ETHERIP_COMMON_H
+#define ETHERCTL_ETHERIP_COMMON_H
+
+#include <linux/types.h>
+
+#define ETHERIP_IPPROTO 97
+/* RFC 3378 header: version 3 in the high nibble, 12 reserved bits zero. */
+#define ETHERIP_HDR_V3 0x3000
+/* Old FreeBSD/NetBSD put the version in the low nibble; accepted only on opt-in. */
+#define ETHERIP_HDR_REVERSED 0x0300
+
+/* Set on an encapsulated packet redirected into the stack through its own device, so the
+ * encap program recognises it on re-entry (and clears it before the stack sees it). */
+#define ETHERIP_MARK 0x45495000u
+
+#define ETHERIP_FAMILY_V4 4
+#define ETHERIP_FAMILY_V6 6
+
+#define ETHERIP_FLAG_ACCEPT_REVERSED (1u << 0)
+
+/* Largest reassembled outer payload (EtherIP header + inner frame): a 1518-byte tagged frame
+ * fits with room to spare; bigger datagrams are dropped as oversize. */
+#define ETHERIP_FRAG_MAX 2048
+/* Incomplete datagrams older than this are dropped (counted when their next piece arrives). */
+#define ETHERIP_FRAG_TIMEOUT_NS (5ULL * 1000 * 1000 * 1000)
+
+#define ETHERIP_MAX_UNDERLAY 8
+#define ETHERIP_NAME_LEN 16
+
+/* Stats slot for drops that belong to no tunnel (unknown local address, missing config). */
+#define ETHERIP_UNATTRIBUTED 0
+
+enum etherip_drop {
+  ETHERIP_DROP_TRUNCATED = 0,  /* outer or inner shorter than its headers or lengths claim */
+  ETHERIP_DROP_BAD_IP_HEADER,  /* outer IP header malformed (IHL, checksum) */
+  ETHERIP_DROP_BAD_VERSION,    /* EtherIP header other than 0x3000 */
+  ETHERIP_DROP_REVERSED,       /* 0x0300 without the accept_reversed opt-in */
+  ETHERIP_DROP_UNKNOWN_PEER,   /* to a tunnel's local address from a source that is no peer */
+  ETHERIP_DROP_WRONG_LOCAL,    /* to another local address of this host */
+  ETHERIP_DROP_FRAG_OVERLAP,   /* overlapping or duplicate fragment: whole datagram dropped */
+  ETHERIP_DROP_FRAG_TIMEOUT,   /* datagram incomplete after ETHERIP_FRAG_TIMEOUT_NS */
+  ETHERIP_DROP_FRAG_OVERSIZE,  /* datagram longer than ETHERIP_FRAG_MAX */
+  ETHERIP_DROP_FRAG_MALFORMED, /* empty or misaligned piece, data past the last fragment */
+  ETHERIP_DROP_NO_TUNNEL,      /* program attached to a device without configuration */
+  ETHERIP_DROP_GSO,            /* GSO packet reached the encap program (offloads left on) */
+  ETHERIP_DROP_HELPER,         /* a resize/copy/redirect helper failed */
+  ETHERIP_DROP_MAX,
+};
+
+/* Value of the `tunnels` map; key: ifindex of the program-carrying veth end ("eip-<name>"). */
+struct etherip_tunnel {
+  char name[ETHERIP_NAME_LEN]; /* tunnel (bridge-port) name, for the loader */
+  __u32 eip_ifindex;
+  __u32 family; /* ETHERIP_FAMILY_V4 / _V6 */
+  __u32 flags;  /* ETHERIP_FLAG_* */
+  __u32 ip_id;  /* next outer IPv4 identification; incremented atomically by encap */
+  __u8 local[16];
+  __u8 remote[16];
+  __u8 mac[6]; /* eip end's own MAC: outer destination so its ingress accepts the packet */
+  __u8 pad[2];
+  __u32 underlay[ETHERIP_MAX_UNDERLAY]; /* ifindexes carrying the decap program (0 = unused) */
+};
+
+/* Key of `peers` (decap's tunnel lookup): addresses as seen on receive. IPv4 in the first 4
+ * bytes, the rest zero. */
+struct etherip_peer_key {
+  __u32 family;
+  __u8 local[16];
+  __u8 remote[16];
+};
+
+/* Key of `locals`: a tunnel's local address, to attribute unknown-peer drops. */
+struct etherip_addr_key {
+  __u32 family;
+  __u8 addr[16];
+};
+
+/* Value of the per-CPU `stats` map; key: tunnel key (eip ifindex) or ETHERIP_UNATTRIBUTED. */
+struct etherip_stats {
+  __u64 rx_packets; /* frames decapsulated and handed to the bridge */
+  __u64 rx_bytes;   /* their inner frame bytes */
+  __u64 tx_packets; /* frames encapsulated */
+  __u64 tx_bytes;   /* their inner frame bytes */
+  __u64 rx_fragments;
+  __u64 reassembled; /* datagrams completed from fragments */
+  __u64 drops[ETHERIP_DROP_MAX];
+};
+
+#endif

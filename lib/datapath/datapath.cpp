@@ -1,0 +1,539 @@
+#include "datapath/datapath.hpp"
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fmt/format.h>
+#include <linux/magic.h>
+#include <net/if.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "datapath/bpf/etherip_common.h"
+#include "datapath/host.hpp"
+#include "etherip_bpf.skel.h"
+
+namespace etherctl::datapath {
+
+namespace {
+
+constexpr std::string_view kEipPrefix = "eip-";
+
+std::string errno_text(int error) { return std::strerror(error < 0 ? -error : error); }
+
+[[noreturn]] void fail(int error, const std::string& what) {
+  if (error < 0) error = -error;
+  throw DatapathError(error, fmt::format("{}: {}", what, errno_text(error)));
+}
+
+// An owned file descriptor.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() { reset(); }
+  Fd(Fd&& o) noexcept : fd_(o.release()) {}
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = o.release();
+    }
+    return *this;
+  }
+  int get() const { return fd_; }
+  int release() {
+    int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+  void reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+struct SkeletonDeleter {
+  void operator()(etherip_bpf* skel) const { etherip_bpf__destroy(skel); }
+};
+using Skeleton = std::unique_ptr<etherip_bpf, SkeletonDeleter>;
+
+// The maps shared by every program instance of a namespace; frag_zero and scratch are private
+// to each loaded instance.
+bool shared_map(const bpf_map* map) {
+  std::string_view name = bpf_map__name(map);
+  return name == "tunnels" || name == "peers" || name == "locals" || name == "stats" ||
+         name == "frags";
+}
+
+void ensure_bpffs(const std::string& path) {
+  struct statfs fs {};
+  if (::statfs(path.c_str(), &fs) == 0 && fs.f_type == BPF_FS_MAGIC) return;
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  // Private mode: the pins are etherctl's business only.
+  if (::mount("bpf", path.c_str(), "bpf", 0, "mode=0700") != 0)
+    fail(errno, fmt::format("mounting bpffs on {}", path));
+}
+
+uint64_t netns_inode() {
+  struct stat st {};
+  if (::stat("/proc/self/ns/net", &st) != 0) fail(errno, "reading /proc/self/ns/net");
+  return st.st_ino;
+}
+
+int ifindex_or_zero(const std::string& name) {
+  return static_cast<int>(::if_nametoindex(name.c_str()));
+}
+
+int ifindex_of(const std::string& name) {
+  int index = ifindex_or_zero(name);
+  if (index == 0) fail(errno ? errno : ENODEV, fmt::format("interface {}", name));
+  return index;
+}
+
+bpf_tc_hook ingress_hook(int ifindex) {
+  bpf_tc_hook hook{};
+  hook.sz = sizeof(hook);
+  hook.ifindex = ifindex;
+  hook.attach_point = BPF_TC_INGRESS;
+  return hook;
+}
+
+bpf_tc_opts our_filter() {
+  bpf_tc_opts opts{};
+  opts.sz = sizeof(opts);
+  opts.handle = kTcHandle;
+  opts.priority = kTcPriority;
+  return opts;
+}
+
+// clsact + cls_bpf direct-action (works on 6.1, unlike TCX links); REPLACE swaps the program
+// of our filter atomically, so packets never see a gap during re-apply.
+void tc_attach(int ifindex, int prog_fd, const std::string& ifname) {
+  bpf_tc_hook hook = ingress_hook(ifindex);
+  int err = bpf_tc_hook_create(&hook);
+  if (err && err != -EEXIST) fail(err, fmt::format("creating clsact on {}", ifname));
+  bpf_tc_opts opts = our_filter();
+  opts.prog_fd = prog_fd;
+  opts.flags = BPF_TC_F_REPLACE;
+  err = bpf_tc_attach(&hook, &opts);
+  if (err) fail(err, fmt::format("attaching EtherIP program to {}", ifname));
+}
+
+void tc_detach(int ifindex) {
+  if (ifindex <= 0) return;
+  bpf_tc_hook hook = ingress_hook(ifindex);
+  bpf_tc_opts opts = our_filter();
+  int err = bpf_tc_detach(&hook, &opts);
+  if (err && err != -ENOENT && err != -ENODEV && err != -EINVAL)
+    fail(err, fmt::format("detaching EtherIP program from ifindex {}", ifindex));
+}
+
+uint32_t attached_prog_id(int ifindex) {
+  bpf_tc_hook hook = ingress_hook(ifindex);
+  bpf_tc_opts opts = our_filter();
+  if (bpf_tc_query(&hook, &opts) != 0) return 0;
+  return opts.prog_id;
+}
+
+// Maps of the programs attached to the first "eip-*" device that carries ours, by name.
+std::map<std::string, Fd> recover_maps() {
+  std::map<std::string, Fd> maps;
+  struct if_nameindex* list = ::if_nameindex();
+  if (!list) return maps;
+  for (auto* i = list; i->if_index != 0 && maps.empty(); ++i) {
+    if (std::string_view(i->if_name).substr(0, kEipPrefix.size()) != kEipPrefix) continue;
+    uint32_t prog_id = attached_prog_id(static_cast<int>(i->if_index));
+    if (!prog_id) continue;
+    Fd prog(bpf_prog_get_fd_by_id(prog_id));
+    if (prog.get() < 0) continue;
+    uint32_t ids[16] = {};
+    bpf_prog_info info{};
+    info.nr_map_ids = 16;
+    info.map_ids = reinterpret_cast<uint64_t>(ids);
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(prog.get(), &info, &len) != 0) continue;
+    for (uint32_t m = 0; m < info.nr_map_ids && m < 16; ++m) {
+      Fd map(bpf_map_get_fd_by_id(ids[m]));
+      if (map.get() < 0) continue;
+      bpf_map_info minfo{};
+      uint32_t mlen = sizeof(minfo);
+      if (bpf_obj_get_info_by_fd(map.get(), &minfo, &mlen) != 0) continue;
+      maps.emplace(minfo.name, std::move(map));
+    }
+  }
+  ::if_freenameindex(list);
+  return maps;
+}
+
+bool same_layout(const bpf_map* map, int fd) {
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return false;
+  return info.type == bpf_map__type(map) && info.key_size == bpf_map__key_size(map) &&
+         info.value_size == bpf_map__value_size(map) &&
+         info.max_entries == bpf_map__max_entries(map);
+}
+
+struct Address {
+  uint32_t family = 0;  // ETHERIP_FAMILY_V4 / _V6
+  std::array<uint8_t, 16> bytes{};
+};
+
+Address parse_address(const std::string& text) {
+  Address a;
+  if (::inet_pton(AF_INET, text.c_str(), a.bytes.data()) == 1) {
+    a.family = ETHERIP_FAMILY_V4;
+  } else if (::inet_pton(AF_INET6, text.c_str(), a.bytes.data()) == 1) {
+    a.family = ETHERIP_FAMILY_V6;
+  } else {
+    throw DatapathError(EINVAL, fmt::format("'{}' is not an IPv4 or IPv6 address", text));
+  }
+  return a;
+}
+
+std::string format_address(uint32_t family, const uint8_t* bytes) {
+  char text[INET6_ADDRSTRLEN] = {};
+  ::inet_ntop(family == ETHERIP_FAMILY_V4 ? AF_INET : AF_INET6, bytes, text, sizeof(text));
+  return text;
+}
+
+std::string if_name(int ifindex) {
+  char name[IF_NAMESIZE] = {};
+  if (ifindex > 0 && ::if_indextoname(static_cast<unsigned>(ifindex), name)) return name;
+  return {};
+}
+
+}  // namespace
+
+DatapathError::DatapathError(int error, const std::string& what)
+    : std::runtime_error(what), error_(error) {}
+
+std::string eip_name(std::string_view tunnel) {
+  return std::string(kEipPrefix) + std::string(tunnel);
+}
+
+std::string_view drop_name(Drop reason) {
+  static constexpr std::array<std::string_view, kDropReasons> names = {
+      "truncated",   "bad_ip_header", "bad_version",  "reversed_header", "unknown_peer",
+      "wrong_local", "frag_overlap",  "frag_timeout", "frag_oversize",   "frag_malformed",
+      "no_tunnel",   "gso",           "helper_failed"};
+  auto i = static_cast<std::size_t>(reason);
+  return i < names.size() ? names[i] : "unknown";
+}
+
+uint64_t Counters::total_drops() const {
+  uint64_t sum = 0;
+  for (uint64_t d : drops) sum += d;
+  return sum;
+}
+
+static_assert(kDropReasons == ETHERIP_DROP_MAX, "Drop must mirror enum etherip_drop");
+
+struct Datapath::Impl {
+  Skeleton skel;
+  std::string pin_dir;
+
+  int map_fd(const bpf_map* map) const { return bpf_map__fd(map); }
+  int tunnels_fd() const { return map_fd(skel->maps.tunnels); }
+  int peers_fd() const { return map_fd(skel->maps.peers); }
+  int locals_fd() const { return map_fd(skel->maps.locals); }
+  int stats_fd() const { return map_fd(skel->maps.stats); }
+
+  // (key, value) of every configured tunnel.
+  std::vector<std::pair<uint32_t, etherip_tunnel>> entries() const {
+    std::vector<std::pair<uint32_t, etherip_tunnel>> out;
+    uint32_t key = 0, next = 0;
+    uint32_t* prev = nullptr;
+    while (bpf_map_get_next_key(tunnels_fd(), prev, &next) == 0) {
+      etherip_tunnel value{};
+      if (bpf_map_lookup_elem(tunnels_fd(), &next, &value) == 0) out.emplace_back(next, value);
+      key = next;
+      prev = &key;
+    }
+    return out;
+  }
+
+  std::optional<std::pair<uint32_t, etherip_tunnel>> find(std::string_view name) const {
+    for (auto& [key, value] : entries())
+      if (std::string_view(value.name, strnlen(value.name, sizeof(value.name))) == name)
+        return std::make_pair(key, value);
+    return std::nullopt;
+  }
+
+  void ensure_pinned() {
+    std::error_code ec;
+    std::filesystem::create_directories(pin_dir, ec);
+    bpf_map* map;
+    bpf_object__for_each_map(map, skel->obj) {
+      if (!shared_map(map)) continue;
+      std::string path = pin_dir + "/" + bpf_map__name(map);
+      if (::access(path.c_str(), F_OK) == 0) continue;
+      int err = bpf_map__pin(map, path.c_str());
+      if (err) fail(err, fmt::format("pinning {}", path));
+    }
+  }
+
+  void unpin_all() {
+    bpf_map* map;
+    bpf_object__for_each_map(map, skel->obj) {
+      if (!shared_map(map)) continue;
+      std::string path = pin_dir + "/" + bpf_map__name(map);
+      ::unlink(path.c_str());
+    }
+    ::rmdir(pin_dir.c_str());
+  }
+
+  void ensure_stats(uint32_t key) {
+    int cpus = libbpf_num_possible_cpus();
+    if (cpus <= 0) fail(cpus, "counting CPUs");
+    std::vector<etherip_stats> zero(static_cast<std::size_t>(cpus));
+    int err = bpf_map_update_elem(stats_fd(), &key, zero.data(), BPF_NOEXIST);
+    if (err && err != -EEXIST) fail(err, "creating tunnel counters");
+  }
+
+  std::optional<Counters> read_stats(uint32_t key) const {
+    int cpus = libbpf_num_possible_cpus();
+    if (cpus <= 0) fail(cpus, "counting CPUs");
+    std::vector<etherip_stats> per_cpu(static_cast<std::size_t>(cpus));
+    if (bpf_map_lookup_elem(stats_fd(), &key, per_cpu.data()) != 0) return std::nullopt;
+    Counters c;
+    for (const auto& s : per_cpu) {
+      c.rx_packets += s.rx_packets;
+      c.rx_bytes += s.rx_bytes;
+      c.tx_packets += s.tx_packets;
+      c.tx_bytes += s.tx_bytes;
+      c.rx_fragments += s.rx_fragments;
+      c.reassembled += s.reassembled;
+      for (std::size_t i = 0; i < kDropReasons; ++i) c.drops[i] += s.drops[i];
+    }
+    return c;
+  }
+
+  // Underlay ifindexes that carry decap for tunnels other than `except`.
+  std::set<uint32_t> underlays_in_use(uint32_t except) const {
+    std::set<uint32_t> used;
+    for (auto& [key, value] : entries()) {
+      if (key == except) continue;
+      for (uint32_t u : value.underlay)
+        if (u) used.insert(u);
+    }
+    return used;
+  }
+
+  // Deletes the peer and local-address entries that point at this tunnel.
+  void drop_endpoints(uint32_t key, const etherip_tunnel& value) {
+    etherip_peer_key pk{};
+    pk.family = value.family;
+    std::memcpy(pk.local, value.local, 16);
+    std::memcpy(pk.remote, value.remote, 16);
+    uint32_t owner = 0;
+    if (bpf_map_lookup_elem(peers_fd(), &pk, &owner) == 0 && owner == key)
+      bpf_map_delete_elem(peers_fd(), &pk);
+    etherip_addr_key ak{};
+    ak.family = value.family;
+    std::memcpy(ak.addr, value.local, 16);
+    if (bpf_map_lookup_elem(locals_fd(), &ak, &owner) == 0 && owner == key) {
+      bpf_map_delete_elem(locals_fd(), &ak);
+      // Another tunnel with the same local address takes over the attribution.
+      for (auto& [other, ov] : entries())
+        if (other != key && ov.family == value.family &&
+            std::memcmp(ov.local, value.local, 16) == 0) {
+          bpf_map_update_elem(locals_fd(), &ak, &other, BPF_ANY);
+          break;
+        }
+    }
+  }
+
+  // Deletes the map entries of one tunnel and detaches what no other tunnel needs.
+  void forget(uint32_t key, const etherip_tunnel& value) {
+    drop_endpoints(key, value);
+    auto used = underlays_in_use(key);
+    for (uint32_t u : value.underlay)
+      if (u && !used.count(u)) tc_detach(static_cast<int>(u));
+    tc_detach(static_cast<int>(value.eip_ifindex));
+    bpf_map_delete_elem(tunnels_fd(), &key);
+    bpf_map_delete_elem(stats_fd(), &key);
+  }
+};
+
+Datapath::Datapath(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Datapath::~Datapath() = default;
+Datapath::Datapath(Datapath&&) noexcept = default;
+Datapath& Datapath::operator=(Datapath&&) noexcept = default;
+
+Datapath Datapath::open(const Options& options) {
+  ensure_bpffs(options.bpffs);
+  auto impl = std::make_unique<Impl>();
+  // Network namespaces share the bpffs mount: one directory per namespace.
+  impl->pin_dir = fmt::format("{}/etherctl/{}", options.bpffs, netns_inode());
+  std::error_code ec;
+  std::filesystem::create_directories(impl->pin_dir, ec);
+  if (ec) fail(ec.value(), fmt::format("creating {}", impl->pin_dir));
+
+  bpf_object_open_opts opts{};
+  opts.sz = sizeof(opts);
+  opts.pin_root_path = impl->pin_dir.c_str();
+  impl->skel.reset(etherip_bpf__open_opts(&opts));
+  if (!impl->skel) fail(errno, "opening the EtherIP BPF object");
+
+  // No pins (first run, or an `ip netns exec` run whose private bpffs is gone): adopt the maps
+  // of the programs already attached in this namespace, so old and new programs share state.
+  if (::access((impl->pin_dir + "/tunnels").c_str(), F_OK) != 0) {
+    auto recovered = recover_maps();
+    bpf_map* map;
+    bpf_object__for_each_map(map, impl->skel->obj) {
+      if (!shared_map(map)) continue;
+      auto it = recovered.find(bpf_map__name(map));
+      if (it == recovered.end()) continue;
+      if (!same_layout(map, it->second.get()))
+        throw DatapathError(EINVAL, fmt::format("attached EtherIP map '{}' has another layout "
+                                                "(another etherctl version?); destroy first",
+                                                bpf_map__name(map)));
+      int err = bpf_map__reuse_fd(map, it->second.get());
+      if (err) fail(err, fmt::format("reusing map {}", bpf_map__name(map)));
+    }
+  }
+
+  int err = etherip_bpf__load(impl->skel.get());
+  if (err)
+    fail(err, fmt::format("loading the EtherIP BPF programs (pins in {}; an incompatible pinned "
+                          "map from another etherctl version must be removed first)",
+                          impl->pin_dir));
+  impl->ensure_pinned();
+  impl->ensure_stats(ETHERIP_UNATTRIBUTED);
+  return Datapath(std::move(impl));
+}
+
+void Datapath::apply(const TunnelSpec& spec) {
+  if (spec.name.empty() || spec.name.size() > kMaxTunnelName)
+    throw DatapathError(
+        EINVAL, fmt::format("tunnel name '{}' must have 1 to {} bytes", spec.name, kMaxTunnelName));
+  if (spec.underlay.size() > ETHERIP_MAX_UNDERLAY)
+    throw DatapathError(EINVAL, fmt::format("tunnel {}: at most {} underlay interfaces", spec.name,
+                                            ETHERIP_MAX_UNDERLAY));
+  Address local = parse_address(spec.local);
+  Address remote = parse_address(spec.remote);
+  if (local.family != remote.family)
+    throw DatapathError(EINVAL, fmt::format("tunnel {}: local {} and remote {} differ in family",
+                                            spec.name, spec.local, spec.remote));
+  const std::string eip = eip_name(spec.name);
+  ifindex_of(spec.name);
+  const uint32_t key = static_cast<uint32_t>(ifindex_of(eip));
+  std::vector<uint32_t> underlay;
+  for (const auto& u : spec.underlay) underlay.push_back(static_cast<uint32_t>(ifindex_of(u)));
+
+  prepare_links(spec.name, local.family == ETHERIP_FAMILY_V6);
+
+  etherip_tunnel value{};
+  std::memcpy(value.name, spec.name.data(), spec.name.size());
+  value.eip_ifindex = key;
+  value.family = local.family;
+  value.flags = spec.accept_reversed ? ETHERIP_FLAG_ACCEPT_REVERSED : 0;
+  std::memcpy(value.local, local.bytes.data(), 16);
+  std::memcpy(value.remote, remote.bytes.data(), 16);
+  auto mac = hardware_address(eip);
+  std::memcpy(value.mac, mac.data(), 6);
+  for (std::size_t i = 0; i < underlay.size(); ++i) value.underlay[i] = underlay[i];
+
+  impl_->ensure_pinned();
+  for (auto& [old_key, old] : impl_->entries()) {
+    bool same_name = std::string_view(old.name, strnlen(old.name, sizeof(old.name))) == spec.name;
+    if (old_key != key) {
+      // The veth pair was recreated under a new ifindex: the old entry is dead.
+      if (same_name) impl_->forget(old_key, old);
+      continue;
+    }
+    // Re-apply: keep the IPv4 id sequence, drop endpoints and underlays that changed. The
+    // filters that stay are replaced in place below.
+    value.ip_id = old.ip_id;
+    impl_->drop_endpoints(key, old);
+    auto used = impl_->underlays_in_use(key);
+    for (uint32_t u : old.underlay)
+      if (u && !used.count(u) && std::find(underlay.begin(), underlay.end(), u) == underlay.end())
+        tc_detach(static_cast<int>(u));
+  }
+
+  etherip_peer_key pk{};
+  pk.family = local.family;
+  std::memcpy(pk.local, local.bytes.data(), 16);
+  std::memcpy(pk.remote, remote.bytes.data(), 16);
+  uint32_t owner = 0;
+  etherip_tunnel other{};
+  if (bpf_map_lookup_elem(impl_->peers_fd(), &pk, &owner) == 0 && owner != key &&
+      bpf_map_lookup_elem(impl_->tunnels_fd(), &owner, &other) == 0)
+    throw DatapathError(EEXIST, fmt::format("tunnel {}: endpoints {} -> {} already belong to "
+                                            "tunnel {}",
+                                            spec.name, spec.local, spec.remote,
+                                            std::string(other.name, strnlen(other.name, 16))));
+  // Configuration first, so that the programs find it as soon as they run.
+  if (bpf_map_update_elem(impl_->tunnels_fd(), &key, &value, BPF_ANY) != 0)
+    fail(errno, fmt::format("configuring tunnel {}", spec.name));
+  impl_->ensure_stats(key);
+  if (bpf_map_update_elem(impl_->peers_fd(), &pk, &key, BPF_ANY) != 0)
+    fail(errno, fmt::format("configuring tunnel {} peer", spec.name));
+  etherip_addr_key ak{};
+  ak.family = local.family;
+  std::memcpy(ak.addr, local.bytes.data(), 16);
+  if (bpf_map_update_elem(impl_->locals_fd(), &ak, &key, BPF_NOEXIST) != 0 && errno != EEXIST)
+    fail(errno, fmt::format("configuring tunnel {} local address", spec.name));
+
+  tc_attach(static_cast<int>(key), encap_fd(), eip);
+  for (std::size_t i = 0; i < underlay.size(); ++i)
+    tc_attach(static_cast<int>(underlay[i]), decap_fd(), spec.underlay[i]);
+}
+
+void Datapath::remove(std::string_view name) {
+  auto entry = impl_->find(name);
+  if (!entry) return;
+  impl_->forget(entry->first, entry->second);
+  if (impl_->entries().empty()) impl_->unpin_all();
+}
+
+void Datapath::remove_all() {
+  for (auto& [key, value] : impl_->entries()) impl_->forget(key, value);
+  impl_->unpin_all();
+}
+
+std::vector<TunnelSpec> Datapath::tunnels() const {
+  std::vector<TunnelSpec> out;
+  for (auto& [key, v] : impl_->entries()) {
+    TunnelSpec spec;
+    spec.name.assign(v.name, strnlen(v.name, sizeof(v.name)));
+    spec.local = format_address(v.family, v.local);
+    spec.remote = format_address(v.family, v.remote);
+    for (uint32_t u : v.underlay)
+      if (u) spec.underlay.push_back(if_name(static_cast<int>(u)));
+    spec.accept_reversed = v.flags & ETHERIP_FLAG_ACCEPT_REVERSED;
+    out.push_back(std::move(spec));
+  }
+  return out;
+}
+
+std::optional<Counters> Datapath::counters(std::string_view name) const {
+  auto entry = impl_->find(name);
+  if (!entry) return std::nullopt;
+  return impl_->read_stats(entry->first);
+}
+
+Counters Datapath::unattributed() const {
+  return impl_->read_stats(ETHERIP_UNATTRIBUTED).value_or(Counters{});
+}
+
+const std::string& Datapath::pin_dir() const { return impl_->pin_dir; }
+int Datapath::encap_fd() const { return bpf_program__fd(impl_->skel->progs.etherip_encap); }
+int Datapath::decap_fd() const { return bpf_program__fd(impl_->skel->progs.etherip_decap); }
+
+}  // namespace etherctl::datapath

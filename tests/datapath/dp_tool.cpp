@@ -1,0 +1,90 @@
+// Test helper: drives the datapath loader from shell/Python tests, in the caller's network
+// namespace (run it under `ip netns exec`).
+//   dp_tool apply NAME LOCAL REMOTE UNDERLAY[,UNDERLAY...] [--accept-reversed]
+//   dp_tool remove NAME | remove-all | list | counters NAME | pin-dir
+#include <fmt/format.h>
+
+#include <cstring>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+#include "datapath/datapath.hpp"
+
+using etherctl::datapath::Counters;
+using etherctl::datapath::Datapath;
+using etherctl::datapath::Drop;
+
+namespace {
+
+nlohmann::json to_json(const Counters& c) {
+  nlohmann::json drops = nlohmann::json::object();
+  for (std::size_t i = 0; i < etherctl::datapath::kDropReasons; ++i)
+    drops[std::string(etherctl::datapath::drop_name(static_cast<Drop>(i)))] = c.drops[i];
+  return {{"rx_packets", c.rx_packets},
+          {"rx_bytes", c.rx_bytes},
+          {"tx_packets", c.tx_packets},
+          {"tx_bytes", c.tx_bytes},
+          {"rx_fragments", c.rx_fragments},
+          {"reassembled", c.reassembled},
+          {"drops", drops}};
+}
+
+int usage() {
+  std::cerr << "usage: dp_tool apply NAME LOCAL REMOTE UNDERLAY[,...] [--accept-reversed]\n"
+               "       dp_tool remove NAME | remove-all | list | counters NAME | pin-dir\n";
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return usage();
+  std::string cmd = argv[1];
+  try {
+    Datapath dp = Datapath::open();
+    if (cmd == "apply" && argc >= 6) {
+      etherctl::datapath::TunnelSpec spec;
+      spec.name = argv[2];
+      spec.local = argv[3];
+      spec.remote = argv[4];
+      std::stringstream list(argv[5]);
+      for (std::string u; std::getline(list, u, ',');) spec.underlay.push_back(u);
+      spec.accept_reversed = argc > 6 && std::strcmp(argv[6], "--accept-reversed") == 0;
+      dp.apply(spec);
+    } else if (cmd == "remove" && argc == 3) {
+      dp.remove(argv[2]);
+    } else if (cmd == "remove-all") {
+      dp.remove_all();
+    } else if (cmd == "list") {
+      nlohmann::json out = nlohmann::json::array();
+      for (const auto& t : dp.tunnels())
+        out.push_back({{"name", t.name},
+                       {"local", t.local},
+                       {"remote", t.remote},
+                       {"underlay", t.underlay},
+                       {"accept_reversed", t.accept_reversed}});
+      std::cout << out.dump() << '\n';
+    } else if (cmd == "counters" && argc == 3) {
+      if (std::string(argv[2]) == "-") {
+        std::cout << to_json(dp.unattributed()).dump() << '\n';
+      } else {
+        auto c = dp.counters(argv[2]);
+        if (!c) {
+          std::cerr << "no tunnel " << argv[2] << '\n';
+          return 1;
+        }
+        std::cout << to_json(*c).dump() << '\n';
+      }
+    } else if (cmd == "pin-dir") {
+      std::cout << dp.pin_dir() << '\n';
+    } else {
+      return usage();
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "dp_tool: " << e.what() << '\n';
+    return 1;
+  }
+  return 0;
+}
