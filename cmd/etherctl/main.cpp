@@ -161,6 +161,7 @@ int main(int argc, char** argv) {
     int rc = app.exit(e);
     return rc == 0 ? kExitOk : kExitUsage;
   }
+  if (const char* lock_dir = std::getenv("ETHERCTL_LOCK_DIR")) cli.options.lock_dir = lock_dir;
   if (const char* step = std::getenv("ETHERCTL_TEST_FAIL_AT_STEP")) {
     cli.options.fail_at_step = std::strtoul(step, nullptr, 10);
   }

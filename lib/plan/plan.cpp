@@ -50,15 +50,6 @@ std::vector<std::string> differences(const Object& desired, const Object& observ
   return differing;
 }
 
-nlohmann::json restricted(const nlohmann::json& attrs, const nlohmann::json& keys_from) {
-  nlohmann::json out = nlohmann::json::object();
-  for (const auto& [key, unused] : keys_from.items()) {
-    auto it = attrs.find(key);
-    if (it != attrs.end()) out[key] = *it;
-  }
-  return out;
-}
-
 std::string describe_link(const Object& o) {
   auto type = o.attrs.find("type");
   std::string kind = type != o.attrs.end() && type->is_string() && !type->get<std::string>().empty()
@@ -88,16 +79,26 @@ const KindTraits& kind_traits(const std::string& kind) {
   throw std::logic_error("unknown object kind " + kind);
 }
 
+// A modify shows only what changes; a create or delete shows the whole object.
 nlohmann::json Change::before() const {
   if (op == Op::Create) return nullptr;
   nlohmann::json attrs = observed.attrs;
   attrs.erase("ifindex");
-  return op == Op::Modify ? restricted(attrs, desired.attrs) : attrs;
+  if (op != Op::Modify) return attrs;
+  nlohmann::json changed = nlohmann::json::object();
+  for (const auto& attr : differences(desired, observed)) {
+    auto it = attrs.find(attr);
+    changed[attr] = it == attrs.end() ? nlohmann::json() : *it;
+  }
+  return changed;
 }
 
 nlohmann::json Change::after() const {
   if (op == Op::Delete) return nullptr;
-  return desired.attrs;
+  if (op != Op::Modify) return desired.attrs;
+  nlohmann::json changed = nlohmann::json::object();
+  for (const auto& attr : differences(desired, observed)) changed[attr] = desired.attrs[attr];
+  return changed;
 }
 
 int Plan::count(Op op) const {

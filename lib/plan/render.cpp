@@ -73,9 +73,9 @@ std::string render_text(const Plan& plan, bool color) {
       nlohmann::json after = change.after();
       for (const auto& [key, want] : after.items()) {
         auto have = before.find(key);
-        if (have != before.end() && *have == want) continue;
         out += fmt::format("      {}: {} -> {}\n", key,
-                           have == before.end() ? "(unset)" : have->dump(), want.dump());
+                           have == before.end() || have->is_null() ? "(unset)" : have->dump(),
+                           want.dump());
       }
     } else {
       std::string attrs =
