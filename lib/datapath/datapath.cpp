@@ -13,6 +13,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdarg>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -103,6 +105,22 @@ int ifindex_of(const std::string& name) {
   return index;
 }
 
+// libbpf prints the kernel's extended ack of every failed netlink request; queries and
+// detaches that are expected to fail (no clsact yet, filter gone) run quietly.
+thread_local bool libbpf_quiet = false;
+
+int libbpf_print(enum libbpf_print_level level, const char* format, va_list args) {
+  if (level == LIBBPF_DEBUG || libbpf_quiet) return 0;
+  return std::vfprintf(stderr, format, args);
+}
+
+struct Quiet {
+  Quiet() { libbpf_quiet = true; }
+  ~Quiet() { libbpf_quiet = false; }
+  Quiet(const Quiet&) = delete;
+  Quiet& operator=(const Quiet&) = delete;
+};
+
 bpf_tc_hook ingress_hook(int ifindex) {
   bpf_tc_hook hook{};
   hook.sz = sizeof(hook);
@@ -123,7 +141,11 @@ bpf_tc_opts our_filter() {
 // of our filter atomically, so packets never see a gap during re-apply.
 void tc_attach(int ifindex, int prog_fd, const std::string& ifname) {
   bpf_tc_hook hook = ingress_hook(ifindex);
-  int err = bpf_tc_hook_create(&hook);
+  int err;
+  {
+    Quiet quiet;  // EEXIST is the normal case
+    err = bpf_tc_hook_create(&hook);
+  }
   if (err && err != -EEXIST) fail(err, fmt::format("creating clsact on {}", ifname));
   bpf_tc_opts opts = our_filter();
   opts.prog_fd = prog_fd;
@@ -136,6 +158,7 @@ void tc_detach(int ifindex) {
   if (ifindex <= 0) return;
   bpf_tc_hook hook = ingress_hook(ifindex);
   bpf_tc_opts opts = our_filter();
+  Quiet quiet;
   int err = bpf_tc_detach(&hook, &opts);
   if (err && err != -ENOENT && err != -ENODEV && err != -EINVAL)
     fail(err, fmt::format("detaching EtherIP program from ifindex {}", ifindex));
@@ -144,6 +167,7 @@ void tc_detach(int ifindex) {
 uint32_t attached_prog_id(int ifindex) {
   bpf_tc_hook hook = ingress_hook(ifindex);
   bpf_tc_opts opts = our_filter();
+  Quiet quiet;
   if (bpf_tc_query(&hook, &opts) != 0) return 0;
   return opts.prog_id;
 }
@@ -375,6 +399,7 @@ Datapath::Datapath(Datapath&&) noexcept = default;
 Datapath& Datapath::operator=(Datapath&&) noexcept = default;
 
 Datapath Datapath::open(const Options& options) {
+  libbpf_set_print(libbpf_print);
   ensure_bpffs(options.bpffs);
   auto impl = std::make_unique<Impl>();
   // Network namespaces share the bpffs mount: one directory per namespace.

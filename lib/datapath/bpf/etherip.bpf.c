@@ -388,7 +388,7 @@ static __always_inline int reassemble(struct __sk_buff *skb, struct etherip_tunn
 }
 
 /* EtherIP that matches no tunnel: to a tunnel's local address from a stranger, or to another
- * address of this host, is dropped; transit EtherIP (routed through this host) passes. */
+ * address of this host, is dropped; transit EtherIP (forwarded by this host) passes. */
 static __always_inline int not_a_peer(struct __sk_buff *skb, __u32 family, const __u8 *src,
                                       const __u8 *dst) {
   struct etherip_addr_key ak = {.family = family};
@@ -397,7 +397,7 @@ static __always_inline int not_a_peer(struct __sk_buff *skb, __u32 family, const
   if (owner) return drop(*owner, ETHERIP_DROP_UNKNOWN_PEER);
 
   struct bpf_fib_lookup fib = {};
-  fib.ifindex = skb->ingress_ifindex;
+  fib.ifindex = skb->ifindex; /* the underlay this program is attached to */
   if (family == ETHERIP_FAMILY_V4) {
     fib.family = AF_INET;
     __builtin_memcpy(&fib.ipv4_src, src, 4);
@@ -407,8 +407,10 @@ static __always_inline int not_a_peer(struct __sk_buff *skb, __u32 family, const
     __builtin_memcpy(fib.ipv6_src, src, 16);
     __builtin_memcpy(fib.ipv6_dst, dst, 16);
   }
-  /* OUTPUT: skip the input-device forwarding check; local destinations give NOT_FWDED. */
-  if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT) == BPF_FIB_LKUP_RET_NOT_FWDED)
+  /* Local destinations give NOT_FWDED. Without forwarding on the underlay (FWD_DISABLED) the
+   * stack could only deliver it locally, where nothing handles protocol 97, or drop it. */
+  long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+  if (rc == BPF_FIB_LKUP_RET_NOT_FWDED || rc == BPF_FIB_LKUP_RET_FWD_DISABLED)
     return drop(ETHERIP_UNATTRIBUTED, ETHERIP_DROP_WRONG_LOCAL);
   return TC_ACT_UNSPEC;
 }
