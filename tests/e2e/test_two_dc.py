@@ -1,0 +1,313 @@
+"""End to end: the two-data-center lab (examples/two-dc) with etherctl applied on both edges.
+
+Every test builds its own lab (namespaces prefixed with a name unique to the process and the
+test) and removes it afterwards, also when the test fails. Needs root, /usr/bin/tshark and
+/usr/bin/python3; ETHERCTL names the binary (set by ctest).
+"""
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+LAB_SH = os.path.join(ROOT, "examples", "two-dc", "lab.sh")
+SITE = os.path.join(ROOT, "examples", "two-dc", "site.json")
+STREAM = os.path.join(ROOT, "examples", "two-dc", "stream.py")
+ETHERCTL = os.environ.get("ETHERCTL") or os.path.join(ROOT, "build", "cmd", "etherctl", "etherctl")
+PY = "/usr/bin/python3"
+TSHARK = "/usr/bin/tshark"
+
+VM_IP = {"vm1": "10.1.0.21", "vm2": "10.1.0.22"}
+VM_MAC = {"vm1": "02:ec:00:00:00:21", "vm2": "02:ec:00:00:00:22"}
+EDGE_SELF = {"dc1": "10.1.0.1", "dc2": "10.1.0.2"}
+MIGRATION_STALL_LIMIT_S = 10.0
+
+_counter = itertools.count()
+
+
+def run(*args, check=True, timeout=60, env=None):
+    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n"
+                             f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+    return result
+
+
+class Lab:
+    """One instance of examples/two-dc/lab.sh, named so that parallel runs never collide."""
+
+    def __init__(self):
+        self.name = f"e2e{os.getpid()}x{next(_counter)}"
+        self.env = dict(os.environ, LAB=self.name)
+        self.tmp = tempfile.mkdtemp(prefix=f"etherctl-{self.name}-")
+        self.env["ETHERCTL_LOCK_DIR"] = os.path.join(self.tmp, "run")
+
+    def ns(self, node):
+        return f"{self.name}-{node}"
+
+    def sh(self, *args, check=True, timeout=60):
+        return run(LAB_SH, *args, check=check, timeout=timeout, env=self.env)
+
+    def up(self):
+        self.sh("up")
+
+    def down(self):
+        self.sh("down", check=False)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def exec(self, node, *args, check=True, timeout=60):
+        return run("ip", "netns", "exec", self.ns(node), *args, check=check, timeout=timeout)
+
+    def popen(self, node, *args, **kwargs):
+        return subprocess.Popen(["ip", "netns", "exec", self.ns(node), *args], text=True,
+                                **kwargs)
+
+    def etherctl(self, dc, *args, check=True):
+        return run(ETHERCTL, "--netns", self.ns(f"{dc}-edge"), "--device", f"{dc}-edge", *args,
+                   SITE, check=check, env=self.env)
+
+    def etherctl_json(self, dc, *args):
+        return json.loads(self.etherctl(dc, "--json", *args).stdout)
+
+    def migrate(self, vm, *args):
+        return self.sh("migrate", vm, *args)
+
+    def links(self, node):
+        return {l["ifname"]: l for l in json.loads(
+            run("ip", "-n", self.ns(node), "-j", "-d", "link", "show").stdout)}
+
+    def fdb_port(self, dc, mac):
+        """The port of dcN-edge's vmotion bridge that has learned mac, or None."""
+        entries = json.loads(run("bridge", "-n", self.ns(f"{dc}-edge"), "-j", "fdb", "show",
+                                 "br", "vmotion").stdout)
+        for e in entries:
+            if e.get("mac", "").lower() == mac and "vlan" not in e and e.get("ifname"):
+                if e.get("ifname") != "vmotion":
+                    return e["ifname"]
+        return None
+
+
+class TwoDcTest(unittest.TestCase):
+    """The lab with the site file applied on both edges."""
+
+    @classmethod
+    def setUpClass(cls):
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("needs root (network namespaces, BPF)")
+        if not os.access(ETHERCTL, os.X_OK):
+            raise AssertionError(f"no etherctl binary at {ETHERCTL} (set ETHERCTL)")
+
+    def setUp(self):
+        self.lab = Lab()
+        self.addCleanup(self.lab.down)  # registered first: also runs after a partial up
+        self.lab.up()
+        self.apply_reports = {dc: self.apply("dc1" if dc == "dc1" else "dc2")
+                              for dc in ("dc1", "dc2")}
+
+    def apply(self, dc):
+        result = self.lab.etherctl(dc, "--json", "apply", check=False)
+        self.assertEqual(result.returncode, 0,
+                         f"etherctl apply on {dc}-edge failed ({result.returncode}):\n"
+                         f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+        return json.loads(result.stdout)
+
+    def ping(self, node, target, *extra, count=3):
+        # -w: the first packet may wait for ARP across the tunnel
+        return self.lab.exec(node, "ping", "-n", "-c", str(count), "-i", "0.2", "-w", "10",
+                             *extra, target)
+
+    # --- traffic across the tunnel ---------------------------------------------------------
+
+    def test_arp_and_ping_across_the_tunnel(self):
+        for vm in ("vm1", "vm2"):
+            self.lab.exec(vm, "ip", "neigh", "flush", "dev", "eth0")
+        self.ping("vm1", VM_IP["vm2"])
+        self.ping("vm2", VM_IP["vm1"])
+        neigh = json.loads(self.lab.exec("vm1", "ip", "-j", "neigh", "show", VM_IP["vm2"]).stdout)
+        self.assertEqual([n.get("lladdr") for n in neigh], [VM_MAC["vm2"]],
+                         "vm1 resolved vm2 by ARP across the tunnel")
+        # each edge learned the remote VM behind the tunnel port
+        self.assertEqual(self.lab.fdb_port("dc1", VM_MAC["vm2"]), "dcx")
+        self.assertEqual(self.lab.fdb_port("dc2", VM_MAC["vm1"]), "dcx")
+        # the edges' server self IPs reach the VMs of the other data center
+        self.ping("dc1-edge", VM_IP["vm2"])
+        self.ping("dc2-edge", VM_IP["vm1"])
+
+    def test_full_size_frames_cross_the_1500_byte_wan_both_ways(self):
+        self.assertEqual(self.lab.links("wan")["dc1"]["mtu"], 1500)
+        self.assertEqual(self.lab.links("wan")["dc2"]["mtu"], 1500)
+        self.ping("vm1", VM_IP["vm2"], "-M", "do", "-s", "1472")
+        self.ping("vm2", VM_IP["vm1"], "-M", "do", "-s", "1472")
+
+    def test_tcp_stream_across_the_tunnel(self):
+        result, server = self.stream("vm2", "vm1", bytes_=4_000_000)
+        self.assertTrue(result["ok"], result)
+        self.assertEqual(result["echoed"], 4_000_000)
+        self.assertEqual(server["received"], 4_000_000)
+        self.assertIsNone(server["first_bad_byte"])
+
+    # --- live migration ---------------------------------------------------------------------
+
+    def test_live_migration_with_gratuitous_arp(self):
+        self.live_migration("--garp")
+
+    def test_live_migration_with_rarp(self):
+        self.live_migration("--rarp")
+
+    def live_migration(self, announce):
+        """vm1 moves from dc1 to dc2 while dc1-edge (10.1.0.1) streams to it."""
+        self.ping("dc1-edge", VM_IP["vm1"], count=1)
+        self.assertEqual(self.lab.fdb_port("dc1", VM_MAC["vm1"]), "eth1")
+        duration = 8.0
+
+        def migrate():
+            time.sleep(2.5)
+            t = time.monotonic()
+            self.lab.migrate("vm1", "--to", "dc2", announce)
+            return time.monotonic() - t
+
+        result, server = self.stream("vm1", "dc1-edge", source=EDGE_SELF["dc1"],
+                                     duration=duration, rate=2_000_000, during=migrate)
+        stall = result["longest_stall_ms"]
+        print(f"\n  live migration ({announce[2:]}): longest stall {stall} ms at byte "
+              f"{result['stall_at_byte']}, {result['echoed']} bytes echoed and verified, "
+              f"migrate command took {self.migrate_seconds * 1000:.0f} ms", flush=True)
+        self.assertIsNone(result["error"], f"the connection broke: {result}")
+        self.assertIsNone(result["first_bad_byte"], result)
+        self.assertTrue(result["complete"], result)
+        self.assertTrue(result["ok"], result)
+        self.assertGreater(result["echoed"], 2_000_000 * (duration - 3))  # data after the move
+        self.assertEqual(server["received"], result["sent"])
+        self.assertIsNone(server["first_bad_byte"], server)
+        self.assertIsNone(server["error"], server)
+        self.assertLess(stall, MIGRATION_STALL_LIMIT_S * 1000)
+        # vm1 is in dc2 now, and dc1-edge reaches it through the tunnel
+        self.assertIn("vm1", self.lab.links("dc2-hv"))
+        self.assertNotIn("vm1", self.lab.links("dc1-hv"))
+        self.assertEqual(self.lab.fdb_port("dc1", VM_MAC["vm1"]), "dcx")
+        self.ping("dc1-edge", VM_IP["vm1"], "-M", "do", "-s", "1472")
+
+    def stream(self, server_node, client_node, source=None, bytes_=None, duration=None,
+               rate=0, during=None):
+        server_ip = VM_IP[server_node]
+        server = self.lab.popen(server_node, PY, STREAM, "server", "--bind", server_ip,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: server.poll() is None and server.kill())
+        line = server.stdout.readline()
+        self.assertIn("listening", line, server.stderr.read() if not line else line)
+        args = [PY, STREAM, "client", "--connect", server_ip, "--timeout", "20",
+                "--rate", str(rate)]
+        if source:
+            args += ["--source", source]
+        args += ["--bytes", str(bytes_)] if bytes_ else ["--duration", str(duration)]
+        client = self.lab.popen(client_node, *args, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        self.addCleanup(lambda: client.poll() is None and client.kill())
+        self.migrate_seconds = during() if during else 0.0
+        try:
+            out, err = client.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            client.kill()
+            out, err = client.communicate()
+            self.fail(f"stream client hung:\n{out}\n{err}")
+        try:
+            sout, serr = server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            sout, serr = server.communicate()
+        try:
+            result = json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            self.fail(f"stream client printed no result:\nstdout:\n{out}\nstderr:\n{err}")
+        summary = [json.loads(l) for l in sout.strip().splitlines() if l.startswith("{")]
+        summary = summary[-1] if summary else {}
+        self.assertEqual(summary.get("role"), "server",
+                         f"stream server printed no summary:\n{sout}\n{serr}")
+        return result, summary
+
+    # --- an independent decoder on the WAN --------------------------------------------------
+
+    def test_wireshark_decodes_etherip_version_3_on_the_wan(self):
+        pcap = os.path.join(self.lab.tmp, "wan.pcap")
+        log = os.path.join(self.lab.tmp, "tshark.log")
+        with open(log, "w") as errf:
+            cap = self.lab.popen("wan", TSHARK, "-n", "-i", "dc1", "-w", pcap, "-f", "ip proto 97",
+                                 stdout=subprocess.DEVNULL, stderr=errf)
+        self.addCleanup(lambda: cap.poll() is None and cap.kill())
+        deadline = time.monotonic() + 30
+        while "Capturing on" not in open(log).read():
+            self.assertIsNone(cap.poll(), open(log).read())
+            self.assertLess(time.monotonic(), deadline, "tshark did not start")
+            time.sleep(0.1)
+        self.lab.exec("vm1", "ip", "neigh", "flush", "dev", "eth0")
+        self.ping("vm1", VM_IP["vm2"], count=2)
+        self.ping("vm1", VM_IP["vm2"], "-M", "do", "-s", "1472", count=2)
+        time.sleep(0.5)
+        cap.send_signal(signal.SIGINT)
+        cap.wait(timeout=20)
+        out = run(TSHARK, "-n", "-r", pcap, "-Y", "etherip", "-T", "fields", "-E", "separator=|",
+                  "-e", "ip.src", "-e", "ip.dst", "-e", "etherip.ver", "-e", "eth.src",
+                  "-e", "eth.type", "-e", "arp.opcode", "-e", "icmp.type", "-e", "ip.len").stdout
+        rows = [l.split("|") for l in out.strip().splitlines()]
+        self.assertTrue(rows, f"no EtherIP on the WAN; tshark log:\n{open(log).read()}")
+        for src, dst, ver, *_ in rows:
+            self.assertEqual(ver, "3")
+            self.assertEqual({src.split(",")[0], dst.split(",")[0]},
+                             {"198.51.100.1", "203.0.113.1"})
+
+        def inner(row):
+            return row[3].split(",")[-1].lower(), row[4].split(",")[-1]
+
+        arp = [r for r in rows if inner(r) == (VM_MAC["vm1"], "0x0806") and r[5] == "1"]
+        self.assertTrue(arp, f"vm1's ARP request inside EtherIP: {rows}")
+        icmp = [r for r in rows if inner(r) == (VM_MAC["vm1"], "0x0800") and r[6] == "8"]
+        self.assertTrue(icmp, f"vm1's echo request inside EtherIP: {rows}")
+        big = [r for r in icmp if "1500" in r[7].split(",")]
+        self.assertTrue(big, f"a full-size inner packet (fragmented outer, reassembled): {rows}")
+        print(f"\n  tshark decoded {len(rows)} EtherIP packets, all version 3", flush=True)
+
+    # --- idempotence and removal ------------------------------------------------------------
+
+    def test_second_apply_changes_nothing(self):
+        for dc in ("dc1", "dc2"):
+            self.assertTrue(self.apply_reports[dc]["changed"])
+            report = self.apply(dc)
+            self.assertFalse(report["changed"], report)
+            self.assertEqual(report["changes"], [], report)
+        self.ping("vm1", VM_IP["vm2"])
+
+    def test_destroy_removes_the_tunnel_and_its_datapath(self):
+        self.ping("vm1", VM_IP["vm2"])
+        pin_dirs = {}
+        for dc in ("dc1", "dc2"):
+            inode = os.stat(f"/run/netns/{self.lab.ns(dc + '-edge')}").st_ino
+            pin_dirs[dc] = f"/sys/fs/bpf/etherctl/{inode}"
+            self.assertTrue(self.tc_filters(dc), "the decap program is attached after apply")
+        for dc in ("dc1", "dc2"):
+            self.lab.etherctl(dc, "destroy")
+            links = self.lab.links(f"{dc}-edge")
+            self.assertNotIn("dcx", links)
+            self.assertNotIn("eip-dcx", links)
+            self.assertNotIn("vmotion", links)
+            self.assertEqual(self.tc_filters(dc), "", "no BPF program left on the underlay")
+            pins = os.listdir(pin_dirs[dc]) if os.path.isdir(pin_dirs[dc]) else []
+            self.assertEqual(pins, [], f"pins left in {pin_dirs[dc]}")
+        self.assertNotEqual(self.lab.exec("vm1", "ping", "-c", "1", "-W", "1", VM_IP["vm2"],
+                                          check=False).returncode, 0)
+
+    def tc_filters(self, dc):
+        # the "wan" VLAN is untagged on eth0: the underlay interface is eth0
+        out = run("tc", "-n", self.lab.ns(f"{dc}-edge"), "filter", "show", "dev", "eth0",
+                  "ingress", check=False)
+        return out.stdout.strip()
+
+
+if __name__ == "__main__":
+    unittest.main()
