@@ -65,6 +65,11 @@ Message::Message(uint16_t type, uint16_t flags) : buffer_(kMessageBufferSize, 0)
   header_->nlmsg_flags = NLM_F_REQUEST | flags;
 }
 
+void Message::overflow(uint16_t type) {
+  throw std::length_error("netlink: attribute " + std::to_string(type) +
+                          " does not fit in the request buffer");
+}
+
 Netlink::Netlink() : receive_buffer_(kReceiveBufferSize) {
   socket_.reset(mnl_socket_open(NETLINK_ROUTE));
   if (!socket_) throw KernelError(errno, "", std::string("netlink: socket: ") + strerror(errno));

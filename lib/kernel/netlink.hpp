@@ -29,25 +29,39 @@ class KernelError : public std::runtime_error {
 // "<strerror>" or "<strerror> (kernel: <extack>)": the tail of every KernelError message.
 std::string describe_error(int error, const std::string& extack);
 
-// One request message under construction. Owns its buffer.
+// One request message under construction. Owns its buffer. Attributes that would overflow it
+// throw std::length_error instead of writing past its end.
 class Message {
  public:
   Message(uint16_t type, uint16_t flags);
+  // Moving keeps the heap buffer (and so header_) valid; a copy would not.
+  Message(Message&&) = default;
+  Message& operator=(Message&&) = default;
+  Message(const Message&) = delete;
+  Message& operator=(const Message&) = delete;
+
   nlmsghdr* header() { return header_; }
   // Appends the family header (ifinfomsg, ifaddrmsg, rtmsg, ...) and returns it zeroed.
   template <typename T>
   T* put_header() {
     return static_cast<T*>(mnl_nlmsg_put_extra_header(header_, sizeof(T)));
   }
-  void put_u8(uint16_t type, uint8_t v) { mnl_attr_put_u8(header_, type, v); }
-  void put_u16(uint16_t type, uint16_t v) { mnl_attr_put_u16(header_, type, v); }
-  void put_u32(uint16_t type, uint32_t v) { mnl_attr_put_u32(header_, type, v); }
-  void put_str(uint16_t type, const std::string& v) { mnl_attr_put_strz(header_, type, v.c_str()); }
-  void put(uint16_t type, const void* data, size_t len) { mnl_attr_put(header_, type, len, data); }
-  nlattr* nest_start(uint16_t type) { return mnl_attr_nest_start(header_, type); }
+  void put_u8(uint16_t type, uint8_t v) { put(type, &v, sizeof(v)); }
+  void put_u16(uint16_t type, uint16_t v) { put(type, &v, sizeof(v)); }
+  void put_u32(uint16_t type, uint32_t v) { put(type, &v, sizeof(v)); }
+  void put_str(uint16_t type, const std::string& v) { put(type, v.c_str(), v.size() + 1); }
+  void put(uint16_t type, const void* data, size_t len) {
+    if (!mnl_attr_put_check(header_, buffer_.size(), type, len, data)) overflow(type);
+  }
+  nlattr* nest_start(uint16_t type) {
+    nlattr* nest = mnl_attr_nest_start_check(header_, buffer_.size(), type);
+    if (!nest) overflow(type);
+    return nest;
+  }
   void nest_end(nlattr* nest) { mnl_attr_nest_end(header_, nest); }
 
  private:
+  [[noreturn]] static void overflow(uint16_t type);
   std::vector<char> buffer_;
   nlmsghdr* header_;
 };
