@@ -26,7 +26,19 @@ Objects desired_objects(const model::Site& site, const model::Device& device) {
   }
 
   std::vector<std::string> underlay;  // interfaces outer EtherIP packets can arrive on
+  std::set<std::string> ifnames;      // interfaces the file declares
+  for (const auto& [name, vlan] : device.vlans) ifnames.insert(vlan.ifname());
   for (const auto& [name, vlan] : device.vlans) {
+    // An 802.1Q device cannot go up on a parent that is down: the parent is adopted too.
+    if (vlan.tag && ifnames.insert(vlan.interface).second) {
+      objects.push_back({kVlan,
+                         vlan.interface,
+                         vlan.interface,
+                         pointer_append(vlan.path, "interface"),
+                         {{"up", true}},
+                         false,
+                         true});
+    }
     Object o{kVlan, vlan.ifname(), name, vlan.path, {{"up", true}}, false, !vlan.tag};
     if (vlan.tag) {
       o.attrs["interface"] = vlan.interface;

@@ -142,9 +142,7 @@ Plan make_plan(const Objects& desired, const Objects& observed) {
 
     if (d->adopted) {
       if (!o) {
-        plan.conflicts.push_back({d->path, "interface \"" + d->key + "\" does not exist (VLAN \"" +
-                                               d->name +
-                                               "\" has no tag, so it adopts that interface)"});
+        plan.conflicts.push_back({d->path, "interface \"" + d->key + "\" does not exist"});
       } else if (!differences(*d, *o).empty()) {
         creates.push_back({Op::Modify, *d, *o, ""});
       } else {

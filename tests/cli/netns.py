@@ -44,10 +44,23 @@ class Netns:
         """Everything a test compares before and after a failed run (running timers left out)."""
         links = json.loads(self.ip("-d", "-j", "link", "show"))
         for link in links:
+            # Carrier and operational state follow asynchronously (linkwatch), not our writes.
+            link["flags"] = [f for f in link.get("flags", []) if f not in ("NO-CARRIER", "LOWER_UP")]
+            link.pop("operstate", None)
+            # The kernel attaches the default qdisc the first time a device goes up; it stays
+            # after the device goes down again, so a rolled-back "up" leaves it behind.
+            link.pop("qdisc", None)
             data = link.get("linkinfo", {}).get("info_data", {})
             for key in [k for k in data if k.endswith("_timer")]:
                 del data[key]
-        return (json.dumps(links), self.ip("-j", "addr", "show"),
+        addresses = json.loads(self.ip("-j", "addr", "show"))
+        for link in addresses:
+            link.pop("operstate", None)
+            link["flags"] = [f for f in link.get("flags", []) if f not in ("NO-CARRIER", "LOWER_UP")]
+            link.pop("qdisc", None)
+            for info in link.get("addr_info", []):
+                info.pop("tentative", None)  # IPv6 duplicate address detection finishing
+        return (json.dumps(links), json.dumps(addresses),
                 self.ip("-j", "route", "show"), self.ip("-6", "-j", "route", "show"),
                 sh("bridge", "-n", self.name, "-j", "link", "show"))
 
