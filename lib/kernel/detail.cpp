@@ -140,7 +140,21 @@ void ensure_alias(Netlink& netlink, const std::string& name, const std::string& 
   message.put_header<ifinfomsg>()->ifi_family = AF_UNSPEC;
   message.put_str(IFLA_IFNAME, name);
   message.put_str(IFLA_IFALIAS, alias);
-  netlink.request(message, what + ": set ownership alias");
+  try {
+    netlink.request(message, what + ": set ownership alias");
+  } catch (const KernelError&) {
+    // An unmarked link would look foreign to every later run, and the caller treats the failed
+    // create as "nothing created": take the link away again before reporting the failure.
+    Message undo(RTM_DELLINK, 0);
+    undo.put_header<ifinfomsg>()->ifi_family = AF_UNSPEC;
+    undo.put_str(IFLA_IFNAME, name);
+    try {
+      netlink.request(undo, what + ": undo");
+    } catch (const KernelError&) {
+      // The original failure is the one to report.
+    }
+    throw;
+  }
 }
 
 }  // namespace etherctl::kernel::detail

@@ -780,28 +780,31 @@ TEST_F(KernelTest, ObservingThousandsOfObjectsIsFast) {
   unlink(path);
   ASSERT_EQ(setup.status, 0) << setup.error;
 
-  // Warm up once (page cache, allocator), then take the best of three.
+  // Warm up once (page cache, allocator), then take the best of five.
   Snapshot::read(netlink_);
-  double best_ms = 1e9;
+  double best_ms = 1e9, best_read_ms = 1e9;
   size_t links = 0, addresses = 0, routes = 0, objects = 0;
-  for (int round = 0; round < 3; ++round) {
+  using Ms = std::chrono::duration<double, std::milli>;
+  for (int round = 0; round < 5; ++round) {
     const uint64_t writes = netlink_.write_requests();
     const auto start = std::chrono::steady_clock::now();
     Snapshot snapshot = Snapshot::read(netlink_);
+    const auto read = std::chrono::steady_clock::now();
     size_t count = 0;
     for (const auto& ops : kinds()) count += ops.observe(snapshot, ownership_).size();
     const auto end = std::chrono::steady_clock::now();
     EXPECT_EQ(netlink_.write_requests(), writes);
-    best_ms = std::min(best_ms, std::chrono::duration<double, std::milli>(end - start).count());
+    best_ms = std::min(best_ms, Ms(end - start).count());
+    best_read_ms = std::min(best_read_ms, Ms(read - start).count());
     links = snapshot.links.size();
     addresses = snapshot.addresses.size();
     routes = snapshot.routes.size();
     objects = count;
   }
   std::printf(
-      "  Snapshot::read + observe of %zu links, %zu addresses, %zu routes (%zu objects): "
-      "%.1f ms\n",
-      links, addresses, routes, objects, best_ms);
+      "  %zu links, %zu addresses, %zu routes: Snapshot::read %.1f ms; with the observe of "
+      "every kind (%zu objects) %.1f ms\n",
+      links, addresses, routes, best_read_ms, objects, best_ms);
   EXPECT_GE(links, 1000u);
   EXPECT_GE(addresses, 2000u);
   EXPECT_GE(routes, 1000u);
