@@ -122,7 +122,7 @@ std::vector<std::string> roll_back(kernel::Netlink& netlink, const std::vector<C
         ops.modify(netlink, previous, *current);
       }
     } catch (const std::exception& e) {
-      failures.push_back("undo " + describe(change) + ": " + e.what());
+      failures.push_back("undo of " + describe(change) + " failed: " + e.what());
     }
   }
   return failures;
@@ -240,9 +240,12 @@ Report run(const Options& options) {
         execute_one(netlink, change, ownership);
         done.push_back(change);
       } catch (const std::exception& e) {
+        // Kernel errors already name the operation and object; others get it here.
+        bool named = dynamic_cast<const kernel::KernelError*>(&e) != nullptr;
         report.errors.push_back(
             {change.subject().path.empty() ? change.desired.path : change.subject().path,
-             describe(change) + ": " + e.what()});
+             named ? e.what() : describe(change) + ": " + e.what()});
+        report.failed_step = step;
         for (const auto& failure : roll_back(netlink, done, ownership)) {
           report.errors.push_back({"", failure});
         }
