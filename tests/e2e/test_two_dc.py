@@ -241,9 +241,13 @@ class TwoDcTest(unittest.TestCase):
             cap = self.lab.popen("wan", TSHARK, "-n", "-i", "dc1", "-w", pcap, "-f", "ip proto 97",
                                  stdout=subprocess.DEVNULL, stderr=errf)
         self.addCleanup(lambda: cap.poll() is None and cap.kill())
+        def read_log():
+            with open(log) as f:
+                return f.read()
+
         deadline = time.monotonic() + 30
-        while "Capturing on" not in open(log).read():
-            self.assertIsNone(cap.poll(), open(log).read())
+        while "Capturing on" not in read_log():
+            self.assertIsNone(cap.poll(), read_log())
             self.assertLess(time.monotonic(), deadline, "tshark did not start")
             time.sleep(0.1)
         self.lab.exec("vm1", "ip", "neigh", "flush", "dev", "eth0")
@@ -256,7 +260,7 @@ class TwoDcTest(unittest.TestCase):
                   "-e", "ip.src", "-e", "ip.dst", "-e", "etherip.ver", "-e", "eth.src",
                   "-e", "eth.type", "-e", "arp.opcode", "-e", "icmp.type", "-e", "ip.len").stdout
         rows = [l.split("|") for l in out.strip().splitlines()]
-        self.assertTrue(rows, f"no EtherIP on the WAN; tshark log:\n{open(log).read()}")
+        self.assertTrue(rows, f"no EtherIP on the WAN; tshark log:\n{read_log()}")
         for src, dst, ver, *_ in rows:
             self.assertEqual(ver, "3")
             self.assertEqual({src.split(",")[0], dst.split(",")[0]},
