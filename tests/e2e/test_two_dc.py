@@ -294,6 +294,8 @@ class TwoDcTest(unittest.TestCase):
             inode = os.stat(f"/run/netns/{self.lab.ns(dc + '-edge')}").st_ino
             pin_dirs[dc] = f"/sys/fs/bpf/etherctl/{inode}"
             self.assertTrue(self.tc_filters(dc), "the decap program is attached after apply")
+            self.assertTrue(os.path.isdir(pin_dirs[dc]),
+                            f"the datapath's maps are pinned in {pin_dirs[dc]} after apply")
         for dc in ("dc1", "dc2"):
             self.lab.etherctl(dc, "destroy")
             links = self.lab.links(f"{dc}-edge")
