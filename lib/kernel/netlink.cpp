@@ -17,21 +17,16 @@ constexpr size_t kMessageBufferSize = 4096;
 // (capped near 32 KiB), so a 64 KiB buffer gets full batches and never truncates one.
 constexpr size_t kReceiveBufferSize = 64 * 1024;
 
-// Reads NLMSGERR_ATTR_MSG from an error/ack message; "" when the kernel sent none.
-std::string extack_text(const nlmsghdr* header) {
-  if (!(header->nlmsg_flags & NLM_F_ACK_TLVS)) return "";
-  const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(header));
-  // With NETLINK_CAP_ACK the kernel echoes only our header, not our payload (NLM_F_CAPPED);
-  // without it the attributes start after the whole echoed request.
-  size_t offset = sizeof(nlmsgerr);
-  if (!(header->nlmsg_flags & NLM_F_CAPPED)) offset += err->msg.nlmsg_len - sizeof(nlmsghdr);
+// Reads NLMSGERR_ATTR_MSG from the attributes that start `offset` bytes into the payload.
+std::string extack_at(const nlmsghdr* header, size_t offset) {
   const size_t payload = mnl_nlmsg_get_payload_len(header);
+  offset = MNL_ALIGN(offset);
   if (offset >= payload) return "";
-  const char* start = static_cast<const char*>(mnl_nlmsg_get_payload(header)) + MNL_ALIGN(offset);
-  const char* end = static_cast<const char*>(mnl_nlmsg_get_payload(header)) + payload;
-  for (auto* attr = reinterpret_cast<const nlattr*>(start);
-       mnl_attr_ok(attr, static_cast<int>(end - reinterpret_cast<const char*>(attr)));
+  const char* start = static_cast<const char*>(mnl_nlmsg_get_payload(header)) + offset;
+  int remaining = static_cast<int>(payload - offset);
+  for (auto* attr = reinterpret_cast<const nlattr*>(start); mnl_attr_ok(attr, remaining);
        attr = mnl_attr_next(attr)) {
+    remaining -= MNL_ALIGN(attr->nla_len);
     if (mnl_attr_get_type(attr) == NLMSGERR_ATTR_MSG) {
       const auto* text = static_cast<const char*>(mnl_attr_get_payload(attr));
       // The string is NUL-terminated inside the attribute; strnlen guards a malformed one.
@@ -39,6 +34,24 @@ std::string extack_text(const nlmsghdr* header) {
     }
   }
   return "";
+}
+
+// The extended-ack text of an NLMSG_ERROR message; "" when the kernel sent none.
+std::string extack_text(const nlmsghdr* header) {
+  if (!(header->nlmsg_flags & NLM_F_ACK_TLVS)) return "";
+  if (mnl_nlmsg_get_payload_len(header) < sizeof(nlmsgerr)) return "";
+  const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(header));
+  // With NETLINK_CAP_ACK the kernel echoes only our header, not our payload (NLM_F_CAPPED);
+  // without it the attributes start after the whole echoed request.
+  size_t offset = sizeof(nlmsgerr);
+  if (!(header->nlmsg_flags & NLM_F_CAPPED)) offset += err->msg.nlmsg_len - sizeof(nlmsghdr);
+  return extack_at(header, offset);
+}
+
+// The extended-ack text of a failed dump's NLMSG_DONE (an int status, then attributes).
+std::string done_extack_text(const nlmsghdr* header) {
+  if (!(header->nlmsg_flags & NLM_F_ACK_TLVS)) return "";
+  return extack_at(header, sizeof(int));
 }
 
 void set_option(mnl_socket* socket, int option, int value, const char* name) {
@@ -167,7 +180,7 @@ void Netlink::dump(Message& message, const std::function<void(const nlmsghdr*)>&
           memcpy(&status, mnl_nlmsg_get_payload(reply), sizeof(int));
         }
         if (status < 0) {
-          std::string extack = extack_text(reply);
+          std::string extack = done_extack_text(reply);
           throw KernelError(-status, extack, "netlink dump: " + describe_error(-status, extack));
         }
         // The whole dump has been read, so the socket is clean for the caller's retry.

@@ -234,6 +234,22 @@ TEST_F(KernelTest, RawRequestErrorAndSocketStaysUsable) {
   EXPECT_GT(ifindex_of(netlink_, "lo"), 0);
 }
 
+TEST_F(KernelTest, DumpErrorCarriesExtack) {
+  // With NETLINK_GET_STRICT_CHK the kernel validates dump headers and explains a bad one; the
+  // answer arrives in NLMSG_DONE (or NLMSG_ERROR on older kernels), with its extack.
+  Message message(RTM_GETADDR, 0);
+  message.put_header<ifaddrmsg>()->ifa_prefixlen = 8;
+  try {
+    netlink_.dump(message, [](const nlmsghdr*) {});
+    FAIL() << "expected KernelError";
+  } catch (const KernelError& e) {
+    EXPECT_EQ(e.error(), EINVAL) << e.what();
+    EXPECT_NE(e.extack().find("Invalid values in header"), std::string::npos) << e.what();
+  }
+  // The socket is still in step: a snapshot reads fine afterwards.
+  EXPECT_NE(Snapshot::read(netlink_).link_by_name("lo"), nullptr);
+}
+
 // ---------------------------------------------------------------------------------------------
 // vlan_group (bridge)
 
