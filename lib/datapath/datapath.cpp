@@ -172,33 +172,51 @@ uint32_t attached_prog_id(int ifindex) {
   return opts.prog_id;
 }
 
-// Maps of the programs attached to the first "eip-*" device that carries ours, by name.
+// Adds the maps of our program attached to ifindex, by name.
+void collect_maps(int ifindex, std::map<std::string, Fd>& maps) {
+  uint32_t prog_id = attached_prog_id(ifindex);
+  if (!prog_id) return;
+  Fd prog(bpf_prog_get_fd_by_id(prog_id));
+  if (prog.get() < 0) return;
+  uint32_t ids[16] = {};
+  bpf_prog_info info{};
+  info.nr_map_ids = 16;
+  info.map_ids = reinterpret_cast<uint64_t>(ids);
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(prog.get(), &info, &len) != 0) return;
+  for (uint32_t m = 0; m < info.nr_map_ids && m < 16; ++m) {
+    Fd map(bpf_map_get_fd_by_id(ids[m]));
+    if (map.get() < 0) continue;
+    bpf_map_info minfo{};
+    uint32_t mlen = sizeof(minfo);
+    if (bpf_obj_get_info_by_fd(map.get(), &minfo, &mlen) != 0) continue;
+    maps.emplace(minfo.name, std::move(map));
+  }
+}
+
+// The shared maps of the programs already attached in this namespace: the encap program of
+// an "eip-*" device holds `tunnels`, which lists the underlays whose decap program holds the
+// rest.
 std::map<std::string, Fd> recover_maps() {
   std::map<std::string, Fd> maps;
   struct if_nameindex* list = ::if_nameindex();
   if (!list) return maps;
-  for (auto* i = list; i->if_index != 0 && maps.empty(); ++i) {
-    if (std::string_view(i->if_name).substr(0, kEipPrefix.size()) != kEipPrefix) continue;
-    uint32_t prog_id = attached_prog_id(static_cast<int>(i->if_index));
-    if (!prog_id) continue;
-    Fd prog(bpf_prog_get_fd_by_id(prog_id));
-    if (prog.get() < 0) continue;
-    uint32_t ids[16] = {};
-    bpf_prog_info info{};
-    info.nr_map_ids = 16;
-    info.map_ids = reinterpret_cast<uint64_t>(ids);
-    uint32_t len = sizeof(info);
-    if (bpf_obj_get_info_by_fd(prog.get(), &info, &len) != 0) continue;
-    for (uint32_t m = 0; m < info.nr_map_ids && m < 16; ++m) {
-      Fd map(bpf_map_get_fd_by_id(ids[m]));
-      if (map.get() < 0) continue;
-      bpf_map_info minfo{};
-      uint32_t mlen = sizeof(minfo);
-      if (bpf_obj_get_info_by_fd(map.get(), &minfo, &mlen) != 0) continue;
-      maps.emplace(minfo.name, std::move(map));
-    }
-  }
+  for (auto* i = list; i->if_index != 0 && !maps.count("tunnels"); ++i)
+    if (std::string_view(i->if_name).substr(0, kEipPrefix.size()) == kEipPrefix)
+      collect_maps(static_cast<int>(i->if_index), maps);
   ::if_freenameindex(list);
+  auto tunnels = maps.find("tunnels");
+  if (tunnels == maps.end()) return maps;
+  uint32_t key = 0, next = 0;
+  uint32_t* prev = nullptr;
+  while (bpf_map_get_next_key(tunnels->second.get(), prev, &next) == 0 && !maps.count("peers")) {
+    etherip_tunnel value{};
+    if (bpf_map_lookup_elem(tunnels->second.get(), &next, &value) == 0)
+      for (uint32_t u : value.underlay)
+        if (u) collect_maps(static_cast<int>(u), maps);
+    key = next;
+    prev = &key;
+  }
   return maps;
 }
 

@@ -130,6 +130,16 @@ struct frag6_hdr {
  * code for the verifier, which tracks ranges less precisely. */
 #define OPAQUE(x) asm volatile("" : "+r"(x))
 
+/* Sizes passed to helpers must be provably in [1, max]. The 6.1 verifier does not raise a lower
+ * bound on "!= 0", so a size is formed as (len - 1) bounded above, plus one; the second OPAQUE
+ * keeps clang from computing the sum before the check. Runs `fail` when len is not in [1, max]. */
+#define BOUNDED_SIZE(var, len, max, fail) \
+  __u32 var = (len) - 1;                  \
+  OPAQUE(var);                            \
+  if (var >= (max)) fail;                 \
+  OPAQUE(var);                            \
+  var += 1
+
 static __always_inline struct etherip_stats *stats_of(__u32 key) {
   return bpf_map_lookup_elem(&stats, &key);
 }
@@ -162,7 +172,38 @@ int etherip_encap(struct __sk_buff *skb) {
   /* There is no GSO handler for protocol 97: a GSO skb would be segmented as TCP after we
    * put our headers in front. The bridge-port end has segmentation offloads turned off. */
   if (skb->gso_size) return drop(key, ETHERIP_DROP_GSO);
-  __u32 inner_len = skb->len;
+
+  /* The receive path moved the frame's outer 802.1Q/802.1ad tag into skb metadata before TC
+   * ingress; take it (and a second one that popping moves up, for QinQ) back into the frame. */
+  __be16 tags[4] = {};
+  __u32 ntags = 0;
+  if (skb->vlan_present) {
+    tags[0] = (__be16)skb->vlan_proto;
+    tags[1] = bpf_htons((__u16)skb->vlan_tci);
+    ntags = 1;
+    if (bpf_skb_vlan_pop(skb)) return drop(key, ETHERIP_DROP_HELPER);
+    if (skb->vlan_present) {
+      tags[2] = (__be16)skb->vlan_proto;
+      tags[3] = bpf_htons((__u16)skb->vlan_tci);
+      ntags = 2;
+      if (bpf_skb_vlan_pop(skb)) return drop(key, ETHERIP_DROP_HELPER);
+    }
+  }
+  __u32 tag_len = ntags * 4;
+  __u32 inner_len = skb->len + tag_len;
+  __u32 hdr_len = t->family == ETHERIP_FAMILY_V4 ? sizeof(struct outer4) : sizeof(struct outer6);
+  /* change_head, not adjust_room: adjust_room refuses non-IP frames (ARP, ...). */
+  if (bpf_skb_change_head(skb, hdr_len + tag_len, 0)) return drop(key, ETHERIP_DROP_HELPER);
+  if (ntags) {
+    /* [hdr][tags gap][dst src][type...] -> [hdr][dst src][tags][type...] */
+    __u8 macs[12];
+    if (bpf_skb_load_bytes(skb, hdr_len + tag_len, macs, sizeof(macs)) ||
+        bpf_skb_store_bytes(skb, hdr_len, macs, sizeof(macs), 0))
+      return drop(key, ETHERIP_DROP_HELPER);
+    if (ntags == 1 ? bpf_skb_store_bytes(skb, hdr_len + 12, tags, 4, 0)
+                   : bpf_skb_store_bytes(skb, hdr_len + 12, tags, 8, 0))
+      return drop(key, ETHERIP_DROP_HELPER);
+  }
 
   if (t->family == ETHERIP_FAMILY_V4) {
     struct iphdr ip = {};
@@ -187,8 +228,6 @@ int etherip_encap(struct __sk_buff *skb) {
     h.eth.h_proto = bpf_htons(ETH_P_IP);
     h.ip = ip;
     h.etherip = bpf_htons(ETHERIP_HDR_V3);
-    /* change_head, not adjust_room: adjust_room refuses non-IP frames (ARP, ...). */
-    if (bpf_skb_change_head(skb, sizeof(h), 0)) return drop(key, ETHERIP_DROP_HELPER);
     if (bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0)) return drop(key, ETHERIP_DROP_HELPER);
   } else {
     struct outer6 h = {};
@@ -202,7 +241,6 @@ int etherip_encap(struct __sk_buff *skb) {
     __builtin_memcpy(&h.ip.saddr, t->local, 16);
     __builtin_memcpy(&h.ip.daddr, t->remote, 16);
     h.etherip = bpf_htons(ETHERIP_HDR_V3);
-    if (bpf_skb_change_head(skb, sizeof(h), 0)) return drop(key, ETHERIP_DROP_HELPER);
     if (bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0)) return drop(key, ETHERIP_DROP_HELPER);
   }
 
@@ -238,6 +276,23 @@ static __always_inline int deliver(struct etherip_tunnel *t, __u32 key, __u32 le
   return bpf_redirect(t->eip_ifindex, 0);
 }
 
+/* Sets the frame length to len, zero-padded to the Ethernet minimum as a NIC would deliver it:
+ * a forwarded skb keeps its transport header offset, below which the kernel refuses to trim
+ * (34 bytes behind IPv4, 54 behind IPv6), and a short frame could not be delivered otherwise. */
+static __always_inline int fix_tail(struct __sk_buff *skb, __u32 len) {
+  __u32 want = len < ETH_ZLEN ? ETH_ZLEN : len;
+  if (skb->len < want && bpf_skb_change_tail(skb, want, 0)) return -1;
+  if (len < ETH_ZLEN) {
+    __u32 zero = 0;
+    struct frag_entry *z = bpf_map_lookup_elem(&frag_zero, &zero);
+    if (!z) return -1;
+    BOUNDED_SIZE(pad, ETH_ZLEN - len, ETH_ZLEN, return -1);
+    if (bpf_skb_store_bytes(skb, len, z->buf, pad, BPF_F_RECOMPUTE_CSUM)) return -1;
+  }
+  if (skb->len > want && bpf_skb_change_tail(skb, want, 0)) return -1;
+  return 0;
+}
+
 /* Replaces the packet with len bytes from buf (a map value). Bytes from offset 14 on are
  * covered by a CHECKSUM_COMPLETE skb->csum at TC ingress, so they are stored with
  * BPF_F_RECOMPUTE_CSUM; the MAC header is not. change_tail keeps the checksum too. */
@@ -245,13 +300,11 @@ static __always_inline int emit(struct __sk_buff *skb, __u8 *buf, __u32 len) {
   if (len < ETH_HLEN || len > ETHERIP_FRAG_MAX) return -1;
   if (skb->len < len && bpf_skb_change_tail(skb, len, 0)) return -1;
   if (bpf_skb_store_bytes(skb, 0, buf, ETH_HLEN, 0)) return -1;
-  __u32 rest = len - ETH_HLEN;
-  OPAQUE(rest);
-  if (rest > ETHERIP_FRAG_MAX) return -1;
-  if (rest && bpf_skb_store_bytes(skb, ETH_HLEN, buf + ETH_HLEN, rest, BPF_F_RECOMPUTE_CSUM))
-    return -1;
-  if (skb->len > len && bpf_skb_change_tail(skb, len, 0)) return -1;
-  return 0;
+  if (len > ETH_HLEN) {
+    BOUNDED_SIZE(rest, len - ETH_HLEN, ETHERIP_FRAG_MAX, return -1);
+    if (bpf_skb_store_bytes(skb, ETH_HLEN, buf + ETH_HLEN, rest, BPF_F_RECOMPUTE_CSUM)) return -1;
+  }
+  return fix_tail(skb, len);
 }
 
 /* An unfragmented EtherIP payload of plen bytes (EtherIP header included) at offset off. */
@@ -272,7 +325,7 @@ static __always_inline int decap_whole(struct __sk_buff *skb, struct etherip_tun
   if (bpf_skb_store_bytes(skb, 0, &ie, sizeof(ie), 0) == 0 &&
       bpf_skb_adjust_room(skb, -(__s32)cut, BPF_ADJ_ROOM_MAC, 0) == 0) {
     /* Ethernet padding of a short outer packet is not part of the inner frame. */
-    if (skb->len > inner && bpf_skb_change_tail(skb, inner, 0))
+    if ((skb->len > inner || inner < ETH_ZLEN) && fix_tail(skb, inner))
       return drop(key, ETHERIP_DROP_HELPER);
     return deliver(t, key, inner);
   }
@@ -281,8 +334,9 @@ static __always_inline int decap_whole(struct __sk_buff *skb, struct etherip_tun
    * short frames are copied. The outer Ethernet header may already hold the inner one. */
   __u32 zero = 0;
   struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
-  if (!sc || inner > ETHERIP_FRAG_MAX) return drop(key, ETHERIP_DROP_HELPER);
-  if (bpf_skb_load_bytes(skb, off + 2, sc->buf, inner)) return drop(key, ETHERIP_DROP_TRUNCATED);
+  if (!sc) return drop(key, ETHERIP_DROP_HELPER);
+  BOUNDED_SIZE(n, inner, ETHERIP_FRAG_MAX, return drop(key, ETHERIP_DROP_HELPER));
+  if (bpf_skb_load_bytes(skb, off + 2, sc->buf, n)) return drop(key, ETHERIP_DROP_TRUNCATED);
   if (emit(skb, sc->buf, inner)) return drop(key, ETHERIP_DROP_HELPER);
   return deliver(t, key, inner);
 }
@@ -354,9 +408,9 @@ static __always_inline int reassemble(struct __sk_buff *skb, struct etherip_tunn
   }
 
   OPAQUE(foff);
-  OPAQUE(plen);
-  if (foff >= ETHERIP_FRAG_MAX || plen == 0 || plen > ETHERIP_FRAG_MAX) return TC_ACT_SHOT;
-  if (bpf_skb_load_bytes(skb, off, e->buf + foff, plen)) {
+  if (foff >= ETHERIP_FRAG_MAX) return TC_ACT_SHOT;
+  BOUNDED_SIZE(n, plen, ETHERIP_FRAG_MAX, return TC_ACT_SHOT);
+  if (bpf_skb_load_bytes(skb, off, e->buf + foff, n)) {
     bpf_map_delete_elem(&frags, fk);
     return drop(key, ETHERIP_DROP_TRUNCATED);
   }
@@ -492,6 +546,8 @@ static __always_inline int decap6(struct __sk_buff *skb) {
 
 SEC("tc")
 int etherip_decap(struct __sk_buff *skb) {
+  /* A tagged outer packet belongs to a VLAN device, which has its own hook. */
+  if (skb->vlan_present) return TC_ACT_UNSPEC;
   /* TC_ACT_UNSPEC for everything that is not ours: the packet continues untouched, and so
    * does classification by any other filter on this hook (TC_ACT_OK would end it). */
   if (skb->protocol == bpf_htons(ETH_P_IP)) return decap4(skb);

@@ -1,0 +1,415 @@
+#!/usr/bin/python3
+"""End-to-end test of the EtherIP datapath on the host kernel, in throwaway namespaces.
+
+Lab (all namespaces named ectest-<pid>-*, removed at exit even on failure):
+
+  v1 ─ br0[vm1, dcx] e1 wan1 ══ 1500-byte WAN ══ wan2 e2 br0[dcx, vm2] ─ v2
+  v1 ─ br6[vm1b, dcx6]  (IPv6 outer)                br6[dcx6, vm2b] ─ v2
+  v3 ─ brs[vm3, sp0] e1 wsp ══ sp (scapy.contrib.etherip as an independent EtherIP peer)
+
+The programs are attached with dp_tool (the loader library); everything else is set up with
+ip(8). Independent oracles: tshark's etherip dissector on the WAN, and scapy as a peer.
+Usage: e2e_test.py --dp-tool PATH [unittest args]
+"""
+import argparse
+import atexit
+import hashlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import unittest
+
+from scapy.all import ARP, ICMP, IP, UDP, Dot1Q, Ether, Raw, defragment, fragment  # noqa: E402
+from scapy.contrib.etherip import EtherIP  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PREFIX = f"ectest-{os.getpid()}"
+DP_TOOL = None
+NAMESPACES = ["e1", "e2", "v1", "v2", "v3", "sp"]
+MAC = {
+    "v1": "02:00:00:00:00:01", "v2": "02:00:00:00:00:02", "v3": "02:00:00:00:09:01",
+    "v1b": "02:00:00:00:06:01", "v2b": "02:00:00:00:06:02", "peer": "02:00:00:00:09:02",
+}
+
+
+def ns(name):
+    return f"{PREFIX}-{name}"
+
+
+def run(*args, check=True, capture=True, timeout=60, input=None):
+    r = subprocess.run(args, check=False, capture_output=capture, text=True, timeout=timeout,
+                       input=input)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({r.returncode}): {r.stdout}{r.stderr}")
+    return r
+
+
+def nsrun(name, *args, **kw):
+    return run("ip", "netns", "exec", ns(name), *args, **kw)
+
+
+def ip(*args):
+    return run("ip", *args)
+
+
+def dp(name, *args):
+    return nsrun(name, DP_TOOL, *args)
+
+
+def counters(edge, tunnel):
+    return json.loads(dp(edge, "counters", tunnel).stdout)
+
+
+def cleanup():
+    for n in NAMESPACES:
+        subprocess.run(["ip", "netns", "del", ns(n)], capture_output=True)
+
+
+def build_lab():
+    for n in NAMESPACES:
+        ip("netns", "add", ns(n))
+        ip("-n", ns(n), "link", "set", "lo", "up")
+    # WAN: 1500 bytes, IPv4 and IPv6.
+    ip("link", "add", "wan1", "netns", ns("e1"), "type", "veth", "peer", "name", "wan2",
+       "netns", ns("e2"))
+    for e, dev, last in (("e1", "wan1", 1), ("e2", "wan2", 2)):
+        ip("-n", ns(e), "addr", "add", f"192.0.2.{last}/24", "dev", dev)
+        ip("-n", ns(e), "addr", "add", f"2001:db8::{last}/64", "dev", dev, "nodad")
+        ip("-n", ns(e), "link", "set", dev, "mtu", "1500", "up")
+    # Link to the scapy peer.
+    ip("link", "add", "wsp", "netns", ns("e1"), "type", "veth", "peer", "name", "wan",
+       "netns", ns("sp"))
+    ip("-n", ns("e1"), "addr", "add", "198.51.100.1/24", "dev", "wsp")
+    ip("-n", ns("e1"), "link", "set", "wsp", "up")
+    ip("-n", ns("sp"), "addr", "add", "198.51.100.2/24", "dev", "wan")
+    ip("-n", ns("sp"), "link", "set", "wan", "up")
+
+    def bridge(edge, br, tunnel, port, vm, vm_if, mac, addr):
+        ip("-n", ns(edge), "link", "add", br, "type", "bridge")
+        ip("-n", ns(edge), "link", "set", br, "up")
+        ip("-n", ns(edge), "link", "add", tunnel, "type", "veth", "peer", "name", "eip-" + tunnel)
+        ip("-n", ns(edge), "link", "set", tunnel, "master", br)
+        ip("-n", ns(edge), "link", "set", tunnel, "up")
+        ip("-n", ns(edge), "link", "set", "eip-" + tunnel, "up")
+        ip("link", "add", port, "netns", ns(edge), "type", "veth", "peer", "name", vm_if,
+           "netns", ns(vm))
+        ip("-n", ns(edge), "link", "set", port, "master", br)
+        ip("-n", ns(edge), "link", "set", port, "up")
+        ip("-n", ns(vm), "link", "set", vm_if, "address", mac)
+        ip("-n", ns(vm), "addr", "add", addr, "dev", vm_if)
+        ip("-n", ns(vm), "link", "set", vm_if, "up")
+
+    bridge("e1", "br0", "dcx", "vm1", "v1", "eth0", MAC["v1"], "10.0.0.1/24")
+    bridge("e2", "br0", "dcx", "vm2", "v2", "eth0", MAC["v2"], "10.0.0.2/24")
+    bridge("e1", "br6", "dcx6", "vm1b", "v1", "eth1", MAC["v1b"], "10.6.0.1/24")
+    bridge("e2", "br6", "dcx6", "vm2b", "v2", "eth1", MAC["v2b"], "10.6.0.2/24")
+    bridge("e1", "brs", "sp0", "vm3", "v3", "eth0", MAC["v3"], "10.9.0.1/24")
+    # The scapy peer answers no ARP: give the VM its neighbour entry.
+    ip("-n", ns("v3"), "neigh", "add", "10.9.0.2", "lladdr", MAC["peer"], "dev", "eth0")
+
+    dp("e1", "apply", "dcx", "192.0.2.1", "192.0.2.2", "wan1")
+    dp("e2", "apply", "dcx", "192.0.2.2", "192.0.2.1", "wan2")
+    dp("e1", "apply", "dcx6", "2001:db8::1", "2001:db8::2", "wan1")
+    dp("e2", "apply", "dcx6", "2001:db8::2", "2001:db8::1", "wan2")
+    dp("e1", "apply", "sp0", "198.51.100.1", "198.51.100.2", "wsp")
+
+
+def mac_of(name, dev):
+    out = json.loads(run("ip", "-n", ns(name), "-j", "link", "show", dev).stdout)
+    return out[0]["address"]
+
+
+class Sniffer:
+    """scapy capture in a namespace, started before traffic is sent."""
+
+    def __init__(self, name, iface, seconds, bpf=None):
+        args = ["ip", "netns", "exec", ns(name), "/usr/bin/python3",
+                os.path.join(HERE, "scapy_helper.py"), "sniff", iface, str(seconds)]
+        if bpf:
+            args.append(bpf)
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        assert line.strip() == "ready", f"sniffer did not start: {line!r}"
+
+    def frames(self):
+        out, _ = self.proc.communicate(timeout=60)
+        return [Ether(bytes.fromhex(h)) for h in json.loads(out)]
+
+
+def send_frames(name, iface, frames):
+    nsrun(name, "/usr/bin/python3", os.path.join(HERE, "scapy_helper.py"), "send", iface,
+          *[bytes(f).hex() for f in frames])
+
+
+class TunnelTest(unittest.TestCase):
+    def test_01_arp_and_ping(self):
+        nsrun("v1", "ip", "neigh", "flush", "dev", "eth0")
+        r = nsrun("v1", "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.2")
+        self.assertIn("3 received", r.stdout)
+        neigh = nsrun("v1", "ip", "neigh", "show", "10.0.0.2").stdout
+        self.assertIn(MAC["v2"], neigh, "ARP resolved across the tunnel")
+
+    def test_02_full_size_frames_fragment_and_reassemble(self):
+        before = counters("e2", "dcx")
+        nstat_before = wan_frag_creates()
+        r = nsrun("v1", "ping", "-M", "do", "-s", "1472", "-c", "3", "-i", "0.2", "-W", "2",
+                  "10.0.0.2")
+        self.assertIn("3 received", r.stdout)
+        after = counters("e2", "dcx")
+        self.assertGreaterEqual(after["reassembled"] - before["reassembled"], 3)
+        self.assertGreaterEqual(after["rx_fragments"] - before["rx_fragments"], 6)
+        self.assertGreaterEqual(wan_frag_creates() - nstat_before, 6, "e1 fragmented outer")
+        # The echo replies went the other way, through e1's reassembly.
+        self.assertEqual(sum(after["drops"].values()), sum(before["drops"].values()))
+
+    def test_03_tcp_stream_both_ways_byte_exact(self):
+        # An echo server in v2; the client checks every byte that comes back.
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", ns("v2"), "/usr/bin/python3", "-c", ECHO_SERVER],
+            stdout=subprocess.PIPE, text=True)
+        try:
+            self.assertEqual(server.stdout.readline().strip(), "listening")
+            r = nsrun("v1", "/usr/bin/python3", "-c", ECHO_CLIENT, timeout=120)
+            result = json.loads(r.stdout)
+            self.assertEqual(result["sent"], result["received"])
+            self.assertEqual(result["sent_sha"], result["received_sha"])
+            self.assertGreaterEqual(result["sent"], 16 << 20)
+        finally:
+            server.kill()
+            server.wait()
+        for edge in ("e1", "e2"):
+            self.assertEqual(counters(edge, "dcx")["drops"]["gso"], 0, "offloads must be off")
+
+    def test_04_iperf3(self):
+        server = subprocess.Popen(["ip", "netns", "exec", ns("v2"), "iperf3", "-s", "-1"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+            r = nsrun("v1", "iperf3", "-c", "10.0.0.2", "-t", "3", "-J", timeout=60)
+            bps = json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"]
+            print(f"\n  iperf3 over EtherIP (1500-byte WAN, fragmenting): {bps / 1e9:.2f} Gbit/s",
+                  file=sys.stderr)
+            self.assertGreater(bps, 1e6)
+        finally:
+            server.wait(timeout=10)
+
+    def test_05_broadcast_tagged_and_non_ip_frames_cross(self):
+        sniffer = Sniffer("v2", "eth0", 2.0)
+        frames = [
+            Ether(src=MAC["v1"], dst="ff:ff:ff:ff:ff:ff") / IP(src="10.0.0.1", dst="10.0.0.255")
+            / UDP(sport=4000, dport=4001) / Raw(b"etherctl-broadcast"),
+            Ether(src=MAC["v1"], dst=MAC["v2"]) / Dot1Q(vlan=42, prio=5)
+            / IP(src="10.42.0.1", dst="10.42.0.2") / UDP(sport=4000, dport=4002)
+            / Raw(b"etherctl-tagged"),
+            Ether(src=MAC["v1"], dst=MAC["v2"], type=0x88B5) / Raw(b"etherctl-local-experimental"),
+            Ether(src=MAC["v1"], dst="01:00:5e:00:00:fb") / IP(src="10.0.0.1", dst="224.0.0.251")
+            / UDP(sport=5353, dport=5353) / Raw(b"etherctl-multicast"),
+        ]
+        send_frames("v1", "eth0", frames)
+        got = sniffer.frames()
+        raw = [bytes(f) for f in got]
+        for sent in frames:
+            want = bytes(sent).ljust(60, b"\0")  # short frames arrive zero-padded, as from a NIC
+            self.assertIn(want, raw, f"not received intact: {sent.summary()}")
+        tagged = [f for f in got if Dot1Q in f]
+        self.assertEqual(tagged[0][Dot1Q].vlan, 42)
+
+    def test_06_tshark_decodes_etherip_version_3(self):
+        nsrun("v1", "ip", "neigh", "flush", "dev", "eth0")
+        cap = subprocess.Popen(
+            ["ip", "netns", "exec", ns("e1"), "tshark", "-l", "-n", "-i", "wan1", "-a",
+             "duration:5", "-f", "ip proto 97", "-T", "fields", "-E", "separator=|",
+             "-e", "etherip.ver", "-e", "eth.type", "-e", "eth.src", "-e", "arp.opcode",
+             "-e", "icmp.type", "-e", "data.len", "-e", "_ws.expert.message"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # tshark takes a while to open the capture; it says so on stderr.
+        deadline = time.time() + 20
+        while time.time() < deadline and "Capturing on" not in cap.stderr.readline():
+            pass
+        time.sleep(0.5)
+        nsrun("v1", "arping", "-c", "1", "-w", "2", "-I", "eth0", "10.0.0.2")
+        nsrun("v1", "ping", "-c", "2", "-i", "0.2", "10.0.0.2")
+        nsrun("v1", "ping", "-c", "1", "-s", "1472", "10.0.0.2")
+        out, err = cap.communicate(timeout=30)
+        lines = [line.split("|") for line in out.splitlines() if line.strip()]
+        self.assertTrue(lines, f"tshark saw nothing: {err}")
+        versions = {fields[0] for fields in lines if fields[0]}
+        self.assertEqual(versions, {"3"}, out)
+        inner_types = [fields[1].split(",")[-1] for fields in lines if fields[0]]
+        self.assertIn("0x0806", inner_types, "ARP inside EtherIP")
+        icmp = [fields for fields in lines if fields[0] and fields[4]]
+        self.assertTrue(any("8" in f[4].split(",") for f in icmp), "ICMP echo inside EtherIP")
+        self.assertTrue(any("0" in f[4].split(",") for f in icmp), "ICMP reply inside EtherIP")
+        # The inner Ethernet source is the VM's MAC.
+        self.assertTrue(any(MAC["v1"] in f[2] for f in lines if f[0]), out)
+        # The 1472-byte ping (8 bytes of it a timestamp) crossed in a reassembled outer datagram.
+        self.assertTrue(any(f[5] == "1464" for f in icmp), out)
+        self.assertFalse(any("EtherIP" in f[6] for f in lines), "no dissector warnings")
+
+    def test_07_ipv6_outer(self):
+        before = counters("e1", "dcx6")
+        r = nsrun("v1", "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.6.0.2")
+        self.assertIn("3 received", r.stdout)
+        r = nsrun("v1", "ping", "-c", "2", "-s", "1400", "-M", "do", "10.6.0.2")
+        self.assertIn("2 received", r.stdout)
+        after = counters("e1", "dcx6")
+        self.assertGreaterEqual(after["tx_packets"] - before["tx_packets"], 5)
+        self.assertGreaterEqual(after["rx_packets"] - before["rx_packets"], 5)
+
+    def test_08_scapy_peer(self):
+        e1_mac = mac_of("e1", "wsp")
+        sp_mac = mac_of("sp", "wan")
+
+        def outer(src, inner, version=3):
+            return (Ether(src=sp_mac, dst=e1_mac) / IP(src=src, dst="198.51.100.1", id=random.randint(1, 65535))
+                    / EtherIP(version=version) / inner)
+
+        def echo(seq, size):
+            return (Ether(src=MAC["peer"], dst=MAC["v3"]) / IP(src="10.9.0.2", dst="10.9.0.1")
+                    / ICMP(type=8, id=0x4242, seq=seq) / Raw(bytes(random.getrandbits(8) for _ in range(size))))
+
+        def replies(frames):
+            """Echo replies that the datapath sent, decoded by scapy (after IP reassembly)."""
+            packets = defragment([f[IP] for f in frames if IP in f and f[IP].proto == 97])
+            out = {}
+            for p in packets:
+                p = IP(bytes(p))
+                self.assertEqual(p.src, "198.51.100.1")
+                self.assertEqual(p.dst, "198.51.100.2")
+                self.assertIn(EtherIP, p)
+                self.assertEqual(p[EtherIP].version, 3)
+                self.assertEqual(p[EtherIP].reserved, 0)
+                if ICMP in p and p[ICMP].type == 0:
+                    out[p[ICMP].seq] = p
+            return out
+
+        before = counters("e1", "sp0")
+        unattributed = counters("e1", "-")
+        small, big = echo(1, 64), echo(2, 1472)  # big: a full 1514-byte inner frame
+        big_outer = outer("198.51.100.2", big)
+        pieces = fragment(big_outer[IP], fragsize=640)
+        self.assertGreaterEqual(len(pieces), 3)
+        for p in pieces:
+            self.assertEqual(p.flags.DF, 0)
+        sniffer = Sniffer("sp", "wan", 3.0, "ip proto 97 and src 198.51.100.1")
+        send_frames("sp", "wan", [
+            outer("198.51.100.2", small),
+            # Fragments with DF clear, last one first, as an independent stack would send them.
+            *[Ether(src=sp_mac, dst=e1_mac) / p for p in reversed(pieces)],
+            outer("198.51.100.2", echo(3, 64), version=4),   # wrong version
+            outer("198.51.100.3", echo(4, 64)),              # unknown source
+        ])
+        got = replies(sniffer.frames())
+        after = counters("e1", "sp0")
+        self.assertIn(1, got, "reply to the small echo")
+        self.assertIn(2, got, "reply to the fragmented full-size echo")
+        self.assertEqual(bytes(got[2][ICMP].payload), bytes(big[ICMP].payload))
+        self.assertEqual(got[2][Ether].src, MAC["v3"])
+        self.assertNotIn(3, got)
+        self.assertNotIn(4, got)
+        self.assertEqual(after["reassembled"] - before["reassembled"], 1)
+        self.assertEqual(after["rx_fragments"] - before["rx_fragments"], len(pieces))
+        self.assertEqual(after["drops"]["bad_version"] - before["drops"]["bad_version"], 1)
+        self.assertEqual(after["drops"]["unknown_peer"] - before["drops"]["unknown_peer"], 1)
+        self.assertEqual(counters("e1", "-")["drops"]["wrong_local"],
+                         unattributed["drops"]["wrong_local"])
+
+    def test_09_lifecycle_remove_reapply_and_clean_destroy(self):
+        dp("e1", "remove", "dcx")
+        names = [t["name"] for t in json.loads(dp("e1", "list").stdout)]
+        self.assertNotIn("dcx", names)
+        self.assertEqual(run("tc", "-n", ns("e1"), "filter", "show", "dev", "eip-dcx",
+                             "ingress").stdout.strip(), "")
+        # wan1 still carries decap for dcx6.
+        self.assertIn("etherip_decap", run("tc", "-n", ns("e1"), "filter", "show", "dev", "wan1",
+                                           "ingress").stdout)
+        r = nsrun("v1", "ping", "-c", "1", "-W", "1", "10.0.0.2", check=False)
+        self.assertNotEqual(r.returncode, 0, "tunnel removed: no traffic")
+        for _ in range(20):  # repeated apply/remove leaves nothing behind
+            dp("e1", "apply", "dcx", "192.0.2.1", "192.0.2.2", "wan1")
+            dp("e1", "remove", "dcx")
+        dp("e1", "apply", "dcx", "192.0.2.1", "192.0.2.2", "wan1")
+        dp("e1", "apply", "dcx", "192.0.2.1", "192.0.2.2", "wan1")  # re-apply: in-place replace
+        filters = run("tc", "-n", ns("e1"), "filter", "show", "dev", "eip-dcx", "ingress").stdout
+        self.assertEqual(filters.count("handle 0x97"), 1, filters)
+        r = nsrun("v1", "ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.0.2")
+        self.assertIn("2 received", r.stdout)
+        # Destroy: no filters and no pins left.
+        for edge in ("e1", "e2"):
+            pin_dir = dp(edge, "pin-dir").stdout.strip()
+            out = nsrun(edge, "sh", "-c", f"mountpoint -q /sys/fs/bpf || mount -t bpf bpf "
+                        f"/sys/fs/bpf; {DP_TOOL} remove-all && ls {pin_dir} 2>&1; true").stdout
+            self.assertIn("No such file", out)
+            for dev in ("wan1", "wan2", "wsp"):
+                r = run("tc", "-n", ns(edge), "filter", "show", "dev", dev, "ingress", check=False)
+                self.assertNotIn("etherip", r.stdout)
+        # Programs still running after the tool exited was the premise of every test above.
+
+
+ECHO_SERVER = r"""
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.0.0.2", 5001)); s.listen(1); print("listening", flush=True)
+c, _ = s.accept()
+while True:
+    d = c.recv(1 << 16)
+    if not d: break
+    c.sendall(d)
+c.close()
+"""
+
+ECHO_CLIENT = r"""
+import hashlib, json, os, socket, threading
+total = 24 << 20
+data = os.urandom(1 << 20)
+s = socket.create_connection(("10.0.0.2", 5001), timeout=60)
+rx = hashlib.sha256(); got = [0]
+def reader():
+    while got[0] < total:
+        d = s.recv(1 << 16)
+        if not d: break
+        rx.update(d); got[0] += len(d)
+t = threading.Thread(target=reader); t.start()
+tx = hashlib.sha256(); sent = 0
+while sent < total:
+    s.sendall(data); tx.update(data); sent += len(data)
+t.join(90)
+print(json.dumps({"sent": sent, "received": got[0], "sent_sha": tx.hexdigest(),
+                  "received_sha": rx.hexdigest()}))
+"""
+
+
+def wan_frag_creates():
+    out = nsrun("e1", "nstat", "-az", "IpFragCreates").stdout
+    for line in out.splitlines():
+        if line.startswith("IpFragCreates"):
+            return int(line.split()[1])
+    return 0
+
+
+def main():
+    global DP_TOOL
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dp-tool", required=True)
+    args, rest = parser.parse_known_args()
+    DP_TOOL = os.path.abspath(args.dp_tool)
+    if os.geteuid() != 0:
+        print("needs root", file=sys.stderr)
+        return 1
+    atexit.register(cleanup)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    try:
+        build_lab()
+        prog = unittest.main(argv=[sys.argv[0], "-v", *rest], exit=False)
+        return 0 if prog.result.wasSuccessful() else 1
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+#!/usr/bin/python3
+"""Runs inside a test namespace (via `ip netns exec`): raw frame capture and injection.
+
+  scapy_helper.py sniff IFACE SECONDS [BPF-FILTER]   prints "ready", then one JSON list of hex frames
+  scapy_helper.py send IFACE HEX...                  sends the frames in the given order
+"""
+import json
+import sys
+
+from scapy.all import AsyncSniffer, conf, sendp  # noqa: E402
+
+conf.verb = 0
+
+
+def main():
+    cmd, iface = sys.argv[1], sys.argv[2]
+    if cmd == "sniff":
+        seconds = float(sys.argv[3])
+        bpf = sys.argv[4] if len(sys.argv) > 4 else None
+        sniffer = AsyncSniffer(iface=iface, filter=bpf, store=True)
+        sniffer.start()
+        import time
+
+        time.sleep(0.3)  # the socket is bound once start() returned and this passes
+        print("ready", flush=True)
+        time.sleep(seconds)
+        packets = sniffer.stop() or []
+        print(json.dumps([bytes(p).hex() for p in packets]), flush=True)
+    elif cmd == "send":
+        for frame in sys.argv[3:]:
+            sendp(bytes.fromhex(frame), iface=iface)
+    else:
+        sys.exit("unknown command " + cmd)
+
+
+if __name__ == "__main__":
+    main()
