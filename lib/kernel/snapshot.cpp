@@ -96,9 +96,9 @@ void parse_link(const nlmsghdr* header, std::vector<LinkInfo>& links) {
   link.mtu = static_cast<int>(get_u32(tb[IFLA_MTU]));
   link.master_ifindex = static_cast<int>(get_u32(tb[IFLA_MASTER]));
   link.mac = format_mac(tb[IFLA_ADDRESS]);
-  // IFLA_LINK of a link whose peer lives in another namespace (IFLA_LINK_NETNSID) is an index
-  // in that namespace; keep it, but kinds must not resolve it here.
-  link.parent_ifindex = static_cast<int>(get_u32(tb[IFLA_LINK]));
+  // IFLA_LINK of a link whose parent or peer lives in another namespace (IFLA_LINK_NETNSID
+  // present) is an index in that namespace and would name the wrong local link: leave it 0.
+  if (!tb[IFLA_LINK_NETNSID]) link.parent_ifindex = static_cast<int>(get_u32(tb[IFLA_LINK]));
   if (link.parent_ifindex == link.ifindex) link.parent_ifindex = 0;  // physical devices
   if (tb[IFLA_LINKINFO]) {
     const nlattr* info[IFLA_INFO_MAX + 1];

@@ -16,7 +16,7 @@ struct LinkInfo {
   std::string name;
   std::string type;        // IFLA_INFO_KIND ("vlan", "bridge", "veth", ...) or "" for physical
   std::string alias;       // IFLA_IFALIAS
-  int parent_ifindex = 0;  // IFLA_LINK (vlan parent, veth peer)
+  int parent_ifindex = 0;  // IFLA_LINK (vlan parent, veth peer); 0 if in another netns
   int master_ifindex = 0;  // IFLA_MASTER (bridge this link is a port of)
   int mtu = 0;
   bool up = false;  // IFF_UP (administrative state)

@@ -1,9 +1,11 @@
 // Kernel-layer tests against the host kernel, each in a throwaway network namespace. veth pairs
 // stand in for physical NICs. `ip` and `bridge` are the independent readers: what the kernel
 // layer writes is checked with them, not with the kernel layer's own observation only.
+#include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 #include <linux/rtnetlink.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -715,6 +717,79 @@ TEST_F(KernelTest, NoVlanSupportIsExplained) {
     std::printf("  error text: %s\n", what.c_str());
   }
   EXPECT_EQ(test::run_status("ip link show dev servers").status, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test support: namespaces are entered, left and deleted, also when the test fails
+
+ino_t current_netns() {
+  struct stat st {};
+  if (stat("/proc/thread-self/ns/net", &st) != 0) return 0;
+  return st.st_ino;
+}
+
+bool netns_exists(const std::string& name) {
+  return access(("/run/netns/" + name).c_str(), F_OK) == 0;
+}
+
+TEST(TestNetns, EntersLeavesAndDeletes) {
+  const ino_t outside = current_netns();
+  std::string name;
+  {
+    test::TestNetns netns;
+    name = netns.name();
+    EXPECT_EQ(name.rfind("ectest-" + std::to_string(getpid()) + "-", 0), 0u) << name;
+    EXPECT_NE(current_netns(), outside);
+    EXPECT_TRUE(netns_exists(name));
+    // Commands run inside it: a fresh namespace has only lo.
+    EXPECT_EQ(ip_json("ip -j link show").size(), 1u);
+  }
+  EXPECT_EQ(current_netns(), outside);
+  EXPECT_FALSE(netns_exists(name));
+}
+
+std::string failed_test_netns;  // set inside the failing block below
+ino_t failed_test_outside = 0;
+
+TEST(TestNetns, CleansUpWhenTheTestFails) {
+  failed_test_outside = current_netns();
+  EXPECT_FATAL_FAILURE(
+      {
+        test::TestNetns netns;
+        failed_test_netns = netns.name();
+        FAIL() << "deliberate";
+      },
+      "deliberate");
+  EXPECT_FALSE(failed_test_netns.empty());
+  EXPECT_FALSE(netns_exists(failed_test_netns));
+  EXPECT_EQ(current_netns(), failed_test_outside);
+}
+
+std::string probed_feature;  // the feature require_probed_feature() asks for
+void require_probed_feature() { require_feature(probed_feature); }
+
+// In the VM (ETHERCTL_REQUIRE_ALL_FEATURES=1) a missing feature must fail, never skip.
+TEST(RequireFeature, FailsInsteadOfSkippingWhenAllAreRequired) {
+  probed_feature.clear();
+  for (const char* feature : {"vlan", "ipvs", "vlan_filtering"}) {
+    if (test::missing_feature(feature)) probed_feature = feature;
+  }
+  const char* saved = std::getenv("ETHERCTL_REQUIRE_ALL_FEATURES");
+  const std::string saved_value = saved ? saved : "";
+  setenv("ETHERCTL_REQUIRE_ALL_FEATURES", "1", 1);
+  if (probed_feature.empty()) {
+    // Everything is present (the stock-kernel VM): requiring a feature neither skips nor fails.
+    probed_feature = "vlan";
+    require_probed_feature();
+    EXPECT_FALSE(::testing::Test::IsSkipped());
+  } else {
+    EXPECT_FATAL_FAILURE(require_probed_feature(), "ETHERCTL_REQUIRE_ALL_FEATURES=1");
+  }
+  if (saved) {
+    setenv("ETHERCTL_REQUIRE_ALL_FEATURES", saved_value.c_str(), 1);
+  } else {
+    unsetenv("ETHERCTL_REQUIRE_ALL_FEATURES");
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
