@@ -166,7 +166,13 @@ int main(int argc, char** argv) {
     cli.options.fail_at_step = std::strtoul(step, nullptr, 10);
   }
 
-  etherctl::engine::Report report = etherctl::engine::run(cli.options);
+  etherctl::engine::Report report;
+  try {
+    report = etherctl::engine::run(cli.options);
+  } catch (const std::exception& e) {  // the engine reports errors as values; this is a bug
+    fmt::print(stderr, "etherctl: internal error: {}\n", e.what());
+    return kExitFailed;
+  }
   if (cli.json) {
     std::cout << report_json(cli, report).dump() << "\n";
   } else {

@@ -16,7 +16,9 @@ struct IpAddress {
   std::string str() const;
   int max_prefix() const { return family == 4 ? 32 : 128; }
   bool operator==(const IpAddress&) const = default;
-  auto operator<=>(const IpAddress&) const = default;
+  bool operator<(const IpAddress& other) const {
+    return family != other.family ? family < other.family : bytes < other.bytes;
+  }
 };
 
 struct IpPrefix {

@@ -17,7 +17,7 @@ namespace {
 
 using nlohmann::json;
 
-constexpr size_t kMaxFileBytes = 16 * 1024 * 1024;
+constexpr size_t kMaxFileBytes = size_t{16} * 1024 * 1024;
 constexpr int kMaxDepth = 32;
 const std::vector<std::string> kModes = {"transparent", "translucent", "opaque", "virtual-wire"};
 

@@ -180,9 +180,10 @@ void validate_tunnel(const Site& site, const Tunnel& tunnel, Problems& problems)
     if (!seen.insert(address).second) {
       problems.push_back({path, "both endpoints have address " + address.str()});
     }
+    const IpAddress& endpoint = address;  // lambdas cannot capture structured bindings (C++17)
     bool is_self_ip =
         std::any_of(device->second.self_ips.begin(), device->second.self_ips.end(),
-                    [&](const auto& entry) { return entry.second.address.address == address; });
+                    [&](const auto& entry) { return entry.second.address.address == endpoint; });
     if (!is_self_ip) {
       problems.push_back({path, address.str() + " is not a self IP of device \"" + device_name +
                                     "\"; a tunnel endpoint must be one of the device's self IPs"});

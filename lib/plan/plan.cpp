@@ -45,7 +45,8 @@ std::vector<std::string> differences(const Object& desired, const Object& observ
     auto have = observed.attrs.find(attr);
     // The kernel layer leaves out what the kernel does not report; "" means "none" here.
     bool absent = have == observed.attrs.end();
-    if (absent ? *want != "" : *have != *want) differing.push_back(attr);
+    bool want_none = want->is_string() && want->get_ref<const std::string&>().empty();
+    if (absent ? !want_none : *have != *want) differing.push_back(attr);
   }
   return differing;
 }
