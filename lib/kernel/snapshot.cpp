@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "kernel/inet.hpp"
 
@@ -164,11 +166,16 @@ void parse_route(const nlmsghdr* header, std::vector<RouteInfo>& routes) {
   route.priority = get_u32(tb[RTA_PRIORITY]);
 }
 
-// Runs one dump into `out`; a dump interrupted by a concurrent change (NLM_F_DUMP_INTR) may
-// have skipped or doubled objects, so it is read again from scratch a few times.
+// Runs one dump into `out`. A dump interrupted by a concurrent change (NLM_F_DUMP_INTR) may
+// have skipped or doubled objects, so it is read again from scratch. Right after links are
+// created the kernel keeps changing for a while on its own (carrier events are batched by
+// linkwatch, then IPv6 adds link-local addresses and routes, DAD finishes), so the retries back
+// off up to about two seconds in all before giving up with an error that says so.
 template <typename T, typename Build, typename Parse>
-void read_family(Netlink& netlink, std::vector<T>& out, size_t expected, Build build, Parse parse) {
-  constexpr int kAttempts = 5;
+void read_family(Netlink& netlink, const char* family, std::vector<T>& out, Build build,
+                 Parse parse) {
+  constexpr int kAttempts = 12;  // sleeps 1, 2, 4, ... 1024 ms between them: ~2 s in all
+  const size_t expected = out.capacity();
   for (int attempt = 1;; ++attempt) {
     out.clear();
     out.reserve(expected);
@@ -177,8 +184,17 @@ void read_family(Netlink& netlink, std::vector<T>& out, size_t expected, Build b
       netlink.dump(message, [&](const nlmsghdr* header) { parse(header, out); });
       return;
     } catch (const KernelError& e) {
-      if (e.error() != EINTR || attempt == kAttempts) throw;
+      if (e.error() != EINTR) {
+        throw KernelError(e.error(), e.extack(), std::string("read ") + family + ": " + e.what());
+      }
+      if (attempt == kAttempts) {
+        throw KernelError(EAGAIN, "",
+                          std::string("read ") + family + ": the kernel kept changing them " +
+                              "during " + std::to_string(kAttempts) +
+                              " dumps in a row (NLM_F_DUMP_INTR); try again");
+      }
     }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1 << (attempt - 1)));
   }
 }
 
@@ -186,8 +202,12 @@ void read_family(Netlink& netlink, std::vector<T>& out, size_t expected, Build b
 
 Snapshot Snapshot::read(Netlink& netlink) {
   Snapshot snapshot;
+  // Room for a typical host up front; big hosts grow the vectors a few times at most.
+  snapshot.links.reserve(256);
+  snapshot.addresses.reserve(512);
+  snapshot.routes.reserve(256);
   read_family(
-      netlink, snapshot.links, 256,
+      netlink, "links", snapshot.links,
       [] {
         Message message(RTM_GETLINK, 0);
         message.put_header<ifinfomsg>()->ifi_family = AF_UNSPEC;
@@ -197,7 +217,7 @@ Snapshot Snapshot::read(Netlink& netlink) {
       },
       parse_link);
   read_family(
-      netlink, snapshot.addresses, 512,
+      netlink, "addresses", snapshot.addresses,
       [] {
         Message message(RTM_GETADDR, 0);
         message.put_header<ifaddrmsg>()->ifa_family = AF_UNSPEC;
@@ -205,7 +225,7 @@ Snapshot Snapshot::read(Netlink& netlink) {
       },
       parse_addr);
   read_family(
-      netlink, snapshot.routes, 256,
+      netlink, "routes", snapshot.routes,
       [] {
         Message message(RTM_GETROUTE, 0);
         auto* rtm = message.put_header<rtmsg>();
