@@ -258,7 +258,71 @@ std::string if_name(int ifindex) {
   return {};
 }
 
+std::vector<std::pair<uint32_t, etherip_tunnel>> tunnel_entries(int tunnels_fd) {
+  std::vector<std::pair<uint32_t, etherip_tunnel>> out;
+  uint32_t key = 0, next = 0;
+  uint32_t* prev = nullptr;
+  while (bpf_map_get_next_key(tunnels_fd, prev, &next) == 0) {
+    etherip_tunnel value{};
+    if (bpf_map_lookup_elem(tunnels_fd, &next, &value) == 0) out.emplace_back(next, value);
+    key = next;
+    prev = &key;
+  }
+  return out;
+}
+
+std::optional<Counters> stats_of(int stats_fd, uint32_t key) {
+  int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) fail(cpus, "counting CPUs");
+  std::vector<etherip_stats> per_cpu(static_cast<std::size_t>(cpus));
+  if (bpf_map_lookup_elem(stats_fd, &key, per_cpu.data()) != 0) return std::nullopt;
+  Counters c;
+  for (const auto& s : per_cpu) {
+    c.rx_packets += s.rx_packets;
+    c.rx_bytes += s.rx_bytes;
+    c.tx_packets += s.tx_packets;
+    c.tx_bytes += s.tx_bytes;
+    c.rx_fragments += s.rx_fragments;
+    c.reassembled += s.reassembled;
+    for (std::size_t i = 0; i < kDropReasons; ++i) c.drops[i] += s.drops[i];
+  }
+  return c;
+}
+
+TunnelSpec spec_of(const etherip_tunnel& v) {
+  TunnelSpec spec;
+  spec.name.assign(v.name, strnlen(v.name, sizeof(v.name)));
+  spec.local = format_address(v.family, v.local);
+  spec.remote = format_address(v.family, v.remote);
+  for (uint32_t u : v.underlay)
+    if (u) spec.underlay.push_back(if_name(static_cast<int>(u)));
+  spec.accept_reversed = v.flags & ETHERIP_FLAG_ACCEPT_REVERSED;
+  return spec;
+}
+
+std::string pin_dir_for(const std::string& bpffs) {
+  return fmt::format("{}/etherctl/{}", bpffs, netns_inode());
+}
+
 }  // namespace
+
+std::vector<TunnelStatus> inspect(const Options& options) {
+  std::string dir = pin_dir_for(options.bpffs);
+  Fd tunnels(bpf_obj_get((dir + "/tunnels").c_str()));
+  Fd stats(bpf_obj_get((dir + "/stats").c_str()));
+  if (tunnels.get() < 0 || stats.get() < 0) {
+    Quiet quiet;
+    auto maps = recover_maps();
+    auto t = maps.find("tunnels"), s = maps.find("stats");
+    if (t == maps.end() || s == maps.end()) return {};
+    tunnels = std::move(t->second);
+    stats = std::move(s->second);
+  }
+  std::vector<TunnelStatus> out;
+  for (auto& [key, value] : tunnel_entries(tunnels.get()))
+    out.push_back({spec_of(value), stats_of(stats.get(), key).value_or(Counters{})});
+  return out;
+}
 
 DatapathError::DatapathError(int error, const std::string& what)
     : std::runtime_error(what), error_(error) {}
@@ -296,16 +360,7 @@ struct Datapath::Impl {
 
   // (key, value) of every configured tunnel.
   std::vector<std::pair<uint32_t, etherip_tunnel>> entries() const {
-    std::vector<std::pair<uint32_t, etherip_tunnel>> out;
-    uint32_t key = 0, next = 0;
-    uint32_t* prev = nullptr;
-    while (bpf_map_get_next_key(tunnels_fd(), prev, &next) == 0) {
-      etherip_tunnel value{};
-      if (bpf_map_lookup_elem(tunnels_fd(), &next, &value) == 0) out.emplace_back(next, value);
-      key = next;
-      prev = &key;
-    }
-    return out;
+    return tunnel_entries(tunnels_fd());
   }
 
   std::optional<std::pair<uint32_t, etherip_tunnel>> find(std::string_view name) const {
@@ -346,23 +401,7 @@ struct Datapath::Impl {
     if (err && err != -EEXIST) fail(err, "creating tunnel counters");
   }
 
-  std::optional<Counters> read_stats(uint32_t key) const {
-    int cpus = libbpf_num_possible_cpus();
-    if (cpus <= 0) fail(cpus, "counting CPUs");
-    std::vector<etherip_stats> per_cpu(static_cast<std::size_t>(cpus));
-    if (bpf_map_lookup_elem(stats_fd(), &key, per_cpu.data()) != 0) return std::nullopt;
-    Counters c;
-    for (const auto& s : per_cpu) {
-      c.rx_packets += s.rx_packets;
-      c.rx_bytes += s.rx_bytes;
-      c.tx_packets += s.tx_packets;
-      c.tx_bytes += s.tx_bytes;
-      c.rx_fragments += s.rx_fragments;
-      c.reassembled += s.reassembled;
-      for (std::size_t i = 0; i < kDropReasons; ++i) c.drops[i] += s.drops[i];
-    }
-    return c;
-  }
+  std::optional<Counters> read_stats(uint32_t key) const { return stats_of(stats_fd(), key); }
 
   // Underlay ifindexes that carry decap for tunnels other than `except`.
   std::set<uint32_t> underlays_in_use(uint32_t except) const {
@@ -421,7 +460,7 @@ Datapath Datapath::open(const Options& options) {
   ensure_bpffs(options.bpffs);
   auto impl = std::make_unique<Impl>();
   // Network namespaces share the bpffs mount: one directory per namespace.
-  impl->pin_dir = fmt::format("{}/etherctl/{}", options.bpffs, netns_inode());
+  impl->pin_dir = pin_dir_for(options.bpffs);
   std::error_code ec;
   std::filesystem::create_directories(impl->pin_dir, ec);
   if (ec) fail(ec.value(), fmt::format("creating {}", impl->pin_dir));
@@ -552,16 +591,7 @@ void Datapath::remove_all() {
 
 std::vector<TunnelSpec> Datapath::tunnels() const {
   std::vector<TunnelSpec> out;
-  for (auto& [key, v] : impl_->entries()) {
-    TunnelSpec spec;
-    spec.name.assign(v.name, strnlen(v.name, sizeof(v.name)));
-    spec.local = format_address(v.family, v.local);
-    spec.remote = format_address(v.family, v.remote);
-    for (uint32_t u : v.underlay)
-      if (u) spec.underlay.push_back(if_name(static_cast<int>(u)));
-    spec.accept_reversed = v.flags & ETHERIP_FLAG_ACCEPT_REVERSED;
-    out.push_back(std::move(spec));
-  }
+  for (auto& [key, value] : impl_->entries()) out.push_back(spec_of(value));
   return out;
 }
 

@@ -80,6 +80,15 @@ struct Options {
   std::string bpffs = "/sys/fs/bpf";
 };
 
+struct TunnelStatus {
+  TunnelSpec spec;
+  Counters counters;
+};
+
+// What the namespace's datapath holds, read from its maps without loading programs (for
+// observation and `etherctl status`). Empty when no tunnel is configured.
+std::vector<TunnelStatus> inspect(const Options& options = {});
+
 class Datapath {
  public:
   // Loads the programs for the caller's network namespace, reusing its existing maps (from the

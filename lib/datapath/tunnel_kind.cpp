@@ -1,0 +1,230 @@
+#include "datapath/tunnel_kind.hpp"
+
+#include <linux/if.h>
+#include <linux/if_link.h>
+#include <linux/rtnetlink.h>
+#include <linux/veth.h>
+#include <sys/stat.h>
+
+#include <map>
+#include <optional>
+
+#include "datapath/datapath.hpp"
+
+namespace etherctl::datapath {
+
+namespace {
+
+using kernel::KernelError;
+using kernel::Message;
+using kernel::Netlink;
+
+std::string label(const plan::Object& object) {
+  return object.name.empty() || object.name == object.key ? object.key
+                                                          : object.name + " (" + object.key + ")";
+}
+
+std::string what(std::string_view operation, const plan::Object& object) {
+  return std::string(operation) + " tunnel " + label(object);
+}
+
+// One loaded datapath per network namespace for the life of the process: loading the programs
+// once per apply, not once per tunnel.
+Datapath& datapath() {
+  static std::map<ino_t, Datapath> loaded;
+  struct stat st {};
+  if (::stat("/proc/self/ns/net", &st) != 0) throw DatapathError(errno, "reading netns");
+  auto it = loaded.find(st.st_ino);
+  if (it == loaded.end()) it = loaded.emplace(st.st_ino, Datapath::open()).first;
+  return it->second;
+}
+
+// Datapath errors surface as kernel errors, the type the engine reports.
+[[noreturn]] void rethrow(const DatapathError& e, const std::string& what) {
+  throw KernelError(e.error(), "", what + ": " + e.what());
+}
+
+std::optional<int> int_attr(const plan::Object& o, const char* name) {
+  auto it = o.attrs.find(name);
+  if (it == o.attrs.end() || !it->is_number_integer()) return std::nullopt;
+  return it->get<int>();
+}
+
+std::optional<bool> bool_attr(const plan::Object& o, const char* name) {
+  auto it = o.attrs.find(name);
+  if (it == o.attrs.end() || !it->is_boolean()) return std::nullopt;
+  return it->get<bool>();
+}
+
+std::string string_attr(const plan::Object& o, const char* name) {
+  auto it = o.attrs.find(name);
+  return it != o.attrs.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+TunnelSpec spec_of(const plan::Object& desired) {
+  TunnelSpec spec;
+  spec.name = desired.key;
+  spec.local = string_attr(desired, "local");
+  spec.remote = string_attr(desired, "remote");
+  spec.accept_reversed = bool_attr(desired, "accept_reversed").value_or(false);
+  auto it = desired.attrs.find("underlay");
+  if (it != desired.attrs.end() && it->is_array())
+    for (const auto& u : *it)
+      if (u.is_string()) spec.underlay.push_back(u.get<std::string>());
+  return spec;
+}
+
+void set_link(Netlink& netlink, const std::string& name, std::optional<int> mtu,
+              std::optional<bool> up, const std::string& alias, const std::string& what) {
+  Message message(RTM_NEWLINK, 0);
+  auto* ifi = message.put_header<ifinfomsg>();
+  ifi->ifi_family = AF_UNSPEC;
+  message.put_str(IFLA_IFNAME, name);
+  if (mtu) message.put_u32(IFLA_MTU, static_cast<uint32_t>(*mtu));
+  if (up) {
+    ifi->ifi_change |= IFF_UP;
+    if (*up) ifi->ifi_flags |= IFF_UP;
+  }
+  if (!alias.empty()) message.put_str(IFLA_IFALIAS, alias);
+  netlink.request(message, what);
+}
+
+void delete_link(Netlink& netlink, const std::string& name, const std::string& what) {
+  Message message(RTM_DELLINK, 0);
+  message.put_header<ifinfomsg>()->ifi_family = AF_UNSPEC;
+  message.put_str(IFLA_IFNAME, name);
+  netlink.request(message, what);
+}
+
+plan::Objects observe(const kernel::Snapshot& snapshot, const kernel::Ownership& ownership) {
+  std::map<std::string, TunnelSpec> configured;
+  try {
+    for (auto& status : inspect()) configured[status.spec.name] = status.spec;
+  } catch (const DatapathError&) {
+    // No readable datapath: every tunnel shows as unconfigured and gets re-applied.
+  }
+  const std::string alias = ownership.link_alias();
+  plan::Objects objects;
+  for (const kernel::LinkInfo& link : snapshot.links) {
+    // Ours only: foreign veths are adoptable "vlan" links (see lib/kernel/vlan.cpp).
+    if (link.type != "veth" || link.alias != alias) continue;
+    if (link.name.rfind("eip-", 0) == 0) continue;  // the programs' end, part of its tunnel
+    plan::Object& object = objects.emplace_back();
+    object.kind = plan::kTunnel;
+    object.key = link.name;
+    object.name = link.name;
+    object.owned = true;
+    object.attrs["ifindex"] = link.ifindex;
+    object.attrs["type"] = link.type;
+    object.attrs["mtu"] = link.mtu;
+    object.attrs["up"] = link.up;
+    auto it = configured.find(link.name);
+    if (it == configured.end() || !snapshot.link_by_name(eip_name(link.name))) continue;
+    object.attrs["local"] = it->second.local;
+    object.attrs["remote"] = it->second.remote;
+    object.attrs["accept_reversed"] = it->second.accept_reversed;
+    object.attrs["underlay"] = it->second.underlay;
+  }
+  return objects;
+}
+
+void create(Netlink& netlink, const plan::Object& desired, const kernel::Ownership& ownership) {
+  const std::string op = what("create", desired);
+  const std::string eip = eip_name(desired.key);
+  if (desired.key.size() > kMaxTunnelName)
+    throw KernelError(EINVAL, "", op + ": the name must have at most 11 bytes (\"eip-\" + name)");
+  auto mtu = int_attr(desired, "mtu");
+  // Created down: the datapath sets the links up (and their sysctls) before traffic flows.
+  Message message(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
+  message.put_header<ifinfomsg>()->ifi_family = AF_UNSPEC;
+  message.put_str(IFLA_IFNAME, desired.key);
+  if (mtu) message.put_u32(IFLA_MTU, static_cast<uint32_t>(*mtu));
+  nlattr* linkinfo = message.nest_start(IFLA_LINKINFO);
+  message.put_str(IFLA_INFO_KIND, "veth");
+  nlattr* data = message.nest_start(IFLA_INFO_DATA);
+  nlattr* peer = message.nest_start(VETH_INFO_PEER);
+  message.put_header<ifinfomsg>()->ifi_family = AF_UNSPEC;  // the peer's own link header
+  message.put_str(IFLA_IFNAME, eip);
+  if (mtu) message.put_u32(IFLA_MTU, static_cast<uint32_t>(*mtu));
+  message.nest_end(peer);
+  message.nest_end(data);
+  message.nest_end(linkinfo);
+  netlink.request(message, op);
+
+  try {
+    // The kernel ignores IFLA_IFALIAS on creation; both ends carry the ownership mark.
+    set_link(netlink, desired.key, std::nullopt, std::nullopt, ownership.link_alias(), op);
+    set_link(netlink, eip, std::nullopt, std::nullopt, ownership.link_alias(), op);
+    datapath().apply(spec_of(desired));
+    bool up = bool_attr(desired, "up").value_or(true);
+    set_link(netlink, eip, std::nullopt, up, "", op);
+    set_link(netlink, desired.key, std::nullopt, up, "", op);
+  } catch (...) {
+    // Nothing half-made stays behind: the pair goes, and with it the filter on eip.
+    try {
+      datapath().remove(desired.key);
+    } catch (...) {
+    }
+    try {
+      delete_link(netlink, desired.key, op + ": undo");
+    } catch (...) {
+    }
+    try {
+      throw;
+    } catch (const DatapathError& e) {
+      rethrow(e, op);
+    }
+  }
+}
+
+void modify(Netlink& netlink, const plan::Object& desired, const plan::Object& observed) {
+  const std::string op = what("modify", desired);
+  auto mtu = int_attr(desired, "mtu");
+  auto up = bool_attr(desired, "up");
+  bool change_mtu = mtu && mtu != int_attr(observed, "mtu");
+  bool change_up = up && up != bool_attr(observed, "up");
+  if (change_mtu) set_link(netlink, eip_name(desired.key), mtu, std::nullopt, "", op);
+  if (change_mtu || change_up)
+    set_link(netlink, desired.key, change_mtu ? mtu : std::nullopt, change_up ? up : std::nullopt,
+             "", op);
+  bool datapath_differs = false;
+  for (const char* attr : {"local", "remote", "accept_reversed", "underlay"}) {
+    auto d = desired.attrs.find(attr), o = observed.attrs.find(attr);
+    if (d != desired.attrs.end() && (o == observed.attrs.end() || *d != *o))
+      datapath_differs = true;
+  }
+  if (!datapath_differs) return;
+  try {
+    // Atomic: the programs are replaced in place, the maps rewritten entry by entry.
+    datapath().apply(spec_of(desired));
+  } catch (const DatapathError& e) {
+    rethrow(e, op);
+  }
+}
+
+void remove(Netlink& netlink, const plan::Object& observed) {
+  const std::string op = what("remove", observed);
+  try {
+    datapath().remove(observed.key);
+  } catch (const DatapathError& e) {
+    rethrow(e, op);
+  }
+  Message message(RTM_DELLINK, 0);
+  auto* ifi = message.put_header<ifinfomsg>();
+  ifi->ifi_family = AF_UNSPEC;
+  if (auto ifindex = int_attr(observed, "ifindex")) {
+    ifi->ifi_index = *ifindex;
+  } else {
+    message.put_str(IFLA_IFNAME, observed.key);
+  }
+  netlink.request(message, op);  // its peer "eip-" goes with it
+}
+
+}  // namespace
+
+const kernel::KindOps& tunnel_kind_ops() {
+  static const kernel::KindOps ops{plan::kTunnel, observe, create, modify, remove};
+  return ops;
+}
+
+}  // namespace etherctl::datapath

@@ -1,0 +1,111 @@
+// The "tunnel" kind against the kernel, in private network and mount namespaces: create,
+// observe, modify, remove through KindOps, as the engine drives it.
+#include "datapath/tunnel_kind.hpp"
+
+#include <gtest/gtest.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/mount.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "datapath/datapath.hpp"
+#include "kernel/snapshot.hpp"
+
+namespace etherctl::datapath {
+namespace {
+
+std::string sh_out(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  char buf[512];
+  while (p && fgets(buf, sizeof(buf), p)) out += buf;
+  if (p) ::pclose(p);
+  return out;
+}
+
+const plan::Object* find(const plan::Objects& objects, const std::string& key) {
+  for (const auto& o : objects)
+    if (o.key == key) return &o;
+  return nullptr;
+}
+
+class TunnelKindTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ASSERT_EQ(::unshare(CLONE_NEWNET | CLONE_NEWNS), 0) << "needs root";
+    ASSERT_EQ(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0);
+    ASSERT_EQ(std::system("ip link set lo up && ip link add u0 type veth peer name u1 && "
+                          "ip addr add 192.0.2.1/24 dev u0 && ip link set u0 up"),
+              0);
+  }
+  plan::Objects observe() {
+    kernel::Netlink netlink;
+    return ops().observe(kernel::Snapshot::read(netlink), owner);
+  }
+  static const kernel::KindOps& ops() { return tunnel_kind_ops(); }
+  kernel::Ownership owner{"dc1-edge"};
+};
+
+TEST_F(TunnelKindTest, CreateObserveModifyRemove) {
+  plan::Object desired{plan::kTunnel,
+                       "dcx",
+                       "dcx",
+                       "/tunnels/dcx",
+                       {{"local", "192.0.2.1"},
+                        {"remote", "192.0.2.2"},
+                        {"accept_reversed", false},
+                        {"underlay", {"u0"}},
+                        {"up", true},
+                        {"mtu", 1500}}};
+  kernel::Netlink netlink;
+  ops().create(netlink, desired, owner);
+
+  auto objects = observe();
+  const plan::Object* seen = find(objects, "dcx");
+  ASSERT_NE(seen, nullptr);
+  EXPECT_EQ(find(objects, "eip-dcx"), nullptr) << "the programs' end is part of the tunnel";
+  EXPECT_TRUE(seen->owned);
+  for (const char* attr : {"local", "remote", "accept_reversed", "underlay", "up", "mtu"})
+    EXPECT_EQ(seen->attrs.at(attr), desired.attrs.at(attr)) << attr;
+  EXPECT_NE(sh_out("tc filter show dev eip-dcx ingress").find("etherip_encap"), std::string::npos);
+  EXPECT_NE(sh_out("tc filter show dev u0 ingress").find("etherip_decap"), std::string::npos);
+  EXPECT_EQ(sh_out("cat /proc/sys/net/ipv4/conf/eip-dcx/accept_local"), "1\n");
+  EXPECT_EQ(sh_out("ethtool -k dcx | grep -E '^tcp-segmentation-offload|^tx-checksumming'"),
+            "tx-checksumming: off\ntcp-segmentation-offload: off\n");
+
+  plan::Object changed = desired;
+  changed.attrs["remote"] = "192.0.2.9";
+  changed.attrs["accept_reversed"] = true;
+  changed.attrs["mtu"] = 1400;
+  ops().modify(netlink, changed, *seen);
+  objects = observe();
+  seen = find(objects, "dcx");
+  ASSERT_NE(seen, nullptr);
+  EXPECT_EQ(seen->attrs.at("remote"), "192.0.2.9");
+  EXPECT_EQ(seen->attrs.at("accept_reversed"), true);
+  EXPECT_EQ(seen->attrs.at("mtu"), 1400);
+  ASSERT_EQ(inspect().size(), 1u);
+
+  ops().remove(netlink, *seen);
+  EXPECT_EQ(find(observe(), "dcx"), nullptr);
+  EXPECT_EQ(if_nametoindex("eip-dcx"), 0u);
+  EXPECT_TRUE(inspect().empty());
+  EXPECT_EQ(sh_out("tc filter show dev u0 ingress"), "");
+}
+
+TEST_F(TunnelKindTest, FailedCreateLeavesNothing) {
+  plan::Object bad{plan::kTunnel,
+                   "bad",
+                   "bad",
+                   "/tunnels/bad",
+                   {{"local", "192.0.2.1"}, {"remote", "192.0.2.3"}, {"underlay", {"nosuch0"}}}};
+  kernel::Netlink netlink;
+  EXPECT_THROW(ops().create(netlink, bad, owner), kernel::KernelError);
+  EXPECT_EQ(if_nametoindex("bad"), 0u);
+  EXPECT_EQ(if_nametoindex("eip-bad"), 0u);
+}
+
+}  // namespace
+}  // namespace etherctl::datapath
