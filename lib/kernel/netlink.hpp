@@ -83,7 +83,9 @@ class Netlink {
   // message before the ack; counts as a read request. Throws KernelError prefixed by `what`.
   void query(Message& message, const std::function<void(const nlmsghdr*)>& on_message,
              const std::string& what);
-  // Sends a dump request (NLM_F_DUMP) and calls on_message for each answer message.
+  // Sends a dump request (NLM_F_DUMP) and calls on_message for each answer message. When the
+  // kernel flagged the dump as inconsistent (NLM_F_DUMP_INTR, a concurrent change), it throws
+  // KernelError(EINTR) after reading the whole dump, so the caller can simply dump again.
   void dump(Message& message, const std::function<void(const nlmsghdr*)>& on_message);
 
   uint64_t write_requests() const { return write_requests_; }
