@@ -297,6 +297,7 @@ TunnelSpec spec_of(const etherip_tunnel& v) {
   for (uint32_t u : v.underlay)
     if (u) spec.underlay.push_back(if_name(static_cast<int>(u)));
   spec.accept_reversed = v.flags & ETHERIP_FLAG_ACCEPT_REVERSED;
+  spec.fast_path = v.flags & ETHERIP_FLAG_FAST_PATH;
   return spec;
 }
 
@@ -523,7 +524,8 @@ void Datapath::apply(const TunnelSpec& spec) {
   std::memcpy(value.name, spec.name.data(), spec.name.size());
   value.eip_ifindex = key;
   value.family = local.family;
-  value.flags = spec.accept_reversed ? ETHERIP_FLAG_ACCEPT_REVERSED : 0;
+  value.flags = (spec.accept_reversed ? ETHERIP_FLAG_ACCEPT_REVERSED : 0) |
+                (spec.fast_path ? ETHERIP_FLAG_FAST_PATH : 0);
   std::memcpy(value.local, local.bytes.data(), 16);
   std::memcpy(value.remote, remote.bytes.data(), 16);
   auto mac = hardware_address(eip);

@@ -73,6 +73,10 @@ struct TunnelSpec {
   std::string remote;                 // peer's outer address, same family
   std::vector<std::string> underlay;  // interfaces the outer packets arrive on (decap)
   bool accept_reversed = false;       // accept the 0x0300 header of old BSD peers
+  // Send encapsulated IPv4 packets that fit the route MTU straight out of the underlay
+  // (bpf_fib_lookup + redirect) instead of through the stack: faster, but netfilter and IPsec
+  // (xfrm) policies do not see them. Packets that need fragmentation always take the stack.
+  bool fast_path = false;
 };
 
 struct Options {

@@ -32,8 +32,9 @@ nlohmann::json to_json(const Counters& c) {
 }
 
 int usage() {
-  std::cerr << "usage: dp_tool apply NAME LOCAL REMOTE UNDERLAY[,...] [--accept-reversed]\n"
-               "       dp_tool remove NAME | remove-all | list | counters NAME | pin-dir\n";
+  std::cerr
+      << "usage: dp_tool apply NAME LOCAL REMOTE UNDERLAY[,...] [--accept-reversed] [--fast-path]\n"
+         "       dp_tool remove NAME | remove-all | list | counters NAME | pin-dir\n";
   return 2;
 }
 
@@ -51,7 +52,10 @@ int main(int argc, char** argv) {
       spec.remote = argv[4];
       std::stringstream list(argv[5]);
       for (std::string u; std::getline(list, u, ',');) spec.underlay.push_back(u);
-      spec.accept_reversed = argc > 6 && std::strcmp(argv[6], "--accept-reversed") == 0;
+      for (int i = 6; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--accept-reversed") == 0) spec.accept_reversed = true;
+        if (std::strcmp(argv[i], "--fast-path") == 0) spec.fast_path = true;
+      }
       dp.apply(spec);
     } else if (cmd == "remove" && argc == 3) {
       dp.remove(argv[2]);
@@ -64,7 +68,8 @@ int main(int argc, char** argv) {
                        {"local", t.local},
                        {"remote", t.remote},
                        {"underlay", t.underlay},
-                       {"accept_reversed", t.accept_reversed}});
+                       {"accept_reversed", t.accept_reversed},
+                       {"fast_path", t.fast_path}});
       std::cout << out.dump() << '\n';
     } else if (cmd == "counters" && argc == 3) {
       if (std::string(argv[2]) == "-") {

@@ -249,6 +249,29 @@ int etherip_encap(struct __sk_buff *skb) {
     s->tx_packets++;
     s->tx_bytes += inner_len;
   }
+
+  /* Fast path (opt-in): when the route's MTU fits and the neighbour is known, send straight out
+   * of the underlay. It skips a second pass through the stack, and with it netfilter and IPsec
+   * policies, hence opt-in. Only when skb->protocol already names the outer family, as
+   * nothing here can rewrite it. */
+  if ((t->flags & ETHERIP_FLAG_FAST_PATH) && t->family == ETHERIP_FAMILY_V4 &&
+      skb->protocol == bpf_htons(ETH_P_IP)) {
+    struct bpf_fib_lookup fib = {};
+    fib.family = AF_INET;
+    fib.l4_protocol = ETHERIP_IPPROTO;
+    fib.tot_len = sizeof(struct iphdr) + 2 + inner_len;
+    fib.ifindex = key; /* routed as if received on eip, as the slow path is */
+    __builtin_memcpy(&fib.ipv4_src, t->local, 4);
+    __builtin_memcpy(&fib.ipv4_dst, t->remote, 4);
+    if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) == BPF_FIB_LKUP_RET_SUCCESS) {
+      __u8 macs[12];
+      __builtin_memcpy(macs, fib.dmac, 6);
+      __builtin_memcpy(macs + 6, fib.smac, 6);
+      if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0) == 0)
+        return bpf_redirect(fib.ifindex, 0);
+    }
+  }
+  /* Slow path: into the stack through eip's own ingress; it routes and fragments. */
   skb->mark = ETHERIP_MARK;
   return bpf_redirect(key, BPF_F_INGRESS);
 }

@@ -19,6 +19,8 @@
 #define ETHERIP_FAMILY_V6 6
 
 #define ETHERIP_FLAG_ACCEPT_REVERSED (1u << 0)
+/* Encapsulated IPv4 packets that fit the route MTU bypass the stack (bpf_fib_lookup). */
+#define ETHERIP_FLAG_FAST_PATH (1u << 1)
 
 /* Largest reassembled outer payload (EtherIP header + inner frame): a 1518-byte tagged frame
  * fits with room to spare; bigger datagrams are dropped as oversize. */
