@@ -120,6 +120,10 @@ def main():
             ip(n, "link", "set", "dcx", "mtu", "1500")
             ip(n, "link", "set", "br0", "mtu", "1500")
         measure("etherip fast (mtu 1500)", "10.0.0.2", args.seconds, results)
+        for n, local, remote in (("a", "192.0.2.1", "192.0.2.2"), ("b", "192.0.2.2", "192.0.2.1")):
+            sh("ip", "netns", "exec", ns(n), dp_tool, "apply", "dcx", local, remote, "wan",
+               "--fast-path", "--clamp-mss")
+        measure("etherip fast+mss (1500)", "10.0.0.2", args.seconds, results)
         for n in ("a", "b"):
             counters = json.loads(sh("ip", "netns", "exec", ns(n), dp_tool, "counters", "dcx"))
             drops = {k: v for k, v in counters["drops"].items() if v}

@@ -298,6 +298,7 @@ TunnelSpec spec_of(const etherip_tunnel& v) {
     if (u) spec.underlay.push_back(if_name(static_cast<int>(u)));
   spec.accept_reversed = v.flags & ETHERIP_FLAG_ACCEPT_REVERSED;
   spec.fast_path = v.flags & ETHERIP_FLAG_FAST_PATH;
+  spec.clamp_tcp_mss = v.clamp_mtu != 0;
   return spec;
 }
 
@@ -531,6 +532,11 @@ void Datapath::apply(const TunnelSpec& spec) {
   auto mac = hardware_address(eip);
   std::memcpy(value.mac, mac.data(), 6);
   for (std::size_t i = 0; i < underlay.size(); ++i) value.underlay[i] = underlay[i];
+  if (spec.clamp_tcp_mss) {
+    int mtu = 0xffff;
+    for (const auto& u : spec.underlay) mtu = std::min(mtu, interface_mtu(u));
+    value.clamp_mtu = static_cast<uint16_t>(mtu);
+  }
 
   impl_->ensure_pinned();
   for (auto& [old_key, old] : impl_->entries()) {

@@ -77,6 +77,9 @@ struct TunnelSpec {
   // (bpf_fib_lookup + redirect) instead of through the stack: faster, but netfilter and IPsec
   // (xfrm) policies do not see them. Packets that need fragmentation always take the stack.
   bool fast_path = false;
+  // Lower the MSS of TCP SYNs entering the tunnel so that full segments of new connections fit
+  // the smallest underlay MTU unfragmented (existing connections still work, fragmented).
+  bool clamp_tcp_mss = false;
 };
 
 struct Options {

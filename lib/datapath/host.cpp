@@ -70,6 +70,14 @@ std::array<uint8_t, 6> hardware_address(const std::string& ifname) {
   return mac;
 }
 
+int interface_mtu(const std::string& ifname) {
+  Socket sock;
+  ifreq ifr = request_for(ifname);
+  if (::ioctl(sock.fd(), SIOCGIFMTU, &ifr) < 0)
+    throw DatapathError(errno, fmt::format("MTU of {}: {}", ifname, std::strerror(errno)));
+  return ifr.ifr_mtu;
+}
+
 void disable_offloads(const std::string& ifname) {
   Socket sock;
   // Feature names come from the kernel, so the bit positions are never hard-coded.

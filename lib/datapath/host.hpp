@@ -11,6 +11,9 @@ namespace etherctl::datapath {
 // The interface's MAC address (SIOCGIFHWADDR).
 std::array<uint8_t, 6> hardware_address(const std::string& ifname);
 
+// The interface's MTU (SIOCGIFMTU).
+int interface_mtu(const std::string& ifname);
+
 // Turns off every tx checksum and segmentation offload (ETHTOOL_SFEATURES), so the kernel
 // segments GSO packets and fills in checksums before they leave through this interface.
 void disable_offloads(const std::string& ifname);

@@ -51,7 +51,7 @@ class DatapathTest : public ::testing::Test {
     sh("ip route add 203.0.113.0/24 via 192.0.2.254");
     // A router: transit EtherIP must pass (with forwarding off it could only be dropped).
     sh("sysctl -qw net.ipv4.conf.u0.forwarding=1");
-    for (const char* t : {"dcx", "dcx6", "rev"}) {
+    for (const char* t : {"dcx", "dcx6", "rev", "mss"}) {
       sh(std::string("ip link add ") + t + " type veth peer name eip-" + t);
       sh(std::string("ip link set ") + t + " up && ip link set eip-" + t + " up");
     }
@@ -61,6 +61,9 @@ class DatapathTest : public ::testing::Test {
     dp_->apply({"dcx", "192.0.2.1", "192.0.2.2", {"u0"}, false});
     dp_->apply({"dcx6", "2001:db8::1", "2001:db8::2", {"u0"}, false});
     dp_->apply({"rev", "192.0.2.1", "192.0.2.3", {"u0"}, true});
+    TunnelSpec mss{"mss", "192.0.2.1", "192.0.2.4", {"u0"}};
+    mss.clamp_tcp_mss = true;
+    dp_->apply(mss);
   }
   static void TearDownTestSuite() {
     if (dp_) dp_->remove_all();
@@ -197,6 +200,61 @@ TEST_F(DatapathTest, EncapWithoutConfigurationDrops) {
   auto r = run(dp_->encap_fd(), inner_frame(60), index("u1"));
   EXPECT_EQ(r.verdict, static_cast<uint32_t>(TC_ACT_SHOT));
   EXPECT_EQ(dp_->unattributed().drop(Drop::kNoTunnel) - before.drop(Drop::kNoTunnel), 1u);
+}
+
+// A TCP segment (IPv4) with the given flags and options, checksummed.
+Bytes tcp4_frame(uint8_t flags, const Bytes& options) {
+  Bytes tcp;
+  put16(tcp, 40000);
+  put16(tcp, 80);
+  for (int i = 0; i < 8; ++i) tcp.push_back(static_cast<uint8_t>(i));  // seq, ack
+  tcp.push_back(static_cast<uint8_t>(((20 + options.size()) / 4) << 4));
+  tcp.push_back(flags);
+  put16(tcp, 65535);
+  put16(tcp, 0);  // checksum
+  put16(tcp, 0);
+  append(tcp, options);
+  Bytes pseudo = {10, 0, 0, 1, 10, 0, 0, 2, 0, 6};
+  put16(pseudo, static_cast<uint16_t>(tcp.size()));
+  append(pseudo, tcp);
+  uint16_t c = checksum(pseudo.data(), pseudo.size());
+  tcp[16] = static_cast<uint8_t>(c >> 8);
+  tcp[17] = static_cast<uint8_t>(c);
+  Bytes frame = ether({0x02, 0, 0, 0, 0, 2}, {0x02, 0, 0, 0, 0, 1}, 0x0800);
+  append(frame, ipv4("10.0.0.1", "10.0.0.2", 6, tcp));
+  return frame;
+}
+
+bool tcp4_checksum_ok(const Bytes& frame) {
+  Bytes tcp(frame.begin() + 34, frame.end());
+  Bytes pseudo = {10, 0, 0, 1, 10, 0, 0, 2, 0, 6};
+  put16(pseudo, static_cast<uint16_t>(tcp.size()));
+  append(pseudo, tcp);
+  return checksum(pseudo.data(), pseudo.size()) == 0;
+}
+
+TEST_F(DatapathTest, EncapClampsMssOfSyns) {
+  // NOP, NOP, SACK permitted, MSS 1460, window scale 7, NOP.
+  Bytes options = {1, 1, 4, 2, 2, 4, 0x05, 0xb4, 3, 3, 7, 1};
+  auto r = encap(tcp4_frame(0x02, options), "mss");
+  ASSERT_EQ(r.verdict, static_cast<uint32_t>(TC_ACT_REDIRECT));
+  Bytes inner(r.out.begin() + 36, r.out.end());
+  // 1500 (u0) - 20 outer IPv4 - 2 EtherIP - 14 Ethernet - 20 IPv4 - 20 TCP = 1424
+  EXPECT_EQ((inner[34 + 20 + 6] << 8) | inner[34 + 20 + 7], 1424);
+  EXPECT_TRUE(tcp4_checksum_ok(inner));
+  // SYN-ACK too.
+  r = encap(tcp4_frame(0x12, options), "mss");
+  inner.assign(r.out.begin() + 36, r.out.end());
+  EXPECT_EQ((inner[34 + 20 + 6] << 8) | inner[34 + 20 + 7], 1424);
+  EXPECT_TRUE(tcp4_checksum_ok(inner));
+  // Small MSS, non-SYN segments and tunnels without the option stay as they are.
+  Bytes small = {2, 4, 0x03, 0xe8};
+  for (auto [frame, tunnel] :
+       {std::pair{tcp4_frame(0x02, small), "mss"}, std::pair{tcp4_frame(0x10, options), "mss"},
+        std::pair{tcp4_frame(0x02, options), "dcx"}}) {
+    r = encap(frame, tunnel);
+    EXPECT_EQ(Bytes(r.out.begin() + 36, r.out.end()), frame);
+  }
 }
 
 // ------------------------------------------------------------------------------ decapsulation
@@ -469,7 +527,7 @@ TEST_F(DatapathTest, StaleDatagramTimesOut) {
 TEST_F(DatapathTest, ReapplyReplacesInPlaceAndListsTunnels) {
   dp_->apply({"dcx", "192.0.2.1", "192.0.2.2", {"u0"}, false});
   auto tunnels = dp_->tunnels();
-  ASSERT_EQ(tunnels.size(), 3u);
+  ASSERT_EQ(tunnels.size(), 4u);
   bool found = false;
   for (const auto& t : tunnels)
     if (t.name == "dcx") {
@@ -483,7 +541,7 @@ TEST_F(DatapathTest, ReapplyReplacesInPlaceAndListsTunnels) {
   Options options;
   options.bpffs = "/tmp/ectest-bpffs-" + std::to_string(::getpid());
   Datapath second = Datapath::open(options);
-  EXPECT_EQ(second.tunnels().size(), 3u);
+  EXPECT_EQ(second.tunnels().size(), 4u);
   EXPECT_EQ(second.pin_dir(), dp_->pin_dir());
 }
 

@@ -32,9 +32,9 @@ nlohmann::json to_json(const Counters& c) {
 }
 
 int usage() {
-  std::cerr
-      << "usage: dp_tool apply NAME LOCAL REMOTE UNDERLAY[,...] [--accept-reversed] [--fast-path]\n"
-         "       dp_tool remove NAME | remove-all | list | counters NAME | pin-dir\n";
+  std::cerr << "usage: dp_tool apply NAME LOCAL REMOTE UNDERLAY[,...] [--accept-reversed] "
+               "[--fast-path] [--clamp-mss]\n"
+               "       dp_tool remove NAME | remove-all | list | counters NAME | pin-dir\n";
   return 2;
 }
 
@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
       for (int i = 6; i < argc; ++i) {
         if (std::strcmp(argv[i], "--accept-reversed") == 0) spec.accept_reversed = true;
         if (std::strcmp(argv[i], "--fast-path") == 0) spec.fast_path = true;
+        if (std::strcmp(argv[i], "--clamp-mss") == 0) spec.clamp_tcp_mss = true;
       }
       dp.apply(spec);
     } else if (cmd == "remove" && argc == 3) {
@@ -69,7 +70,8 @@ int main(int argc, char** argv) {
                        {"remote", t.remote},
                        {"underlay", t.underlay},
                        {"accept_reversed", t.accept_reversed},
-                       {"fast_path", t.fast_path}});
+                       {"fast_path", t.fast_path},
+                       {"clamp_tcp_mss", t.clamp_tcp_mss}});
       std::cout << out.dump() << '\n';
     } else if (cmd == "counters" && argc == 3) {
       if (std::string(argv[2]) == "-") {

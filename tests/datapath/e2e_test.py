@@ -337,6 +337,18 @@ class TunnelTest(unittest.TestCase):
             dp("e1", "apply", "dcx", "192.0.2.1", "192.0.2.2", "wan1")
             dp("e2", "apply", "dcx", "192.0.2.2", "192.0.2.1", "wan2")
 
+    def test_08c_mss_clamping_avoids_fragmentation(self):
+        dp("e1", "apply", "dcx", "192.0.2.1", "192.0.2.2", "wan1", "--clamp-mss")
+        dp("e2", "apply", "dcx", "192.0.2.2", "192.0.2.1", "wan2", "--clamp-mss")
+        try:
+            before = [counters(e, "dcx")["reassembled"] for e in ("e1", "e2")]
+            self.test_03_tcp_stream_both_ways_byte_exact()
+            after = [counters(e, "dcx")["reassembled"] for e in ("e1", "e2")]
+            self.assertEqual(after, before, "clamped segments fit the WAN unfragmented")
+        finally:
+            dp("e1", "apply", "dcx", "192.0.2.1", "192.0.2.2", "wan1")
+            dp("e2", "apply", "dcx", "192.0.2.2", "192.0.2.1", "wan2")
+
     def test_09_lifecycle_remove_reapply_and_clean_destroy(self):
         dp("e1", "remove", "dcx")
         names = [t["name"] for t in json.loads(dp("e1", "list").stdout)]

@@ -61,7 +61,7 @@ struct etherip_tunnel {
   __u8 local[16];
   __u8 remote[16];
   __u8 mac[6]; /* eip end's own MAC: outer destination so its ingress accepts the packet */
-  __u8 pad[2];
+  __u16 clamp_mtu; /* underlay MTU that TCP SYNs' MSS is clamped to fit, 0: no clamping */
   __u32 underlay[ETHERIP_MAX_UNDERLAY]; /* ifindexes carrying the decap program (0 = unused) */
 };
 
