@@ -250,7 +250,9 @@ class TwoDcTest(unittest.TestCase):
             self.assertIsNone(cap.poll(), read_log())
             self.assertLess(time.monotonic(), deadline, "tshark did not start")
             time.sleep(0.1)
-        self.lab.exec("vm1", "ip", "neigh", "flush", "dev", "eth0")
+        time.sleep(0.5)  # let dumpcap settle
+        # a broadcast ARP request that has to cross the tunnel, whatever vm1's neighbour cache holds
+        self.lab.exec("vm1", "ping", "-c", "1", "-W", "1", "10.1.0.99", check=False)
         self.ping("vm1", VM_IP["vm2"], count=2)
         self.ping("vm1", VM_IP["vm2"], "-M", "do", "-s", "1472", count=2)
         time.sleep(0.5)
@@ -258,7 +260,8 @@ class TwoDcTest(unittest.TestCase):
         cap.wait(timeout=20)
         out = run(TSHARK, "-n", "-r", pcap, "-Y", "etherip", "-T", "fields", "-E", "separator=|",
                   "-e", "ip.src", "-e", "ip.dst", "-e", "etherip.ver", "-e", "eth.src",
-                  "-e", "eth.type", "-e", "arp.opcode", "-e", "icmp.type", "-e", "ip.len").stdout
+                  "-e", "eth.type", "-e", "arp.opcode", "-e", "icmp.type", "-e", "ip.len",
+                  "-e", "arp.dst.proto_ipv4").stdout
         rows = [l.split("|") for l in out.strip().splitlines()]
         self.assertTrue(rows, f"no EtherIP on the WAN; tshark log:\n{read_log()}")
         for src, dst, ver, *_ in rows:
@@ -269,7 +272,8 @@ class TwoDcTest(unittest.TestCase):
         def inner(row):
             return row[3].split(",")[-1].lower(), row[4].split(",")[-1]
 
-        arp = [r for r in rows if inner(r) == (VM_MAC["vm1"], "0x0806") and r[5] == "1"]
+        arp = [r for r in rows if inner(r) == (VM_MAC["vm1"], "0x0806") and r[5] == "1"
+               and r[8] == "10.1.0.99"]
         self.assertTrue(arp, f"vm1's ARP request inside EtherIP: {rows}")
         icmp = [r for r in rows if inner(r) == (VM_MAC["vm1"], "0x0800") and r[6] == "8"]
         self.assertTrue(icmp, f"vm1's echo request inside EtherIP: {rows}")
