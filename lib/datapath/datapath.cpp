@@ -7,6 +7,7 @@
 #include <linux/magic.h>
 #include <net/if.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -89,10 +90,21 @@ void ensure_bpffs(const std::string& path) {
     fail(errno, fmt::format("mounting bpffs on {}", path));
 }
 
-uint64_t netns_inode() {
+// Names the namespace's pin directory. The netns cookie (5.14+) is never reused within a boot,
+// unlike an inode number, which a new namespace can inherit from a deleted one along with its
+// stale pins; the inode is the fallback.
+std::string netns_id() {
+  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd >= 0) {
+    uint64_t cookie = 0;
+    socklen_t len = sizeof(cookie);
+    int rc = ::getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len);
+    ::close(fd);
+    if (rc == 0) return fmt::format("cookie-{}", cookie);
+  }
   struct stat st {};
   if (::stat("/proc/self/ns/net", &st) != 0) fail(errno, "reading /proc/self/ns/net");
-  return st.st_ino;
+  return fmt::format("inode-{}", st.st_ino);
 }
 
 int ifindex_or_zero(const std::string& name) {
@@ -303,7 +315,7 @@ TunnelSpec spec_of(const etherip_tunnel& v) {
 }
 
 std::string pin_dir_for(const std::string& bpffs) {
-  return fmt::format("{}/etherctl/{}", bpffs, netns_inode());
+  return fmt::format("{}/etherctl/{}", bpffs, netns_id());
 }
 
 }  // namespace

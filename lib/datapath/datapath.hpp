@@ -121,7 +121,7 @@ class Datapath {
   // Drops that belong to no tunnel (EtherIP to another local address, missing config).
   Counters unattributed() const;
 
-  // "<bpffs>/etherctl/<netns inode>"
+  // "<bpffs>/etherctl/cookie-<netns cookie>" (inode-<netns inode> before Linux 5.14)
   const std::string& pin_dir() const;
   // For BPF_PROG_TEST_RUN tests.
   int encap_fd() const;

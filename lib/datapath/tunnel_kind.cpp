@@ -67,6 +67,8 @@ TunnelSpec spec_of(const plan::Object& desired) {
   spec.local = string_attr(desired, "local");
   spec.remote = string_attr(desired, "remote");
   spec.accept_reversed = bool_attr(desired, "accept_reversed").value_or(false);
+  spec.fast_path = bool_attr(desired, "fast_path").value_or(false);
+  spec.clamp_tcp_mss = bool_attr(desired, "clamp_tcp_mss").value_or(false);
   auto it = desired.attrs.find("underlay");
   if (it != desired.attrs.end() && it->is_array())
     for (const auto& u : *it)
@@ -124,6 +126,8 @@ plan::Objects observe(const kernel::Snapshot& snapshot, const kernel::Ownership&
     object.attrs["remote"] = it->second.remote;
     object.attrs["accept_reversed"] = it->second.accept_reversed;
     object.attrs["underlay"] = it->second.underlay;
+    object.attrs["fast_path"] = it->second.fast_path;
+    object.attrs["clamp_tcp_mss"] = it->second.clamp_tcp_mss;
   }
   return objects;
 }
@@ -188,7 +192,8 @@ void modify(Netlink& netlink, const plan::Object& desired, const plan::Object& o
     set_link(netlink, desired.key, change_mtu ? mtu : std::nullopt, change_up ? up : std::nullopt,
              "", op);
   bool datapath_differs = false;
-  for (const char* attr : {"local", "remote", "accept_reversed", "underlay"}) {
+  for (const char* attr :
+       {"local", "remote", "accept_reversed", "underlay", "fast_path", "clamp_tcp_mss"}) {
     auto d = desired.attrs.find(attr), o = observed.attrs.find(attr);
     if (d != desired.attrs.end() && (o == observed.attrs.end() || *d != *o))
       datapath_differs = true;
