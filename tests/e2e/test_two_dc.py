@@ -295,8 +295,7 @@ class TwoDcTest(unittest.TestCase):
         self.ping("vm1", VM_IP["vm2"])
         pin_dirs = {}
         for dc in ("dc1", "dc2"):
-            inode = os.stat(f"/run/netns/{self.lab.ns(dc + '-edge')}").st_ino
-            pin_dirs[dc] = f"/sys/fs/bpf/etherctl/{inode}"
+            pin_dirs[dc] = self.pin_dir(dc)
             self.assertTrue(self.tc_filters(dc), "the decap program is attached after apply")
             self.assertTrue(os.path.isdir(pin_dirs[dc]),
                             f"the datapath's maps are pinned in {pin_dirs[dc]} after apply")
@@ -311,6 +310,17 @@ class TwoDcTest(unittest.TestCase):
             self.assertEqual(pins, [], f"pins left in {pin_dirs[dc]}")
         self.assertNotEqual(self.lab.exec("vm1", "ping", "-c", "1", "-W", "1", VM_IP["vm2"],
                                           check=False).returncode, 0)
+
+    def pin_dir(self, dc):
+        """The datapath's pins: <bpffs>/etherctl/cookie-<netns cookie> (inode-<inode> before 5.14)."""
+        cookie = self.lab.exec(f"{dc}-edge", PY, "-c",
+                               "import socket; s = socket.socket(); print(int.from_bytes("
+                               "s.getsockopt(socket.SOL_SOCKET, 71, 8), 'little'))",
+                               check=False)  # 71: SO_NETNS_COOKIE
+        if cookie.returncode == 0:
+            return f"/sys/fs/bpf/etherctl/cookie-{cookie.stdout.strip()}"
+        inode = os.stat(f"/run/netns/{self.lab.ns(dc + '-edge')}").st_ino
+        return f"/sys/fs/bpf/etherctl/inode-{inode}"
 
     def tc_filters(self, dc):
         # the "wan" VLAN is untagged on eth0: the underlay interface is eth0
