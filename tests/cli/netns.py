@@ -60,8 +60,11 @@ class Netns:
             link.pop("qdisc", None)
             for info in link.get("addr_info", []):
                 info.pop("tentative", None)  # IPv6 duplicate address detection finishing
-        return (json.dumps(links), json.dumps(addresses),
-                self.ip("-j", "route", "show"), self.ip("-6", "-j", "route", "show"),
+        routes = json.loads(self.ip("-j", "route", "show")) + json.loads(
+            self.ip("-6", "-j", "route", "show"))
+        for route in routes:  # "linkdown" follows the carrier, asynchronously
+            route["flags"] = [f for f in route.get("flags", []) if f != "linkdown"]
+        return (json.dumps(links), json.dumps(addresses), json.dumps(routes),
                 sh("bridge", "-n", self.name, "-j", "link", "show"))
 
     def delete(self):
