@@ -41,31 +41,16 @@ class Netns:
         return {r["dst"]: r for r in routes}
 
     def state(self):
-        """Everything a test compares before and after a failed run (running timers left out)."""
-        links = json.loads(self.ip("-d", "-j", "link", "show"))
-        for link in links:
-            # Carrier and operational state follow asynchronously (linkwatch), not our writes.
-            link["flags"] = [f for f in link.get("flags", []) if f not in ("NO-CARRIER", "LOWER_UP")]
-            link.pop("operstate", None)
-            # The kernel attaches the default qdisc the first time a device goes up; it stays
-            # after the device goes down again, so a rolled-back "up" leaves it behind.
-            link.pop("qdisc", None)
-            data = link.get("linkinfo", {}).get("info_data", {})
-            for key in [k for k in data if k.endswith("_timer")]:
-                del data[key]
-        addresses = json.loads(self.ip("-j", "addr", "show"))
-        for link in addresses:
-            link.pop("operstate", None)
-            link["flags"] = [f for f in link.get("flags", []) if f not in ("NO-CARRIER", "LOWER_UP")]
-            link.pop("qdisc", None)
-            for info in link.get("addr_info", []):
-                info.pop("tentative", None)  # IPv6 duplicate address detection finishing
-        routes = json.loads(self.ip("-j", "route", "show")) + json.loads(
-            self.ip("-6", "-j", "route", "show"))
-        for route in routes:  # "linkdown" follows the carrier, asynchronously
-            route["flags"] = [f for f in route.get("flags", []) if f != "linkdown"]
-        return (json.dumps(links), json.dumps(addresses), json.dumps(routes),
-                sh("bridge", "-n", self.name, "-j", "link", "show"))
+        """Everything a test compares before and after a run, as normalised JSON text.
+
+        Left out: what the kernel changes on its own, asynchronously, after a write — carrier
+        (NO-CARRIER, LOWER_UP, operstate, linkdown, a bridge port's STP state), IPv6 duplicate
+        address detection (tentative), running bridge timers, and the default qdisc that the
+        kernel attaches the first time a device goes up and keeps after it goes down."""
+        dumps = [self.ip_json("-d", "link", "show"), self.ip_json("addr", "show"),
+                 self.ip_json("route", "show"), self.ip_json("-6", "route", "show"),
+                 json.loads(sh("bridge", "-n", self.name, "-j", "link", "show") or "[]")]
+        return tuple(json.dumps(_normalise(d), sort_keys=True) for d in dumps)
 
     def delete(self):
         sh("ip", "netns", "del", self.name, check=False)
@@ -87,3 +72,16 @@ def require_feature(test, available, what):
     if os.environ.get("ETHERCTL_REQUIRE_ALL_FEATURES") == "1":
         test.fail(f"{what} is required here (ETHERCTL_REQUIRE_ALL_FEATURES=1) but missing")
     raise unittest.SkipTest(f"this kernel has no {what}; this test runs in the stock-kernel VM")
+
+
+_ASYNC_FLAGS = {"NO-CARRIER", "LOWER_UP", "linkdown"}
+_ASYNC_KEYS = {"operstate", "qdisc", "tentative", "state"}
+
+
+def _normalise(value):
+    if isinstance(value, list):
+        return [_normalise(v) for v in value if not (isinstance(v, str) and v in _ASYNC_FLAGS)]
+    if isinstance(value, dict):
+        return {k: _normalise(v) for k, v in value.items()
+                if k not in _ASYNC_KEYS and not k.endswith("_timer")}
+    return value
