@@ -171,7 +171,7 @@ TEST_F(DatapathTest, EncapPassesItsOwnReinjectedPacketAndClearsTheMark) {
 }
 
 TEST_F(DatapathTest, EncapIpv6) {
-  Bytes frame = inner_frame(1514);
+  Bytes frame = inner_frame(1400);
   auto r = encap(frame, "dcx6");
   ASSERT_EQ(r.verdict, static_cast<uint32_t>(TC_ACT_REDIRECT));
   ASSERT_EQ(r.out.size(), 14 + 40 + 2 + frame.size());
@@ -179,13 +179,34 @@ TEST_F(DatapathTest, EncapIpv6) {
   EXPECT_EQ(r.out[13], 0xdd);
   const uint8_t* ip = r.out.data() + 14;
   EXPECT_EQ(ip[0] >> 4, 6);
-  EXPECT_EQ((ip[4] << 8) | ip[5], 2 + 1514);
+  EXPECT_EQ((ip[4] << 8) | ip[5], 2 + 1400);
   EXPECT_EQ(ip[6], ETHERIP_IPPROTO);
   auto local = ip6("2001:db8::1"), remote = ip6("2001:db8::2");
   EXPECT_TRUE(std::equal(local.begin(), local.end(), ip + 8));
   EXPECT_TRUE(std::equal(remote.begin(), remote.end(), ip + 24));
   EXPECT_EQ(r.out[54], 0x30);
   EXPECT_EQ(Bytes(r.out.begin() + 56, r.out.end()), frame);
+}
+
+TEST_F(DatapathTest, EncapIpv6FragmentsWhatExceedsTheRouteMtu) {
+  // 1514 + 2 bytes do not fit 1500 - 40: the first fragment (1448 bytes, a clone) went into the
+  // stack; the program's own output is the second one.
+  Bytes frame = inner_frame(1514);
+  auto before = counters("dcx6");
+  auto r = encap(frame, "dcx6");
+  ASSERT_EQ(r.verdict, static_cast<uint32_t>(TC_ACT_REDIRECT));
+  Bytes payload = etherip(frame);
+  const size_t first = (1500 - 40 - 8) & ~7u;
+  ASSERT_EQ(r.out.size(), 14 + 40 + 8 + payload.size() - first);
+  const uint8_t* ip = r.out.data() + 14;
+  EXPECT_EQ(ip[6], 44) << "fragment header";
+  EXPECT_EQ((ip[4] << 8) | ip[5], 8 + payload.size() - first);
+  const uint8_t* fh = ip + 40;
+  EXPECT_EQ(fh[0], ETHERIP_IPPROTO);
+  EXPECT_EQ((fh[2] << 8) | fh[3], first) << "offset 1448, no more fragments";
+  EXPECT_EQ(Bytes(r.out.begin() + 62, r.out.end()), Bytes(payload.begin() + first, payload.end()));
+  EXPECT_EQ(r.ctx.mark, ETHERIP_MARK);
+  EXPECT_EQ(counters("dcx6").tx_packets - before.tx_packets, 1u);
 }
 
 TEST_F(DatapathTest, EncapDropsGsoPackets) {

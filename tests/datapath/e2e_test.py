@@ -258,6 +258,11 @@ class TunnelTest(unittest.TestCase):
         self.assertIn("3 received", r.stdout)
         r = nsrun("v1", "ping", "-c", "2", "-s", "1400", "-M", "do", "10.6.0.2")
         self.assertIn("2 received", r.stdout)
+        # Full-size frames: the datapath fragments the outer IPv6 packet itself.
+        reassembled = counters("e2", "dcx6")["reassembled"]
+        r = nsrun("v1", "ping", "-c", "2", "-i", "0.2", "-s", "1472", "-M", "do", "10.6.0.2")
+        self.assertIn("2 received", r.stdout)
+        self.assertGreaterEqual(counters("e2", "dcx6")["reassembled"] - reassembled, 2)
         after = counters("e1", "dcx6")
         self.assertGreaterEqual(after["tx_packets"] - before["tx_packets"], 5)
         self.assertGreaterEqual(after["rx_packets"] - before["rx_packets"], 5)

@@ -227,6 +227,57 @@ static __always_inline void clamp_mss(struct __sk_buff *skb, struct etherip_tunn
   bpf_l4_csum_replace(skb, l4 + 16, old_mss, new_mss, sizeof(new_mss));
 }
 
+/* Sends an IPv6 EtherIP packet as two fragments (a full 1518-byte frame needs two on a
+ * 1280-byte path). The skb holds sizeof(outer6) bytes of room, then the inner frame. Both
+ * fragments enter the stack through eip's ingress like any encapsulated packet: the first as
+ * a clone, the second as the skb itself. */
+static __always_inline int encap6_fragments(struct __sk_buff *skb, struct etherip_tunnel *t,
+                                            __u32 key, struct outer6 *h, __u32 inner_len,
+                                            __u32 mtu) {
+  const __u32 hdr = sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + sizeof(struct frag6_hdr);
+  __u32 len = inner_len + 2;                                     /* fragmentable part */
+  __u32 first = (mtu - sizeof(struct ipv6hdr) - sizeof(struct frag6_hdr)) & ~7U;
+  if (mtu < 1280 || mtu > 65535 || len <= first || len > 2 * first)
+    return drop(key, ETHERIP_DROP_FRAG_OVERSIZE);
+  __u32 zero = 0;
+  struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
+  if (!sc) return drop(key, ETHERIP_DROP_HELPER);
+  /* Room for the fragment header: [eth][ip6][frag][0x3000][inner frame]. */
+  if (bpf_skb_change_head(skb, sizeof(struct frag6_hdr), 0))
+    return drop(key, ETHERIP_DROP_HELPER);
+  if (bpf_skb_store_bytes(skb, hdr, &h->etherip, 2, 0)) return drop(key, ETHERIP_DROP_HELPER);
+  BOUNDED_SIZE(rest, len - first, ETHERIP_FRAG_MAX, return drop(key, ETHERIP_DROP_HELPER));
+  if (bpf_skb_load_bytes(skb, hdr + first, sc->buf, rest)) return drop(key, ETHERIP_DROP_HELPER);
+
+  struct frag6_hdr fh = {.nexthdr = ETHERIP_IPPROTO};
+  fh.id = bpf_htonl(__sync_fetch_and_add(&t->ip_id, 1));
+  h->ip.nexthdr = IPPROTO_FRAGMENT_HDR;
+  h->ip.payload_len = bpf_htons(sizeof(fh) + first);
+  fh.frag_off = bpf_htons(1); /* offset 0, more fragments */
+  if (bpf_skb_store_bytes(skb, 0, h, sizeof(struct ethhdr) + sizeof(struct ipv6hdr), 0) ||
+      bpf_skb_store_bytes(skb, hdr - sizeof(fh), &fh, sizeof(fh), 0) ||
+      bpf_skb_change_tail(skb, hdr + first, 0))
+    return drop(key, ETHERIP_DROP_HELPER);
+  skb->mark = ETHERIP_MARK;
+  if (bpf_clone_redirect(skb, key, BPF_F_INGRESS)) return drop(key, ETHERIP_DROP_HELPER);
+
+  /* The second fragment: the saved tail behind the same headers. */
+  h->ip.payload_len = bpf_htons(sizeof(fh) + rest);
+  fh.frag_off = bpf_htons(first); /* offset in bytes = offset in 8-byte units << 3 */
+  if (bpf_skb_change_tail(skb, hdr + rest, 0) ||
+      bpf_skb_store_bytes(skb, hdr, sc->buf, rest, 0) ||
+      bpf_skb_store_bytes(skb, 0, h, sizeof(struct ethhdr) + sizeof(struct ipv6hdr), 0) ||
+      bpf_skb_store_bytes(skb, hdr - sizeof(fh), &fh, sizeof(fh), 0))
+    return drop(key, ETHERIP_DROP_HELPER);
+  struct etherip_stats *s = stats_of(key);
+  if (s) {
+    s->tx_packets++;
+    s->tx_bytes += inner_len;
+  }
+  skb->mark = ETHERIP_MARK;
+  return bpf_redirect(key, BPF_F_INGRESS);
+}
+
 SEC("tc")
 int etherip_encap(struct __sk_buff *skb) {
   /* Our own outer packet coming back through the device's ingress: hand it to the stack,
@@ -311,6 +362,17 @@ int etherip_encap(struct __sk_buff *skb) {
     __builtin_memcpy(&h.ip.saddr, t->local, 16);
     __builtin_memcpy(&h.ip.daddr, t->remote, 16);
     h.etherip = bpf_htons(ETHERIP_HDR_V3);
+    /* IPv6 routers never fragment: when the route MTU is too small, we are the source that
+     * must (the stack would answer its own packet with Packet Too Big). */
+    struct bpf_fib_lookup fib = {};
+    fib.family = AF_INET6;
+    fib.l4_protocol = ETHERIP_IPPROTO;
+    fib.tot_len = sizeof(struct ipv6hdr) + 2 + inner_len;
+    fib.ifindex = key;
+    __builtin_memcpy(fib.ipv6_src, t->local, 16);
+    __builtin_memcpy(fib.ipv6_dst, t->remote, 16);
+    if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+      return encap6_fragments(skb, t, key, &h, inner_len, fib.mtu_result);
     if (bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0)) return drop(key, ETHERIP_DROP_HELPER);
   }
 
