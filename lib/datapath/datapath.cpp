@@ -5,6 +5,8 @@
 #include <bpf/libbpf.h>
 #include <fmt/format.h>
 #include <linux/magic.h>
+#include <linux/pkt_sched.h>
+#include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
@@ -24,6 +26,7 @@
 #include "datapath/bpf/etherip_common.h"
 #include "datapath/host.hpp"
 #include "etherip_bpf.skel.h"
+#include "kernel/netlink.hpp"
 
 namespace etherctl::datapath {
 
@@ -166,7 +169,24 @@ void tc_attach(int ifindex, int prog_fd, const std::string& ifname) {
   if (err) fail(err, fmt::format("attaching EtherIP program to {}", ifname));
 }
 
-void tc_detach(int ifindex) {
+// Filters on one clsact side of a link (RTM_GETTFILTER dump).
+std::size_t filter_count(kernel::Netlink& netlink, int ifindex, uint32_t side) {
+  kernel::Message message(RTM_GETTFILTER, 0);
+  auto* tcm = message.put_header<tcmsg>();
+  tcm->tcm_family = AF_UNSPEC;
+  tcm->tcm_ifindex = ifindex;
+  tcm->tcm_parent = TC_H_MAKE(TC_H_CLSACT, side);
+  std::size_t count = 0;
+  netlink.dump(message, [&](const nlmsghdr* reply) {
+    if (reply->nlmsg_type == RTM_NEWTFILTER) ++count;
+  });
+  return count;
+}
+
+// Detaches our filter. On an underlay (`tidy`), also removes the clsact qdisc once it holds no
+// filter at all, so that destroy leaves the link as it found it; another tool's filters keep
+// it alive.
+void tc_detach(int ifindex, bool tidy = false) {
   if (ifindex <= 0) return;
   bpf_tc_hook hook = ingress_hook(ifindex);
   bpf_tc_opts opts = our_filter();
@@ -174,6 +194,17 @@ void tc_detach(int ifindex) {
   int err = bpf_tc_detach(&hook, &opts);
   if (err && err != -ENOENT && err != -ENODEV && err != -EINVAL)
     fail(err, fmt::format("detaching EtherIP program from ifindex {}", ifindex));
+  if (!tidy) return;
+  try {
+    kernel::Netlink netlink;
+    if (filter_count(netlink, ifindex, TC_H_MIN_INGRESS) == 0 &&
+        filter_count(netlink, ifindex, TC_H_MIN_EGRESS) == 0) {
+      hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
+      bpf_tc_hook_destroy(&hook);
+    }
+  } catch (const kernel::KernelError&) {
+    // The link is gone or the dump failed: leaving an empty clsact is harmless.
+  }
 }
 
 uint32_t attached_prog_id(int ifindex) {
@@ -457,7 +488,7 @@ struct Datapath::Impl {
     drop_endpoints(key, value);
     auto used = underlays_in_use(key);
     for (uint32_t u : value.underlay)
-      if (u && !used.count(u)) tc_detach(static_cast<int>(u));
+      if (u && !used.count(u)) tc_detach(static_cast<int>(u), true);
     tc_detach(static_cast<int>(value.eip_ifindex));
     bpf_map_delete_elem(tunnels_fd(), &key);
     bpf_map_delete_elem(stats_fd(), &key);
@@ -565,7 +596,7 @@ void Datapath::apply(const TunnelSpec& spec) {
     auto used = impl_->underlays_in_use(key);
     for (uint32_t u : old.underlay)
       if (u && !used.count(u) && std::find(underlay.begin(), underlay.end(), u) == underlay.end())
-        tc_detach(static_cast<int>(u));
+        tc_detach(static_cast<int>(u), true);
   }
 
   etherip_peer_key pk{};

@@ -383,6 +383,8 @@ class TunnelTest(unittest.TestCase):
             for dev in ("wan1", "wan2", "wsp"):
                 r = run("tc", "-n", ns(edge), "filter", "show", "dev", dev, "ingress", check=False)
                 self.assertNotIn("etherip", r.stdout)
+                r = run("tc", "-n", ns(edge), "qdisc", "show", "dev", dev, check=False)
+                self.assertNotIn("clsact", r.stdout, "no empty clsact left on the underlay")
         # Programs still running after the tool exited was the premise of every test above.
 
 

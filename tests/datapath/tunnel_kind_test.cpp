@@ -93,6 +93,7 @@ TEST_F(TunnelKindTest, CreateObserveModifyRemove) {
   EXPECT_EQ(if_nametoindex("eip-dcx"), 0u);
   EXPECT_TRUE(inspect().empty());
   EXPECT_EQ(sh_out("tc filter show dev u0 ingress"), "");
+  EXPECT_EQ(sh_out("tc qdisc show dev u0").find("clsact"), std::string::npos);
 }
 
 TEST_F(TunnelKindTest, FailedCreateLeavesNothing) {
