@@ -2,7 +2,8 @@
 """Throughput of the EtherIP datapath next to the bare underlay and in-kernel VXLAN, in one run.
 
 Two namespaces joined by one veth "WAN" (MTU 1500). Over it, one after the other:
-  bare      iperf3 between the WAN addresses
+  bare      iperf3 between the WAN addresses, with offloads and without (the per-packet
+            ceiling EtherIP lives under)
   vxlan     in-kernel VXLAN (MTU 1450), iperf3 between overlay addresses
   etherip   each namespace has a bridge holding the EtherIP tunnel port (etherctl's veth pair
             with the BPF programs, loaded by dp_tool); iperf3 between self IPs on the bridges.
@@ -86,6 +87,15 @@ def main():
         cleanup()
         setup_underlay()
         measure("bare veth", "192.0.2.2", args.seconds, results)
+        # The per-packet ceiling EtherIP lives under: no GSO/checksum offload (there is no GSO
+        # handler for protocol 97), every 1500-byte packet handled on its own.
+        for n in ("a", "b"):
+            sh("ip", "netns", "exec", ns(n), "ethtool", "-K", "wan", "tso", "off", "gso", "off",
+               "tx", "off")
+        measure("bare veth, no offloads", "192.0.2.2", args.seconds, results)
+        for n in ("a", "b"):
+            sh("ip", "netns", "exec", ns(n), "ethtool", "-K", "wan", "tso", "on", "gso", "on",
+               "tx", "on")
 
         for n, local, remote, addr in (("a", "192.0.2.1", "192.0.2.2", "10.42.0.1/24"),
                                        ("b", "192.0.2.2", "192.0.2.1", "10.42.0.2/24")):
