@@ -96,6 +96,35 @@ TEST_F(TunnelKindTest, CreateObserveModifyRemove) {
   EXPECT_EQ(sh_out("tc qdisc show dev u0").find("clsact"), std::string::npos);
 }
 
+TEST_F(TunnelKindTest, HundredApplyDestroyCyclesLeaveNothingBehind) {
+  plan::Object desired{plan::kTunnel,
+                       "cyc",
+                       "cyc",
+                       "/tunnels/cyc",
+                       {{"local", "192.0.2.1"},
+                        {"remote", "192.0.2.7"},
+                        {"underlay", {"u0"}},
+                        {"clamp_tcp_mss", true},
+                        {"up", true}}};
+  kernel::Netlink netlink;
+  std::string pin_dir;
+  for (int i = 0; i < 100; ++i) {
+    ops().create(netlink, desired, owner);
+    const plan::Object* seen = nullptr;
+    auto objects = observe();
+    seen = find(objects, "cyc");
+    ASSERT_NE(seen, nullptr) << i;
+    if (pin_dir.empty()) pin_dir = Datapath::open().pin_dir();
+    ops().remove(netlink, *seen);
+  }
+  EXPECT_EQ(if_nametoindex("cyc"), 0u);
+  EXPECT_EQ(if_nametoindex("eip-cyc"), 0u);
+  EXPECT_TRUE(inspect().empty());
+  EXPECT_EQ(sh_out("tc filter show dev u0 ingress"), "");
+  EXPECT_EQ(sh_out("tc qdisc show dev u0").find("clsact"), std::string::npos);
+  EXPECT_NE(sh_out("ls " + pin_dir + " 2>&1").find("No such file"), std::string::npos) << pin_dir;
+}
+
 TEST_F(TunnelKindTest, FailedCreateLeavesNothing) {
   plan::Object bad{plan::kTunnel,
                    "bad",
