@@ -1,0 +1,407 @@
+#!/usr/bin/python3
+"""Writes schema/site.schema.json, the JSON Schema (draft 2020-12) of etherctl's site file.
+
+The schema is generated because JSON Schema cannot compose regular expressions: the address
+patterns below are built from parts, and writing them out by hand is how mistakes creep in.
+Edit this script, run it (`schema/generate.py`), commit both files; tests/schema/test_schema.py
+fails when the committed schema is not what this script writes.
+
+The rules mirror lib/model/site.cpp, fields.cpp, pools.cpp and ip.cpp (glibc inet_pton).
+What only the semantic validator (lib/model/validate.cpp) can check — references between
+objects, duplicates across objects, host bits — is described in the field descriptions and
+left to `etherctl validate`.
+"""
+
+import json
+import pathlib
+import sys
+
+# --- Patterns ----------------------------------------------------------------------------------
+#
+# Patterns are written for both ECMA-262 (editors) and Python's re (jsonschema): no \d, \s, \w
+# (their Unicode meaning differs from the C locale etherctl uses), and every pattern ends with
+# END: Python's "$" also matches before a final newline, "(?!\n)" rules that out (in ECMA-262
+# "$" is already the end of the string).
+END = r"$(?!\n)"
+
+# An IPv4 octet as glibc's inet_pton reads it: 0..255, no leading zeros.
+OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4 = rf"(?:{OCTET}\.){{3}}{OCTET}"
+H16 = r"[0-9A-Fa-f]{1,4}"
+
+
+def _ipv6() -> str:
+    """IPv6 text as inet_pton reads it: eight groups, or fewer around one "::" that stands for
+    at least one zero group; the last two groups may be written as a dotted IPv4 address."""
+    alternatives = [rf"(?:{H16}:){{7}}{H16}", rf"(?:{H16}:){{6}}{IPV4}"]
+    for left in range(0, 8):  # groups before "::"
+        head = "" if left == 0 else rf"(?:{H16}:){{{left - 1}}}{H16}" if left > 1 else H16
+        right_max = 7 - left  # "::" stands for at least one group
+        if right_max > 0:
+            tail = rf"(?:{H16}(?::{H16}){{0,{right_max - 1}}})?"
+        else:
+            tail = ""
+        alternatives.append(rf"{head}::{tail}")
+        if right_max >= 2:  # room for a dotted IPv4 tail (two groups)
+            hex_before = right_max - 2
+            v4_tail = rf"(?:{H16}:){{0,{hex_before}}}{IPV4}" if hex_before else IPV4
+            alternatives.append(rf"{head}::{v4_tail}")
+    return "(?:" + "|".join(alternatives) + ")"
+
+
+IPV6 = _ipv6()
+# Prefix lengths: 1..3 decimal digits (leading zeros allowed, as etherctl reads them).
+V4_LENGTH = r"(?:0{0,2}[0-9]|0?[12][0-9]|0?3[0-2])"
+V6_LENGTH = r"(?:0{0,2}[0-9]|0?[1-9][0-9]|1[01][0-9]|12[0-8])"
+# TCP/UDP ports 1..65535 in at most five digits (leading zeros allowed).
+PORT = (r"(?:0{0,4}[1-9]|0{0,3}[1-9][0-9]|0{0,2}[1-9][0-9]{2}|0?[1-9][0-9]{3}"
+        r"|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])")
+
+IPV4_ADDRESS = rf"^{IPV4}{END}"
+IPV6_ADDRESS = rf"^{IPV6}{END}"
+ADDRESS = rf"^(?:{IPV4}|{IPV6}){END}"
+IPV4_PREFIX = rf"^{IPV4}/{V4_LENGTH}{END}"
+IPV6_PREFIX = rf"^{IPV6}/{V6_LENGTH}{END}"
+PREFIX = rf"^(?:{IPV4}/{V4_LENGTH}|{IPV6}/{V6_LENGTH}){END}"
+IPV4_MEMBER = rf"^{IPV4}:{PORT}{END}"
+IPV6_MEMBER = rf"^\[{IPV6}\]:{PORT}{END}"
+
+
+def interface_name(max_bytes: int) -> str:
+    """Linux interface names (dev_valid_name): not "." or "..", no '/', ':', space or control
+    character. JSON Schema counts characters, the kernel bytes: a name with non-ASCII letters
+    may pass the schema and still be too long for etherctl (it counts UTF-8 bytes)."""
+    return rf"^(?!\.\.?{END})[^/:\x00-\x20\x7f]{{1,{max_bytes}}}{END}"
+
+
+IFNAME = interface_name(15)
+TUNNEL_NAME = interface_name(11)
+DEVICE_NAME = rf"^[A-Za-z0-9._-]{{1,63}}{END}"
+
+SCHEDULERS = ["rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf",
+              "mh", "twos"]
+
+
+# --- Building blocks ---------------------------------------------------------------------------
+
+def ref(name: str) -> dict:
+    return {"$ref": f"#/$defs/{name}"}
+
+
+def mtu(what: str) -> dict:
+    return {
+        "description": f"MTU of {what}, 68..65535 bytes. Absent: etherctl leaves the MTU alone "
+                       "(the kernel's default on creation).",
+        "type": "integer", "minimum": 68, "maximum": 65535, "examples": [1500, 9000],
+    }
+
+
+def named_map(description: str, item: dict, names: dict | None = None,
+              default: bool = True) -> dict:
+    out = {"description": description, "type": "object"}
+    if default:
+        out["default"] = {}
+    out.update({"propertyNames": names or {"minLength": 1}, "additionalProperties": item})
+    return out
+
+
+def family_rule(parent_key: str | None, key: str, v4: str, v6: str, dependent: dict) -> list:
+    """if/then pairs: when `key` (inside `parent_key`, if given) is IPv4 (IPv6), `dependent`
+    (a function of the family's pattern) must hold too."""
+    rules = []
+    for pattern, dep in ((v4, dependent["4"]), (v6, dependent["6"])):
+        condition = {"properties": {key: {"type": "string", "pattern": pattern}}, "required": [key]}
+        if parent_key:
+            condition = {"properties": {parent_key: condition}, "required": [parent_key]}
+        rules.append({"if": condition, "then": dep})
+    return rules
+
+
+def build() -> dict:
+    defs = {}
+
+    defs["interfaceName"] = {
+        "description": "A Linux interface name: 1..15 bytes, not \".\" or \"..\", no '/', ':', "
+                       "whitespace or control characters.",
+        "type": "string", "pattern": IFNAME,
+    }
+    defs["tunnelName"] = {
+        "description": "A tunnel name, which is also its bridge port's interface name: 1..11 "
+                       "bytes (its datapath peer is \"eip-<name>\", 15 bytes at most), not \".\" "
+                       "or \"..\", no '/', ':', whitespace or control characters.",
+        "type": "string", "pattern": TUNNEL_NAME,
+    }
+    defs["deviceName"] = {
+        "description": "A device name: 1..63 letters, digits, '.', '_' or '-'. By default a host "
+                       "applies the device named like its host name.",
+        "type": "string", "pattern": DEVICE_NAME,
+    }
+    defs["address"] = {
+        "description": "An IPv4 or IPv6 address, without prefix length.",
+        "type": "string", "pattern": ADDRESS,
+        "examples": ["198.51.100.1", "2001:db8::1"],
+    }
+
+    vlan_properties = {
+        "interface": {
+            "description": "With a tag: the parent interface the 802.1Q device is created on. "
+                           "Without a tag: the interface that is the VLAN; etherctl adopts it "
+                           "(sets its MTU, brings it up) and never deletes it. One interface can "
+                           "be adopted by one VLAN only.",
+            "allOf": [ref("interfaceName")], "examples": ["eth1"],
+        },
+        "tag": {
+            "description": "802.1Q VLAN id 1..4094. With a tag etherctl creates an 802.1Q device "
+                           "named after the VLAN (so the VLAN name must be a valid interface "
+                           "name). Absent: the VLAN is `interface` itself (untagged). A tag is "
+                           "used once per parent interface.",
+            "type": "integer", "minimum": 1, "maximum": 4094, "examples": [100],
+        },
+        "mtu": mtu("the VLAN's interface"),
+    }
+    defs["vlan"] = {
+        "description": "A server VLAN.",
+        "type": "object", "required": ["interface"], "additionalProperties": False,
+        "properties": vlan_properties,
+    }
+    defs["untaggedVlan"] = {
+        "description": "A VLAN whose name is not a valid interface name: allowed only without "
+                       "a tag (a tagged VLAN becomes an interface named after the VLAN).",
+        "allOf": [ref("vlan"), {"not": {"required": ["tag"]}}],
+    }
+
+    defs["vlanGroup"] = {
+        "description": "A VLAN group: a Linux bridge named after the group, whose ports are the "
+                       "member VLANs and tunnels.",
+        "type": "object", "required": ["members"], "additionalProperties": False,
+        "properties": {
+            "members": {
+                "description": "Names of this device's VLANs and of tunnels with an endpoint on "
+                               "this device, each listed once. A VLAN belongs to one group at "
+                               "most.",
+                "type": "array", "uniqueItems": True,
+                "items": {"type": "string", "minLength": 1},
+                "examples": [["servers", "dcx"]],
+            },
+            "mode": {
+                "description": "How the group bridges frames. Only \"transparent\" (frames "
+                             "bridged unchanged) is implemented; BIG-IP's \"translucent\", "
+                             "\"opaque\" and \"virtual-wire\" are refused by etherctl with a clear "
+                             "message.",
+                "type": "string", "enum": ["transparent"], "default": "transparent",
+            },
+            "mtu": mtu("the bridge"),
+        },
+    }
+
+    defs["selfIp"] = {
+        "description": "A self IP: an address on a VLAN or a VLAN group. Addresses are unique "
+                       "per device; an IPv4 address must not be its subnet's network or broadcast "
+                       "address (for prefixes up to /30).",
+        "type": "object", "required": ["address", "vlan"], "additionalProperties": False,
+        "properties": {
+            "address": {
+                "description": "Address and prefix length, \"address/length\" (length 0..32 "
+                               "for IPv4, 0..128 for IPv6).",
+                "type": "string", "pattern": PREFIX,
+                "examples": ["10.1.0.1/24", "2001:db8:1::1/64"],
+            },
+            "vlan": {
+                "description": "The VLAN or VLAN group that carries the address; not a VLAN that "
+                               "is a member of a group (a bridge port carries no addresses: use "
+                               "the group).",
+                "type": "string", "minLength": 1, "examples": ["vmotion"],
+            },
+        },
+    }
+
+    defs["route"] = {
+        "description": "A static route. It needs a gateway, a VLAN, or both. Destinations are "
+                       "unique per device.",
+        "type": "object", "required": ["destination"], "additionalProperties": False,
+        "anyOf": [{"required": ["gateway"]}, {"required": ["vlan"]}],
+        "allOf": family_rule(None, "destination", IPV4_PREFIX, IPV6_PREFIX, {
+            "4": {"properties": {"gateway": {"pattern": IPV4_ADDRESS}}},
+            "6": {"properties": {"gateway": {"pattern": IPV6_ADDRESS}}},
+        }),
+        "properties": {
+            "destination": {
+                "description": "The destination network, \"address/length\", without host bits "
+                               "(\"0.0.0.0/0\" or \"::/0\" for a default route).",
+                "type": "string", "pattern": PREFIX,
+                "examples": ["203.0.113.0/24", "0.0.0.0/0"],
+            },
+            "gateway": {
+                "description": "The next hop, an address of the destination's family. Absent: "
+                               "the destination is directly on `vlan`.",
+                "allOf": [ref("address")], "examples": ["198.51.100.254"],
+            },
+            "vlan": {
+                "description": "The VLAN or VLAN group the route goes out of (not a member of a "
+                               "group). Absent: the kernel picks the interface from the gateway.",
+                "type": "string", "minLength": 1, "examples": ["wan"],
+            },
+        },
+    }
+
+    defs["poolMember"] = {
+        "description": "A pool member (an IPVS real server).",
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "weight": {
+                "description": "Relative weight 0..65535; 0 quiesces the member (existing "
+                               "connections only).",
+                "type": "integer", "minimum": 0, "maximum": 65535, "default": 1,
+            },
+        },
+    }
+    defs["pool"] = {
+        "description": "A pool: one IPVS virtual service and its members. One pool per virtual "
+                       "(address, port, protocol) on a device; members and the virtual address "
+                       "are of one address family.",
+        "type": "object", "required": ["virtual", "members"], "additionalProperties": False,
+        "allOf": family_rule("virtual", "address", IPV4_ADDRESS, IPV6_ADDRESS, {
+            "4": {"properties": {"members": {"propertyNames": {"pattern": IPV4_MEMBER}}}},
+            "6": {"properties": {"members": {"propertyNames": {"pattern": IPV6_MEMBER}}}},
+        }),
+        "properties": {
+            "virtual": {
+                "description": "The virtual server clients connect to.",
+                "type": "object", "required": ["address", "port"], "additionalProperties": False,
+                "properties": {
+                    "address": {"description": "The virtual address.",
+                                "allOf": [ref("address")], "examples": ["10.1.0.100"]},
+                    "port": {"description": "The virtual port, 1..65535.",
+                             "type": "integer", "minimum": 1, "maximum": 65535,
+                             "examples": [80]},
+                    "protocol": {"description": "\"tcp\" or \"udp\".",
+                                 "type": "string", "enum": ["tcp", "udp"], "default": "tcp"},
+                    "scheduler": {"description": "The IPVS scheduler (the kernel's ip_vs_<name> "
+                                                 "module).",
+                                  "type": "string", "enum": SCHEDULERS, "default": "wlc"},
+                },
+            },
+            "members": {
+                "description": "The real servers, keyed \"address:port\" (IPv6 as "
+                               "\"[address]:port\"); each server once.",
+                "type": "object",
+                "propertyNames": {"pattern": rf"^(?:{IPV4}:{PORT}|\[{IPV6}\]:{PORT}){END}"},
+                "additionalProperties": ref("poolMember"),
+                "examples": [{"10.1.0.21:80": {}, "10.1.0.22:80": {"weight": 2}}],
+            },
+            "monitor": {
+                "description": "Health monitor of the pool. Absent: no monitor.",
+                "type": "object", "required": ["type"], "additionalProperties": False,
+                "properties": {
+                    "type": {"description": "\"virtual_location\": members on this site are "
+                                            "preferred; others are used when fewer than "
+                                            "min_active_members local members remain.",
+                             "type": "string", "enum": ["virtual_location"]},
+                    "interval": {"description": "Seconds between checks, 1..86400.",
+                                 "type": "integer", "minimum": 1, "maximum": 86400,
+                                 "default": 5},
+                    "min_active_members": {"description": "Members that must be active, "
+                                                          "0..65535 (at most the member count).",
+                                           "type": "integer", "minimum": 0, "maximum": 65535,
+                                           "default": 1},
+                },
+            },
+        },
+    }
+
+    defs["device"] = {
+        "description": "One edge host's part of the site.",
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "vlans": {
+                "description": "Server VLANs by name. A tagged VLAN's name is its interface "
+                               "name (1..15 bytes); an untagged VLAN may have any non-empty "
+                               "name.",
+                "type": "object", "default": {}, "propertyNames": {"minLength": 1},
+                "patternProperties": {IFNAME: ref("vlan")},
+                "additionalProperties": ref("untaggedVlan"),
+            },
+            "vlan_groups": named_map("VLAN groups (bridges) by name; the name is the bridge's "
+                                     "interface name.", ref("vlanGroup"),
+                                     {"$ref": "#/$defs/interfaceName"}),
+            "self_ips": named_map("Self IPs by name.", ref("selfIp")),
+            "routes": named_map("Static routes by name.", ref("route")),
+            "pools": named_map("Load-balanced pools (IPVS virtual services) by name.",
+                               ref("pool")),
+        },
+    }
+
+    defs["tunnel"] = {
+        "description": "An EtherIP tunnel between two devices; a VLAN group on each device "
+                       "lists it as a member.",
+        "type": "object", "required": ["profile", "endpoints"], "additionalProperties": False,
+        "properties": {
+            "profile": {
+                "description": "The tunnel protocol: \"etherip\" (RFC 3378).",
+                "const": "etherip", "examples": ["etherip"],
+            },
+            "endpoints": {
+                "description": "Exactly two endpoints: device name -> that device's endpoint "
+                               "address, which must be one of its self IPs. Both of one "
+                               "address family, distinct.",
+                "type": "object", "minProperties": 2, "maxProperties": 2,
+                "propertyNames": ref("deviceName"),
+                "additionalProperties": ref("address"),
+                "anyOf": [{"additionalProperties": {"pattern": IPV4_ADDRESS}},
+                          {"additionalProperties": {"pattern": IPV6_ADDRESS}}],
+                "examples": [{"dc1-edge": "198.51.100.1", "dc2-edge": "203.0.113.1"}],
+            },
+            "mtu": mtu("the tunnel's bridge port"),
+            "accept_reversed_header": {
+                "description": "Also accept EtherIP headers written as 0x0300 (old FreeBSD and "
+                               "NetBSD peers) besides RFC 3378's 0x3000.",
+                "type": "boolean", "default": False,
+            },
+        },
+    }
+
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$comment": "Generated by schema/generate.py from etherctl's parser rules; do not edit. "
+                    "Patterns end in \"$(?!\\n)\" so that Python's re agrees with ECMA-262.",
+        "title": "etherctl site file",
+        "description": "The site file of etherctl (schema version 1): server VLANs, VLAN groups, "
+                       "self IPs, routes and pools of each edge device, and the EtherIP tunnels "
+                       "between them. `etherctl validate` checks everything this schema checks "
+                       "and also the references between objects. See etherctl-site.json(5).",
+        "type": "object",
+        "required": ["etherctl", "devices"],
+        "additionalProperties": False,
+        "properties": {
+            "$schema": {"description": "The schema the file follows, for editors "
+                                       "(e.g. \"file:///usr/share/etherctl/site.schema.json\"); "
+                                       "ignored by etherctl.",
+                        "type": "string"},
+            "etherctl": {"description": "The site file schema version; this etherctl reads "
+                                        "version 1.",
+                         "type": "integer", "const": 1, "default": 1},
+            "description": {"description": "Free text; ignored by etherctl.", "type": "string"},
+            "devices": named_map("The edge devices by name; each host applies its own.",
+                                 ref("device"), ref("deviceName"), default=False),
+            "tunnels": named_map("EtherIP tunnels by name; the name is the tunnel's bridge port "
+                                 "interface name (1..11 bytes).", ref("tunnel"),
+                                 ref("tunnelName")),
+        },
+        "$defs": defs,
+    }
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2, ensure_ascii=True) + "\n"
+
+
+def main() -> int:
+    target = pathlib.Path(__file__).resolve().parent / "site.schema.json"
+    if len(sys.argv) > 1 and sys.argv[1] == "--check":
+        return 0 if target.read_text() == render() else 1
+    target.write_text(render())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
