@@ -63,4 +63,6 @@ KindOps bridge_kind();
 KindOps port_kind();
 KindOps address_kind();
 KindOps route_kind();
+KindOps ipvs_service_kind();
+KindOps ipvs_member_kind();
 }  // namespace etherctl::kernel

@@ -89,6 +89,8 @@ class Netlink {
   void dump(Message& message, const std::function<void(const nlmsghdr*)>& on_message);
 
   uint64_t write_requests() const { return write_requests_; }
+  // Requests a kind sent on a socket of its own (generic netlink: IPVS) join these counters.
+  void count_foreign_request(bool write) { ++(write ? write_requests_ : read_requests_); }
   uint64_t read_requests() const { return read_requests_; }
 
  private:

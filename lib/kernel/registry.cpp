@@ -14,8 +14,8 @@ namespace {
 // the addresses on them; routes after the addresses that make their gateways reachable; IPVS
 // last, as it needs the addresses. Deletion runs in reverse.
 constexpr std::array<std::string_view, 8> kCreationOrder = {
-    plan::kVlan,   plan::kVlanGroup, plan::kTunnel,  plan::kPort,
-    plan::kSelfIp, plan::kRoute,     "ipvs_service", "ipvs_member",
+    plan::kVlan,   plan::kVlanGroup, plan::kTunnel,      plan::kPort,
+    plan::kSelfIp, plan::kRoute,     plan::kIpvsService, plan::kIpvsMember,
 };
 
 size_t rank(std::string_view kind) {
@@ -25,8 +25,9 @@ size_t rank(std::string_view kind) {
 }
 
 std::vector<KindOps>& registry() {
-  static std::vector<KindOps> kinds = {vlan_kind(), bridge_kind(), port_kind(), address_kind(),
-                                       route_kind()};
+  static std::vector<KindOps> kinds = {vlan_kind(),       bridge_kind(), port_kind(),
+                                       address_kind(),    route_kind(),  ipvs_service_kind(),
+                                       ipvs_member_kind()};
   return kinds;
 }
 

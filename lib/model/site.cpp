@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "model/fields.hpp"
+#include "model/pools.hpp"
 #include "model/validate.hpp"
 
 namespace etherctl::model {
@@ -237,13 +238,14 @@ void parse_map(Fields& parent, const std::string& key, std::map<std::string, T>&
 
 Device parse_device(const std::string& name, const json& value, const std::string& path,
                     Problems& problems) {
-  Device device{name, path, {}, {}, {}, {}};
-  Fields fields(value, path, problems, {"vlans", "vlan_groups", "self_ips", "routes"});
+  Device device{name, path, {}, {}, {}, {}, {}};
+  Fields fields(value, path, problems, {"vlans", "vlan_groups", "self_ips", "routes", "pools"});
   if (!fields.ok()) return device;
   parse_map(fields, "vlans", device.vlans, problems, parse_vlan);
   parse_map(fields, "vlan_groups", device.vlan_groups, problems, parse_vlan_group);
   parse_map(fields, "self_ips", device.self_ips, problems, parse_self_ip);
   parse_map(fields, "routes", device.routes, problems, parse_route);
+  parse_map(fields, "pools", device.pools, problems, parse_pool);
   return device;
 }
 

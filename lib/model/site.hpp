@@ -47,6 +47,32 @@ struct Route {
   std::optional<std::string> vlan;  // VLAN or VLAN group name
 };
 
+// A pool member (an IPVS real server), keyed in the file by "addr:port" ("[addr]:port" for IPv6).
+struct PoolMember {
+  std::string key;  // as written in the file
+  std::string path;
+  IpAddress address;
+  int port = 0;
+  int weight = 1;  // 0..65535; 0 = quiesced (existing connections only)
+};
+
+// A pool: one IPVS virtual service and its members (see pools.cpp).
+struct Pool {
+  std::string name;
+  std::string path;
+  IpAddress address;  // the virtual address
+  int port = 0;
+  std::string protocol = "tcp";  // "tcp" or "udp"
+  std::string scheduler = "wlc";
+  std::map<std::string, PoolMember> members;  // by file key
+  struct Monitor {
+    std::string type = "virtual_location";
+    int interval = 5;  // seconds
+    int min_active_members = 1;
+  };
+  std::optional<Monitor> monitor;
+};
+
 struct Device {
   std::string name;
   std::string path;
@@ -54,6 +80,7 @@ struct Device {
   std::map<std::string, VlanGroup> vlan_groups;
   std::map<std::string, SelfIp> self_ips;
   std::map<std::string, Route> routes;
+  std::map<std::string, Pool> pools;
 };
 
 struct Tunnel {

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "model/fields.hpp"
+#include "model/pools.hpp"
 
 namespace etherctl::model {
 
@@ -205,6 +206,7 @@ void validate(const Site& site, Problems& problems) {
                                            "'-'"});
     }
     validate_device(site, device, problems);
+    validate_pools(device, problems);
   }
   for (const auto& [name, tunnel] : site.tunnels) validate_tunnel(site, tunnel, problems);
 }

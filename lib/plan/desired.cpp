@@ -105,6 +105,29 @@ Objects desired_objects(const model::Site& site, const model::Device& device) {
     if (route.vlan) o.attrs["interface"] = ifname_of(device, *route.vlan);
     objects.push_back(std::move(o));
   }
+
+  for (const auto& [name, pool] : device.pools) {
+    std::string service = ipvs_service_key(pool.protocol, pool.address.str(), pool.port);
+    objects.push_back({kIpvsService,
+                       service,
+                       name,
+                       pool.path,
+                       {{"protocol", pool.protocol},
+                        {"address", pool.address.str()},
+                        {"port", pool.port},
+                        {"scheduler", pool.scheduler}}});
+    for (const auto& [key, member] : pool.members) {
+      objects.push_back({kIpvsMember,
+                         ipvs_member_key(service, member.address.str(), member.port),
+                         name + " " + key,
+                         member.path,
+                         {{"service", service},
+                          {"address", member.address.str()},
+                          {"port", member.port},
+                          {"weight", member.weight},
+                          {"forward", "masq"}}});
+    }
+  }
   return objects;
 }
 

@@ -15,12 +15,16 @@ inline constexpr const char* kTunnel = "tunnel";         // EtherIP tunnel inter
 inline constexpr const char* kPort = "port";             // bridge membership of a link
 inline constexpr const char* kSelfIp = "self_ip";        // address on a link
 inline constexpr const char* kRoute = "route";           // route in the main table
+inline constexpr const char* kIpvsService = "ipvs_service";  // IPVS virtual service (a pool)
+inline constexpr const char* kIpvsMember = "ipvs_member";    // IPVS real server of a service
 
 struct Object {
   std::string kind;
   // Identity, derivable from kernel state alone:
   //   links: interface name; port: "<bridge>/<link>"; self_ip: "<link> <address>/<prefix>";
-  //   route: "<destination>" (main table, normalised prefix).
+  //   route: "<destination>" (main table, normalised prefix);
+  //   ipvs_service: "<protocol> <address>:<port>" ("tcp 192.0.2.10:80", "udp [2001:db8::1]:53");
+  //   ipvs_member: "<service key> -> <address>:<port>" ("tcp 192.0.2.10:80 -> 10.1.0.21:80").
   std::string key;
   std::string name;  // display name: the site file's name when known, else the key
   std::string path;  // JSON pointer into the site file; empty for observed objects
@@ -41,8 +45,25 @@ struct Object {
 //   tunnel:     local (string address), remote (string address), mtu (int, optional),
 //               accept_reversed (bool), underlay (array of interface names that receive the
 //               outer packets: the decap program is attached to their TC ingress), up (bool)
+//   ipvs_service: protocol ("tcp"/"udp"), address (canonical), port (int), scheduler (string)
+//   ipvs_member: service (the service key), address, port, weight (int 0..65535),
+//               forward ("masq", "route", "tunnel", "local"; desired: "masq")
 // Observed links additionally carry "ifindex" (int) and "type" (IFLA_INFO_KIND or "").
 
 using Objects = std::vector<Object>;
+
+// "192.0.2.10:80", "[2001:db8::1]:80": an IPVS address and port as keys and ipvsadm show them.
+inline std::string ipvs_endpoint(const std::string& address, int port) {
+  return address.find(':') != std::string::npos ? "[" + address + "]:" + std::to_string(port)
+                                                : address + ":" + std::to_string(port);
+}
+inline std::string ipvs_service_key(const std::string& protocol, const std::string& address,
+                                    int port) {
+  return protocol + " " + ipvs_endpoint(address, port);
+}
+inline std::string ipvs_member_key(const std::string& service, const std::string& address,
+                                   int port) {
+  return service + " -> " + ipvs_endpoint(address, port);
+}
 
 }  // namespace etherctl::plan

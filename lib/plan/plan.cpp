@@ -16,6 +16,8 @@ const std::vector<KindTraits> kTraits = {
     {kPort, 2, false, {}, {}},
     {kSelfIp, 3, false, {}, {}},
     {kRoute, 4, false, {"gateway", "interface"}, {}},
+    {kIpvsService, 5, false, {"scheduler"}, {}, true},
+    {kIpvsMember, 6, false, {"weight", "forward"}, {}},
 };
 
 // Links share one name space (the interface name), whatever their kind.
@@ -168,6 +170,10 @@ Plan make_plan(const Objects& desired, const Objects& observed) {
         plan.conflicts.push_back({d->path, describe_link(*o) +
                                                " already exists and was not created by "
                                                "etherctl; rename or remove it"});
+      } else if (traits.exclusive) {
+        plan.conflicts.push_back({d->path, d->kind + " " + d->key +
+                                               " already exists and was not created by etherctl; "
+                                               "remove it or choose another address"});
       } else if (!differences(*d, *o).empty()) {
         plan.conflicts.push_back({d->path, d->kind + " " + d->key +
                                                " already exists, differs and was not created by "

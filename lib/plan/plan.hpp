@@ -44,12 +44,15 @@ Plan make_plan(const Objects& desired, const Objects& observed);
 
 // Per-kind facts the planner needs (rank = creation order; immutable attributes force a
 // re-create; compared attributes are the ones diffed).
+// A foreign object under the key of a desired one is a conflict even when it matches, for links
+// (one interface name space) and exclusive kinds (an IPVS service: its members would follow).
 struct KindTraits {
   const char* kind;
   int rank;
   bool is_link;
   std::vector<std::string> compared;
   std::vector<std::string> immutable;
+  bool exclusive = false;
 };
 const KindTraits& kind_traits(const std::string& kind);
 

@@ -1,0 +1,205 @@
+"""Pools -> IPVS through etherctl's command line, in throwaway network namespaces.
+
+ipvsadm is the independent reader of the kernel state. The host kernel has no IPVS: the tests
+skip there (and fail under ETHERCTL_REQUIRE_ALL_FEATURES=1); the stock-kernel VM runs them.
+Run with /usr/bin/python3 -m unittest; ETHERCTL is the binary under test."""
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cli"))
+from netns import Netns, require_feature, sh  # noqa: E402
+
+ETHERCTL = os.environ.get("ETHERCTL", "etherctl")
+NO_IPVS = "this kernel has no IPVS support (ip_vs)"
+
+SITE = {
+    "etherctl": 1,
+    "devices": {"dc1": {"pools": {
+        "web": {
+            "virtual": {"address": "192.0.2.10", "port": 80, "protocol": "tcp", "scheduler": "wlc"},
+            "members": {"10.1.0.21:80": {}, "10.1.0.22:80": {"weight": 2}},
+            "monitor": {"type": "virtual_location", "interval": 5, "min_active_members": 1},
+        },
+        "dns6": {
+            "virtual": {"address": "2001:db8::53", "port": 53, "protocol": "udp", "scheduler": "rr"},
+            "members": {"[2001:db8:1::5]:53": {"weight": 3}},
+        },
+    }}},
+}
+
+
+def ipvs_available(ns):
+    return subprocess.run(["ip", "netns", "exec", ns.name, "ipvsadm", "-Ln"],
+                          capture_output=True).returncode == 0
+
+
+def ipvsadm(ns):
+    """`ipvsadm -Ln` as {"TCP 192.0.2.10:80": {"scheduler", "flags", "members": {addr: (fwd, w)}}}."""
+    services, current = {}, None
+    for line in sh("ip", "netns", "exec", ns.name, "ipvsadm", "-Ln").splitlines():
+        fields = line.split()
+        if not fields or fields[0] in ("IP", "Prot") or fields[1:2] == ["RemoteAddress:Port"]:
+            continue
+        if fields[0] == "->":
+            services[current]["members"][fields[1]] = (fields[2], int(fields[3]))
+        else:
+            current = f"{fields[0]} {fields[1]}"
+            services[current] = {"scheduler": fields[2], "flags": fields[3:], "members": {}}
+    return services
+
+
+class IpvsBase(unittest.TestCase):
+    def setUp(self):
+        self.ns = Netns("ecipvs")
+        self.addCleanup(self.ns.delete)
+        # IPVS accepts an IPv4 member only when the local table says it is unicast or local;
+        # in a namespace that never had an address there is no local table yet.
+        self.ns.ip("link", "set", "lo", "up")
+        self.tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self.tmp.cleanup)
+        self.lock_dir = os.path.join(self.tmp.name, "run")
+        self.site = copy.deepcopy(SITE)
+
+    def etherctl(self, *args, expect=0):
+        path = os.path.join(self.tmp.name, "site.json")
+        with open(path, "w") as f:
+            json.dump(self.site, f)
+        cmd = [ETHERCTL, "--netns", self.ns.name, *args, path]
+        result = subprocess.run(cmd, capture_output=True, text=True,
+                                env=dict(os.environ, ETHERCTL_LOCK_DIR=self.lock_dir))
+        self.assertEqual(result.returncode, expect,
+                         f"{' '.join(cmd)}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+        return result
+
+    def apply(self, expect=0, command="apply"):
+        return json.loads(self.etherctl("--json", command, expect=expect).stdout)
+
+
+class IpvsTest(IpvsBase):
+    def setUp(self):
+        super().setUp()
+        require_feature(self, ipvs_available(self.ns), "IPVS support")
+
+    def pool(self):
+        return self.site["devices"]["dc1"]["pools"]["web"]
+
+    def test_apply_creates_services_and_members_then_nothing(self):
+        report = self.apply()
+        self.assertTrue(report["changed"])
+        self.assertEqual(report["errors"], [])
+        kinds = sorted((c["op"], c["kind"]) for c in report["changes"])
+        self.assertEqual(kinds, [("create", "ipvs_member")] * 3 + [("create", "ipvs_service")] * 2)
+        self.assertEqual(ipvsadm(self.ns), {
+            "TCP 192.0.2.10:80": {"scheduler": "wlc", "flags": [], "members": {
+                "10.1.0.21:80": ("Masq", 1), "10.1.0.22:80": ("Masq", 2)}},
+            "UDP [2001:db8::53]:53": {"scheduler": "rr", "flags": [], "members": {
+                "[2001:db8:1::5]:53": ("Masq", 3)}},
+        })
+        again = self.apply()
+        self.assertFalse(again["changed"])
+        self.assertEqual(again["changes"], [])
+        self.assertEqual(again["summary"]["unchanged"], 5)
+        self.assertEqual(again["netlink"]["writes"], 0)
+        status = json.loads(self.etherctl("--json", "status").stdout)
+        states = {o["key"]: (o["state"], o["owned"]) for o in status["status"]["objects"]}
+        self.assertEqual(states["tcp 192.0.2.10:80"], ("in sync", True))
+        self.assertEqual(states["tcp 192.0.2.10:80 -> 10.1.0.22:80"], ("in sync", True))
+
+    def test_weight_and_scheduler_change_in_place(self):
+        self.apply()
+        self.pool()["members"]["10.1.0.22:80"]["weight"] = 0
+        self.pool()["virtual"]["scheduler"] = "wrr"
+        report = self.apply()
+        changes = sorted((c["op"], c["kind"], c["key"]) for c in report["changes"])
+        self.assertEqual(changes, [
+            ("modify", "ipvs_member", "tcp 192.0.2.10:80 -> 10.1.0.22:80"),
+            ("modify", "ipvs_service", "tcp 192.0.2.10:80"),
+        ])
+        member = next(c for c in report["changes"] if c["kind"] == "ipvs_member")
+        self.assertEqual((member["before"], member["after"]), ({"weight": 2}, {"weight": 0}))
+        web = ipvsadm(self.ns)["TCP 192.0.2.10:80"]
+        self.assertEqual(web["scheduler"], "wrr")
+        self.assertEqual(web["members"], {"10.1.0.21:80": ("Masq", 1), "10.1.0.22:80": ("Masq", 0)})
+        self.assertFalse(self.apply()["changed"])
+
+    def test_drift_is_repaired(self):
+        self.apply()
+        ns = ["ip", "netns", "exec", self.ns.name, "ipvsadm"]
+        sh(*ns, "-e", "-t", "192.0.2.10:80", "-r", "10.1.0.21:80", "-m", "-w", "9")
+        sh(*ns, "-d", "-t", "192.0.2.10:80", "-r", "10.1.0.22:80")
+        report = self.apply()
+        self.assertEqual(sorted(c["op"] for c in report["changes"]), ["create", "modify"])
+        self.assertEqual(ipvsadm(self.ns)["TCP 192.0.2.10:80"]["members"],
+                         {"10.1.0.21:80": ("Masq", 1), "10.1.0.22:80": ("Masq", 2)})
+
+    def test_removed_member_and_pool_are_deleted(self):
+        self.apply()
+        del self.pool()["members"]["10.1.0.21:80"]
+        report = self.apply()
+        self.assertEqual([(c["op"], c["key"]) for c in report["changes"]],
+                         [("delete", "tcp 192.0.2.10:80 -> 10.1.0.21:80")])
+        self.assertEqual(ipvsadm(self.ns)["TCP 192.0.2.10:80"]["members"],
+                         {"10.1.0.22:80": ("Masq", 2)})
+        del self.site["devices"]["dc1"]["pools"]["web"]
+        report = self.apply()
+        self.assertEqual([(c["op"], c["kind"]) for c in report["changes"]],
+                         [("delete", "ipvs_member"), ("delete", "ipvs_service")])
+        self.assertEqual(list(ipvsadm(self.ns)), ["UDP [2001:db8::53]:53"])
+
+    def test_foreign_service_is_never_touched(self):
+        ns = ["ip", "netns", "exec", self.ns.name, "ipvsadm"]
+        sh(*ns, "-A", "-t", "198.51.100.7:443", "-s", "rr")
+        sh(*ns, "-a", "-t", "198.51.100.7:443", "-r", "10.9.9.9:443", "-m", "-w", "4")
+        foreign = ipvsadm(self.ns)["TCP 198.51.100.7:443"]
+        self.apply()
+        self.assertEqual(ipvsadm(self.ns)["TCP 198.51.100.7:443"], foreign)
+        self.assertFalse(self.apply()["changed"])
+        report = self.apply(command="destroy")
+        self.assertEqual(len(report["changes"]), 5)
+        self.assertEqual(ipvsadm(self.ns), {"TCP 198.51.100.7:443": foreign})
+
+    def test_foreign_service_with_our_address_is_a_conflict(self):
+        ns = ["ip", "netns", "exec", self.ns.name, "ipvsadm"]
+        sh(*ns, "-A", "-t", "192.0.2.10:80", "-s", "wlc")
+        sh(*ns, "-a", "-t", "192.0.2.10:80", "-r", "10.9.9.9:80", "-m")
+        before = ipvsadm(self.ns)
+        report = self.apply(expect=1)
+        self.assertFalse(report["changed"])
+        self.assertTrue(any(e["path"] == "/devices/dc1/pools/web" and
+                            "not created by etherctl" in e["message"] for e in report["errors"]),
+                        report["errors"])
+        self.assertEqual(ipvsadm(self.ns), before)
+        self.apply(command="destroy")
+        self.assertEqual(ipvsadm(self.ns), before)
+
+    def test_a_persistent_edit_by_another_tool_makes_the_service_foreign(self):
+        self.apply()
+        ns = ["ip", "netns", "exec", self.ns.name, "ipvsadm"]
+        sh(*ns, "-E", "-t", "192.0.2.10:80", "-s", "wlc", "-p", "300")
+        before = ipvsadm(self.ns)
+        self.apply(command="destroy")
+        after = ipvsadm(self.ns)
+        self.assertEqual(after["TCP 192.0.2.10:80"], before["TCP 192.0.2.10:80"])
+        self.assertNotIn("UDP [2001:db8::53]:53", after)
+
+
+class NoIpvsTest(IpvsBase):
+    """Only on a kernel without IPVS: plan works, apply names the missing feature."""
+
+    def test_kernel_without_ipvs(self):
+        if ipvs_available(self.ns):
+            self.skipTest("this kernel has IPVS")
+        self.etherctl("plan")
+        report = self.apply(expect=1)
+        self.assertIn(NO_IPVS, report["errors"][0]["message"])
+        self.assertEqual(report["errors"][0]["path"], "/devices/dc1/pools/dns6")
+        self.assertTrue(report["rolled_back"])
+
+
+if __name__ == "__main__":
+    unittest.main()
