@@ -149,7 +149,7 @@ def send_frames(name, iface, frames):
 class TunnelTest(unittest.TestCase):
     def test_01_arp_and_ping(self):
         nsrun("v1", "ip", "neigh", "flush", "dev", "eth0")
-        r = nsrun("v1", "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.2")
+        r = nsrun("v1", "ping", "-c", "3", "-i", "0.2", "-w", "10", "10.0.0.2")
         self.assertIn("3 received", r.stdout)
         neigh = nsrun("v1", "ip", "neigh", "show", "10.0.0.2").stdout
         self.assertIn(MAC["v2"], neigh, "ARP resolved across the tunnel")
@@ -157,7 +157,7 @@ class TunnelTest(unittest.TestCase):
     def test_02_full_size_frames_fragment_and_reassemble(self):
         before = counters("e2", "dcx")
         nstat_before = wan_frag_creates()
-        r = nsrun("v1", "ping", "-M", "do", "-s", "1472", "-c", "3", "-i", "0.2", "-W", "2",
+        r = nsrun("v1", "ping", "-M", "do", "-s", "1472", "-c", "3", "-i", "0.2", "-w", "10",
                   "10.0.0.2")
         self.assertIn("3 received", r.stdout)
         after = counters("e2", "dcx")
@@ -234,8 +234,8 @@ class TunnelTest(unittest.TestCase):
             pass
         time.sleep(0.5)
         nsrun("v1", "arping", "-c", "1", "-w", "2", "-I", "eth0", "10.0.0.2")
-        nsrun("v1", "ping", "-c", "2", "-i", "0.2", "10.0.0.2")
-        nsrun("v1", "ping", "-c", "1", "-s", "1472", "10.0.0.2")
+        nsrun("v1", "ping", "-c", "2", "-i", "0.2", "-w", "10", "10.0.0.2")
+        nsrun("v1", "ping", "-c", "1", "-w", "10", "-s", "1472", "10.0.0.2")
         out, err = cap.communicate(timeout=30)
         lines = [line.split("|") for line in out.splitlines() if line.strip()]
         self.assertTrue(lines, f"tshark saw nothing: {err}")
@@ -254,13 +254,13 @@ class TunnelTest(unittest.TestCase):
 
     def test_07_ipv6_outer(self):
         before = counters("e1", "dcx6")
-        r = nsrun("v1", "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.6.0.2")
+        r = nsrun("v1", "ping", "-c", "3", "-i", "0.2", "-w", "10", "10.6.0.2")
         self.assertIn("3 received", r.stdout)
-        r = nsrun("v1", "ping", "-c", "2", "-s", "1400", "-M", "do", "10.6.0.2")
+        r = nsrun("v1", "ping", "-c", "2", "-w", "10", "-s", "1400", "-M", "do", "10.6.0.2")
         self.assertIn("2 received", r.stdout)
         # Full-size frames: the datapath fragments the outer IPv6 packet itself.
         reassembled = counters("e2", "dcx6")["reassembled"]
-        r = nsrun("v1", "ping", "-c", "2", "-i", "0.2", "-s", "1472", "-M", "do", "10.6.0.2")
+        r = nsrun("v1", "ping", "-c", "2", "-i", "0.2", "-w", "10", "-s", "1472", "-M", "do", "10.6.0.2")
         self.assertIn("2 received", r.stdout)
         self.assertGreaterEqual(counters("e2", "dcx6")["reassembled"] - reassembled, 2)
         after = counters("e1", "dcx6")
@@ -330,11 +330,11 @@ class TunnelTest(unittest.TestCase):
         dp("e2", "apply", "dcx", "192.0.2.2", "192.0.2.1", "wan2", "--fast-path")
         try:
             forwarded = wan_forwarded()
-            r = nsrun("v1", "ping", "-c", "5", "-i", "0.2", "-W", "2", "10.0.0.2")
+            r = nsrun("v1", "ping", "-c", "5", "-i", "0.2", "-w", "10", "10.0.0.2")
             self.assertIn("5 received", r.stdout)
             # Echo requests went straight out of wan1, not through e1's forwarding path.
             self.assertLess(wan_forwarded() - forwarded, 5)
-            r = nsrun("v1", "ping", "-M", "do", "-s", "1472", "-c", "3", "-i", "0.2", "-W", "2",
+            r = nsrun("v1", "ping", "-M", "do", "-s", "1472", "-c", "3", "-i", "0.2", "-w", "10",
                       "10.0.0.2")  # needs fragmentation: still through the stack
             self.assertIn("3 received", r.stdout)
             self.test_03_tcp_stream_both_ways_byte_exact()
@@ -372,7 +372,7 @@ class TunnelTest(unittest.TestCase):
         dp("e1", "apply", "dcx", "192.0.2.1", "192.0.2.2", "wan1")  # re-apply: in-place replace
         filters = run("tc", "-n", ns("e1"), "filter", "show", "dev", "eip-dcx", "ingress").stdout
         self.assertEqual(filters.count("handle 0x97"), 1, filters)
-        r = nsrun("v1", "ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.0.2")
+        r = nsrun("v1", "ping", "-c", "2", "-i", "0.2", "-w", "10", "10.0.0.2")
         self.assertIn("2 received", r.stdout)
         # Destroy: no filters and no pins left.
         for edge in ("e1", "e2"):

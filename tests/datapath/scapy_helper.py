@@ -21,7 +21,11 @@ def main():
         sniffer.start()
         import time
 
-        time.sleep(0.3)  # the socket is bound once start() returned and this passes
+        # start() returns before the capture thread has opened its socket; it sets
+        # continue_sniff once it has.
+        deadline = time.time() + 20
+        while not getattr(sniffer, "continue_sniff", False) and time.time() < deadline:
+            time.sleep(0.02)
         print("ready", flush=True)
         time.sleep(seconds)
         packets = sniffer.stop() or []
