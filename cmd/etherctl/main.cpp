@@ -58,12 +58,27 @@ nlohmann::json report_json(const Cli& cli, const etherctl::engine::Report& repor
 }
 
 void print_status_table(const nlohmann::json& status) {
-  fmt::print("{:<11} {:<28} {:<7} {}\n", "KIND", "NAME", "OWNED", "STATE");
+  fmt::print("{:<11} {:<36} {:<6} {}\n", "KIND", "NAME", "OWNED", "STATE");
   for (const auto& o : status["objects"]) {
     std::string name = o["name"].get<std::string>();
     if (o["key"] != o["name"]) name += " (" + o["key"].get<std::string>() + ")";
-    fmt::print("{:<11} {:<28} {:<7} {}\n", o["kind"].get<std::string>(), name,
+    fmt::print("{:<11} {:<36} {:<6} {}\n", o["kind"].get<std::string>(), name,
                o["owned"].get<bool>() ? "yes" : "no", o["state"].get<std::string>());
+  }
+  for (const auto& o : status["objects"]) {
+    if (!o.contains("counters")) continue;
+    const auto& c = o["counters"];
+    std::string drops;
+    for (const auto& [reason, count] : c["drops"].items()) {
+      if (count.get<uint64_t>() > 0) drops += fmt::format(" {}={}", reason, count.get<uint64_t>());
+    }
+    fmt::print(
+        "\ntunnel {}: tx {} packets {} bytes, rx {} packets {} bytes, {} fragments received, {} "
+        "reassembled, drops:{}\n",
+        o["name"].get<std::string>(), c["tx_packets"].get<uint64_t>(),
+        c["tx_bytes"].get<uint64_t>(), c["rx_packets"].get<uint64_t>(),
+        c["rx_bytes"].get<uint64_t>(), c["rx_fragments"].get<uint64_t>(),
+        c["reassembled"].get<uint64_t>(), drops.empty() ? " none" : drops);
   }
 }
 
