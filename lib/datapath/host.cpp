@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string_view>
 #include <vector>
@@ -121,6 +123,34 @@ void write_sysctl(const std::string& prefix, const std::string& ifname, const st
   if (!out) throw DatapathError(EIO, fmt::format("writing {} to {}", value, path));
 }
 
+namespace {
+
+std::string read_sysctl(const std::string& path) {
+  std::ifstream in(path);
+  std::string value;
+  in >> value;
+  return value;
+}
+
+// The kernel filters by max(conf/all/rp_filter, conf/<dev>/rp_filter), so a nonzero "all"
+// (strict or loose: both reject the re-injected outer packet, whose source is local) cannot be
+// undone for eip alone. Moving the value from "all" into every interface and "default" keeps
+// every other interface's effective filtering exactly as it was.
+void free_rp_filter_of_all() {
+  const std::string base = "/proc/sys/net/ipv4/conf/";
+  int all = std::atoi(read_sysctl(base + "all/rp_filter").c_str());
+  if (all == 0) return;
+  for (const auto& entry : std::filesystem::directory_iterator(base)) {
+    std::string name = entry.path().filename();
+    if (name == "all" || name.rfind("eip-", 0) == 0) continue;  // tunnels' ends stay at 0
+    if (std::atoi(read_sysctl(base + name + "/rp_filter").c_str()) < all)
+      write_sysctl("net/ipv4/conf", name, "rp_filter", std::to_string(all));
+  }
+  write_sysctl("net/ipv4/conf", "all", "rp_filter", "0");
+}
+
+}  // namespace
+
 void prepare_links(const std::string& tunnel, bool ipv6_outer) {
   disable_offloads(tunnel);
   const std::string eip = eip_name(tunnel);
@@ -128,6 +158,7 @@ void prepare_links(const std::string& tunnel, bool ipv6_outer) {
   // it must be forwarded, and not rejected as a martian or by reverse-path filtering.
   write_sysctl("net/ipv4/conf", eip, "forwarding", "1");
   write_sysctl("net/ipv4/conf", eip, "accept_local", "1");
+  free_rp_filter_of_all();
   write_sysctl("net/ipv4/conf", eip, "rp_filter", "0");
   if (ipv6_outer) {
     // No addresses of its own (they would chatter into the bridge); ip6_forward checks the
