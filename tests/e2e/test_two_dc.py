@@ -119,9 +119,31 @@ class TwoDcTest(unittest.TestCase):
         return json.loads(result.stdout)
 
     def ping(self, node, target, *extra, count=3):
-        # -w: the first packet may wait for ARP across the tunnel
-        return self.lab.exec(node, "ping", "-n", "-c", str(count), "-i", "0.2", "-w", "10",
-                             *extra, target)
+        # -w: the first packet may wait for ARP across the tunnel (ping stops at the first
+        # error, such as an ARP resolution that failed after 3 probes)
+        args = ["ping", "-n", "-D", "-c", str(count), "-i", "0.2", "-w", "10", *extra, target]
+        result = self.lab.exec(node, *args, check=False)
+        if result.returncode != 0:
+            self.fail(f"{node}: {' '.join(args)} failed ({result.returncode}) at "
+                      f"{time.time():.3f}:\n{result.stdout}{result.stderr}\n{self.diagnostics()}")
+        return result
+
+    def diagnostics(self):
+        """What the edges know, for failure messages."""
+        out = []
+        for dc in ("dc1", "dc2"):
+            edge = self.lab.ns(f"{dc}-edge")
+            for cmd in (["bridge", "-n", edge, "fdb", "show", "br", "vmotion"],
+                        ["ip", "-n", edge, "neigh", "show"],
+                        ["ip", "-n", edge, "-s", "link", "show"]):
+                r = run(*cmd, check=False)
+                out.append(f"--- {' '.join(cmd)}\n{r.stdout}{r.stderr}")
+            r = self.lab.etherctl(dc, "status", check=False)
+            out.append(f"--- etherctl status ({dc}-edge)\n{r.stdout}{r.stderr}")
+        for node in ("vm1", "vm2", "dc1-hv", "dc2-hv"):
+            r = run("ip", "-n", self.lab.ns(node), "-s", "link", "show", check=False)
+            out.append(f"--- ip -s link ({node})\n{r.stdout}")
+        return "\n".join(out)
 
     # --- traffic across the tunnel ---------------------------------------------------------
 
