@@ -187,6 +187,50 @@ class IpvsTest(IpvsBase):
         self.assertEqual(after["TCP 192.0.2.10:80"], before["TCP 192.0.2.10:80"])
         self.assertNotIn("UDP [2001:db8::53]:53", after)
 
+    def connections_per_member(self, count):
+        """Opens `count` TCP connections from this namespace to the web VIP (the SYN is enough:
+        IPVS schedules it) and returns how many of the connection entries (`ipvsadm -Lnc`;
+        persistence templates left out) each member now has. ipvsadm's --stats counters lag
+        behind by up to 2 s (the kernel folds its per-CPU counters in from a timer)."""
+        script = ("import socket\n"
+                  f"for _ in range({count}):\n"
+                  "    s = socket.socket()\n"
+                  "    s.settimeout(0.3)\n"
+                  "    try:\n"
+                  "        s.connect(('192.0.2.10', 80))\n"
+                  "    except OSError:\n"
+                  "        pass\n"
+                  "    s.close()\n")
+        sh("ip", "netns", "exec", self.ns.name, "/usr/bin/python3", "-c", script)
+        entries = {}
+        for line in sh("ip", "netns", "exec", self.ns.name, "ipvsadm", "-Lnc").splitlines():
+            fields = line.split()
+            if len(fields) == 6 and fields[0] == "TCP" and fields[2] != "NONE" \
+                    and fields[4] == "192.0.2.10:80":
+                entries[fields[5]] = entries.get(fields[5], 0) + 1
+        return entries
+
+    def test_the_ownership_mark_does_not_make_the_service_persistent(self):
+        # The mark is the persistence timeout without the persistent flag: clients must still be
+        # spread over the members. Same client address, round robin: every member gets some.
+        self.ns.ip("addr", "add", "192.0.2.10/32", "dev", "lo")
+        self.ns.ip("link", "add", "srv0", "type", "veth", "peer", "name", "srv1")
+        self.ns.ip("link", "set", "srv0", "up")
+        self.ns.ip("link", "set", "srv1", "up")
+        self.ns.ip("addr", "add", "10.1.0.1/24", "dev", "srv0")
+        self.pool()["virtual"]["scheduler"] = "rr"
+        self.pool()["members"] = {"10.1.0.21:80": {}, "10.1.0.22:80": {}}
+        self.apply()
+        self.assertEqual(ipvsadm(self.ns)["TCP 192.0.2.10:80"]["flags"], [])
+        spread = self.connections_per_member(6)
+        self.assertEqual(spread, {"10.1.0.21:80": 3, "10.1.0.22:80": 3})
+        # Control: the same measurement does see persistence when it is switched on.
+        sh("ip", "netns", "exec", self.ns.name, "ipvsadm", "-E", "-t", "192.0.2.10:80",
+           "-s", "rr", "-p", "60")
+        after = self.connections_per_member(6)
+        grown = {m: after[m] - spread[m] for m in after if after[m] > spread[m]}
+        self.assertEqual(list(grown.values()), [6], (spread, after))
+
 
 class NoIpvsTest(IpvsBase):
     """Only on a kernel without IPVS: plan works, apply names the missing feature."""
