@@ -65,19 +65,19 @@ class IpvsBase(unittest.TestCase):
         self.lock_dir = os.path.join(self.tmp.name, "run")
         self.site = copy.deepcopy(SITE)
 
-    def etherctl(self, *args, expect=0):
+    def etherctl(self, *args, expect=0, env=None):
         path = os.path.join(self.tmp.name, "site.json")
         with open(path, "w") as f:
             json.dump(self.site, f)
         cmd = [ETHERCTL, "--netns", self.ns.name, *args, path]
         result = subprocess.run(cmd, capture_output=True, text=True,
-                                env=dict(os.environ, ETHERCTL_LOCK_DIR=self.lock_dir))
+                                env=dict(os.environ, ETHERCTL_LOCK_DIR=self.lock_dir, **(env or {})))
         self.assertEqual(result.returncode, expect,
                          f"{' '.join(cmd)}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
         return result
 
-    def apply(self, expect=0, command="apply"):
-        return json.loads(self.etherctl("--json", command, expect=expect).stdout)
+    def apply(self, expect=0, command="apply", env=None):
+        return json.loads(self.etherctl("--json", command, expect=expect, env=env).stdout)
 
 
 class IpvsTest(IpvsBase):
@@ -230,6 +230,34 @@ class IpvsTest(IpvsBase):
         after = self.connections_per_member(6)
         grown = {m: after[m] - spread[m] for m in after if after[m] > spread[m]}
         self.assertEqual(list(grown.values()), [6], (spread, after))
+
+    def fail_at_every_step(self, command="apply"):
+        """Makes each change of the plan fail in turn (ETHERCTL_TEST_FAIL_AT_STEP); the kernel
+        must read back as before every time."""
+        before = ipvsadm(self.ns)
+        if command == "apply":
+            steps = len(json.loads(self.etherctl("--json", "plan").stdout)["changes"])
+        else:  # destroy: every service here is ours, and so are their members
+            steps = sum(1 + len(service["members"]) for service in before.values())
+        self.assertGreater(steps, 0)
+        for step in range(steps):
+            report = self.apply(expect=1, command=command,
+                                env={"ETHERCTL_TEST_FAIL_AT_STEP": str(step)})
+            self.assertEqual(report["failed_step"], step)
+            self.assertTrue(report["rolled_back"])
+            self.assertEqual(len(report["errors"]), 1, report["errors"])
+            self.assertEqual(ipvsadm(self.ns), before, f"after a failure at step {step}")
+
+    def test_failures_roll_back(self):
+        self.fail_at_every_step()  # a first apply
+        self.apply()
+        self.pool()["members"]["10.1.0.22:80"]["weight"] = 5
+        self.pool()["virtual"]["scheduler"] = "sh"
+        del self.pool()["members"]["10.1.0.21:80"]
+        self.pool()["members"]["10.1.0.23:80"] = {}
+        del self.site["devices"]["dc1"]["pools"]["dns6"]
+        self.fail_at_every_step()  # a change of every kind: modify, delete, create
+        self.fail_at_every_step(command="destroy")
 
 
 class NoIpvsTest(IpvsBase):
