@@ -411,8 +411,33 @@ BOUNDARY = {
     "members": [[], ["servers"], ["servers", "servers"], ["dcx"], ["wan"], [""]],
     "description": ["", "x", 1],
     "$schema": ["file:///usr/share/etherctl/site.schema.json", None],
+    "port": [1, 80, 65535, 0, 65536, "80"],
+    "protocol": ["tcp", "udp", "sctp", "TCP"],
+    "scheduler": ["rr", "wlc", "twos", "wlcc", ""],
+    "weight": [0, 1, 65535, 65536, -1],
+    "type": ["virtual_location", "virtual-location"],
+    "interval": [1, 86400, 0, 86401],
+    "min_active_members": [0, 1, 2, 3, 65536],
 }
-NAMES = ["a" * 11, "a" * 12, "a" * 15, "a" * 16, "x/y", "x:y", "dc 2", ".", "..", "n", "dc3-edge",
+# No example has a pool yet: one more base document for the differential tests.
+POOL_SITE = {
+    "etherctl": 1,
+    "devices": {"dc1-edge": {
+        "vlans": {"servers": {"interface": "eth1"}},
+        "self_ips": {"server-self": {"address": "10.1.0.1/24", "vlan": "servers"}},
+        "pools": {
+            "web": {"virtual": {"address": "10.1.0.100", "port": 80, "protocol": "tcp",
+                                "scheduler": "rr"},
+                    "members": {"10.1.0.21:80": {}, "10.1.0.22:80": {"weight": 2}},
+                    "monitor": {"type": "virtual_location", "interval": 5,
+                                "min_active_members": 1}},
+            "dns6": {"virtual": {"address": "2001:db8::53", "port": 53, "protocol": "udp"},
+                     "members": {"[2001:db8::1]:53": {}, "[2001:db8::2]:053": {"weight": 0}}},
+        },
+    }},
+}
+NAMES = ["10.1.0.23:80", "[2001:db8::3]:53", "2001:db8::3:53", "10.1.0.23", "10.1.0.23:0",
+         "a" * 11, "a" * 12, "a" * 15, "a" * 16, "x/y", "x:y", "dc 2", ".", "..", "n", "dc3-edge",
          "d" * 63, "d" * 64, "\u00e9" * 6]
 KEYS = ["tag", "mtu", "interface", "mode", "members", "gateway", "vlan", "address",
         "destination", "profile", "endpoints", "accept_reversed_header", "description", "tga",
@@ -532,8 +557,15 @@ class Differential(unittest.TestCase):
         shown = [(what, json.dumps(doc), why) for what, doc, why in self.disagreements[:5]]
         self.assertEqual(shown, [], f"{len(self.disagreements)} disagreements")
 
+    def test_the_base_documents_are_valid(self):
+        bases = [parse_strict(p.read_bytes()) for p in example_files()] + [POOL_SITE]
+        for base in bases:
+            self.compare(base)
+        self.check()
+        self.assertEqual(self.counts["both accept"], len(bases), self.counts)
+
     def test_boundary_values_of_every_field_of_the_examples(self):
-        for base in (parse_strict(p.read_bytes()) for p in example_files()):
+        for base in [parse_strict(p.read_bytes()) for p in example_files()] + [POOL_SITE]:
             for path, key in leaves(base):
                 for value in BOUNDARY.get(key, []):
                     doc = copy.deepcopy(base)
@@ -550,7 +582,8 @@ class Differential(unittest.TestCase):
             # Names of every kind of object at their limits.
             for path, key in leaves(base):
                 if len(path) >= 1 and path[-1] in ("devices", "vlans", "vlan_groups", "self_ips",
-                                                   "routes", "tunnels", "endpoints"):
+                                                   "routes", "tunnels", "endpoints", "pools",
+                                                   "members"):
                     for name in NAMES:
                         doc = copy.deepcopy(base)
                         parent = at(doc, path)
@@ -562,7 +595,7 @@ class Differential(unittest.TestCase):
 
     def test_random_mutations_of_the_examples(self):
         rng = random.Random(20261125)
-        bases = [parse_strict(p.read_bytes()) for p in example_files()]
+        bases = [parse_strict(p.read_bytes()) for p in example_files()] + [POOL_SITE]
         for _ in range(300):
             doc = mutate(rng.choice(bases), rng)
             if rng.random() < 0.3:
