@@ -147,12 +147,14 @@ class Sniffer:
                 os.path.join(HERE, "scapy_helper.py"), "sniff", iface, str(seconds)]
         if bpf:
             args.append(bpf)
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
         line = self.proc.stdout.readline()
         assert line.strip() == "ready", f"sniffer did not start: {line!r}"
 
     def frames(self):
-        out, _ = self.proc.communicate(timeout=60)
+        """Stops the capture (everything was sent) and returns what it saw."""
+        out, _ = self.proc.communicate(input="stop\n", timeout=60)
         return [Ether(bytes.fromhex(h)) for h in json.loads(out)]
 
 
@@ -215,7 +217,7 @@ class TunnelTest(unittest.TestCase):
             server.wait(timeout=10)
 
     def test_05_broadcast_tagged_and_non_ip_frames_cross(self):
-        sniffer = Sniffer("v2", "eth0", 2.0)
+        sniffer = Sniffer("v2", "eth0", 30.0)
         frames = [
             Ether(src=MAC["v1"], dst="ff:ff:ff:ff:ff:ff") / IP(src="10.0.0.1", dst="10.0.0.255")
             / UDP(sport=4000, dport=4001) / Raw(b"etherctl-broadcast"),
@@ -239,7 +241,7 @@ class TunnelTest(unittest.TestCase):
         nsrun("v1", "ip", "neigh", "flush", "dev", "eth0")
         cap = subprocess.Popen(
             ["ip", "netns", "exec", ns("e1"), "tshark", "-l", "-n", "-i", "wan1", "-a",
-             "duration:5", "-f", "ip proto 97", "-T", "fields", "-E", "separator=|",
+             "duration:60", "-f", "ip proto 97", "-T", "fields", "-E", "separator=|",
              "-e", "etherip.ver", "-e", "eth.type", "-e", "eth.src", "-e", "arp.opcode",
              "-e", "icmp.type", "-e", "data.len", "-e", "_ws.expert.message"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -251,7 +253,9 @@ class TunnelTest(unittest.TestCase):
         nsrun("v1", "arping", "-c", "1", "-w", "2", "-I", "eth0", "10.0.0.2")
         nsrun("v1", "ping", "-c", "2", "-i", "0.2", "-w", "10", "10.0.0.2")
         nsrun("v1", "ping", "-c", "1", "-w", "10", "-s", "1472", "10.0.0.2")
-        out, err = cap.communicate(timeout=30)
+        time.sleep(1.0)
+        cap.send_signal(signal.SIGINT)  # stops the capture; tshark flushes what it decoded
+        out, err = cap.communicate(timeout=60)
         lines = [line.split("|") for line in out.splitlines() if line.strip()]
         self.assertTrue(lines, f"tshark saw nothing: {err}")
         versions = {fields[0] for fields in lines if fields[0]}
@@ -317,7 +321,7 @@ class TunnelTest(unittest.TestCase):
         self.assertGreaterEqual(len(pieces), 3)
         for p in pieces:
             self.assertEqual(p.flags.DF, 0)
-        sniffer = Sniffer("sp", "wan", 3.0, "ip proto 97 and src 198.51.100.1")
+        sniffer = Sniffer("sp", "wan", 30.0, "ip proto 97 and src 198.51.100.1")
         send_frames("sp", "wan", [
             outer("198.51.100.2", small),
             # Fragments with DF clear, last one first, as an independent stack would send them.

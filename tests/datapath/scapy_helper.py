@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Runs inside a test namespace (via `ip netns exec`): raw frame capture and injection.
 
-  scapy_helper.py sniff IFACE SECONDS [BPF-FILTER]   prints "ready", then one JSON list of hex frames
+  scapy_helper.py sniff IFACE SECONDS [BPF-FILTER]   prints "ready"; on a line on stdin (or after
+                                                     SECONDS) one JSON list of hex frames
   scapy_helper.py send IFACE HEX...                  sends the frames in the given order
 """
 import json
@@ -27,7 +28,12 @@ def main():
         while not getattr(sniffer, "continue_sniff", False) and time.time() < deadline:
             time.sleep(0.02)
         print("ready", flush=True)
-        time.sleep(seconds)
+        # Until the test says it has sent everything (a line or EOF on stdin), at most SECONDS;
+        # then a grace period for frames still crossing the tunnel.
+        import select
+
+        select.select([sys.stdin], [], [], seconds)
+        time.sleep(2.0)
         packets = sniffer.stop() or []
         print(json.dumps([bytes(p).hex() for p in packets]), flush=True)
     elif cmd == "send":
