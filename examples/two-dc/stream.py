@@ -86,6 +86,8 @@ class Client:
         self.send_error = None
         self.stall = 0.0
         self.stall_at = None
+        self.stall_end = None
+        self.t0 = time.monotonic()
         self.last_rx = None
         self.lock = threading.Lock()
         self.done_sending = threading.Event()
@@ -124,6 +126,7 @@ class Client:
                 gap = now - self.last_rx
                 if gap > self.stall:
                     self.stall, self.stall_at = gap, self.verified
+                    self.stall_end = now - self.t0
             self.last_rx = now
 
     def run(self):
@@ -132,7 +135,7 @@ class Client:
         if a.source:
             sock.bind((a.source, 0))
         sock.settimeout(a.connect_timeout)
-        t0 = time.monotonic()
+        t0 = self.t0 = time.monotonic()
         sock.connect((a.connect, a.port))
         sock.settimeout(a.timeout)  # a read that waits longer than this fails the run
         self.last_rx = time.monotonic()
@@ -165,6 +168,7 @@ class Client:
             "complete": self.verified == self.sent and self.done_sending.is_set(),
             "first_bad_byte": self.bad_at, "error": self.error or self.send_error,
             "longest_stall_ms": round(self.stall * 1000, 1), "stall_at_byte": self.stall_at,
+            "stall_ended_at_s": None if self.stall_end is None else round(self.stall_end, 2),
             "seconds": round(time.monotonic() - t0, 2),
         }
         result["ok"] = (result["complete"] and result["first_bad_byte"] is None

@@ -108,8 +108,36 @@ class TwoDcTest(unittest.TestCase):
         self.lab = Lab()
         self.addCleanup(self.lab.down)  # registered first: also runs after a partial up
         self.lab.up()
-        self.apply_reports = {dc: self.apply("dc1" if dc == "dc1" else "dc2")
-                              for dc in ("dc1", "dc2")}
+        self.apply_reports = {dc: self.apply(dc) for dc in ("dc1", "dc2")}
+        self.wait_operational()
+
+    def wait_operational(self, limit=10.0):
+        """Waits until both tunnel ports are operationally up and forwarding in their bridges.
+
+        apply returns before the kernel has processed the new links' carrier (linkwatch runs
+        asynchronously), and a frame that arrives in that window is lost. Reported, not hidden:
+        the wait is printed when it is long."""
+        start = time.monotonic()
+        pending = {"dc1", "dc2"}
+        while pending:
+            for dc in sorted(pending):
+                edge = self.lab.ns(f"{dc}-edge")
+                port = json.loads(run("bridge", "-n", edge, "-j", "link", "show", "dev", "dcx",
+                                      check=False).stdout or "[]")
+                links = json.loads(run("ip", "-n", edge, "-j", "link", "show").stdout)
+                oper = {l["ifname"]: l.get("operstate") for l in links}
+                if (port and port[0].get("state") == "forwarding"
+                        and oper.get("dcx") == "UP" and oper.get("eip-dcx") == "UP"):
+                    pending.discard(dc)
+            if pending:
+                self.assertLess(time.monotonic() - start, limit,
+                                f"tunnel ports not forwarding on {sorted(pending)}:\n"
+                                f"{self.diagnostics()}")
+                time.sleep(0.02)
+        waited = time.monotonic() - start
+        if waited > 0.2:
+            print(f"\n  (tunnel ports became operational {waited * 1000:.0f} ms after apply)",
+                  flush=True)
 
     def apply(self, dc):
         result = self.lab.etherctl(dc, "--json", "apply", check=False)
@@ -193,14 +221,16 @@ class TwoDcTest(unittest.TestCase):
             time.sleep(2.5)
             t = time.monotonic()
             self.lab.migrate("vm1", "--to", "dc2", announce)
-            return time.monotonic() - t
+            return time.monotonic() - t, t
 
         result, server = self.stream("vm1", "dc1-edge", source=EDGE_SELF["dc1"],
                                      duration=duration, rate=2_000_000, during=migrate)
         stall = result["longest_stall_ms"]
-        print(f"\n  live migration ({announce[2:]}): longest stall {stall} ms at byte "
-              f"{result['stall_at_byte']}, {result['echoed']} bytes echoed and verified, "
-              f"migrate command took {self.migrate_seconds * 1000:.0f} ms", flush=True)
+        print(f"\n  live migration ({announce[2:]}): longest stall {stall} ms (ended "
+              f"{result['stall_ended_at_s']} s into the stream, byte {result['stall_at_byte']}; "
+              f"the migration started about {self.migrate_started:.1f} s in and its command took "
+              f"{self.migrate_seconds * 1000:.0f} ms), {result['echoed']} bytes echoed and "
+              f"verified", flush=True)
         self.assertIsNone(result["error"], f"the connection broke: {result}")
         self.assertIsNone(result["first_bad_byte"], result)
         self.assertTrue(result["complete"], result)
@@ -232,7 +262,10 @@ class TwoDcTest(unittest.TestCase):
         client = self.lab.popen(client_node, *args, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         self.addCleanup(lambda: client.poll() is None and client.kill())
-        self.migrate_seconds = during() if during else 0.0
+        started = time.monotonic()
+        self.migrate_seconds, self.migrate_started = (
+            during() if during else (0.0, started))
+        self.migrate_started -= started
         try:
             out, err = client.communicate(timeout=90)
         except subprocess.TimeoutExpired:
