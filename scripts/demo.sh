@@ -42,6 +42,12 @@ cleanup() {
   local rc=$?
   section "Clean-up"
   [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null || true
+  # destroy before deleting the namespaces: the datapath's pinned maps would outlive them
+  for dc in dc1 dc2; do
+    if [[ -e /run/netns/$(ns $dc-edge) && -x ${ETHERCTL:-} ]]; then
+      run "$ETHERCTL" --netns "$(ns $dc-edge)" --device "$dc-edge" destroy "$SITE" || true
+    fi
+  done
   "$LABSH" down || true
   rm -rf "$LOCKDIR"
   if ((rc == 0)); then

@@ -59,6 +59,11 @@ class Lab:
         self.sh("up")
 
     def down(self):
+        # etherctl destroy first: the datapath's maps are pinned in the host's bpffs and would
+        # outlive the namespaces (deleting a namespace does not unpin them)
+        for dc in ("dc1", "dc2"):
+            if os.path.exists(f"/run/netns/{self.ns(dc + '-edge')}"):
+                self.etherctl(dc, "destroy", check=False)
         self.sh("down", check=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
