@@ -207,6 +207,7 @@ class TwoDcTest(unittest.TestCase):
         self.assertEqual(result["echoed"], 4_000_000)
         self.assertEqual(server["received"], 4_000_000)
         self.assertIsNone(server["first_bad_byte"])
+        self.check_tunnel_counters(reassembled=True)
 
     # --- live migration ---------------------------------------------------------------------
 
@@ -250,6 +251,27 @@ class TwoDcTest(unittest.TestCase):
         self.assertNotIn("vm1", self.lab.links("dc1-hv"))
         self.assertEqual(self.lab.fdb_port("dc1", VM_MAC["vm1"]), "dcx")
         self.ping("dc1-edge", VM_IP["vm1"], "-M", "do", "-s", "1472")
+        self.check_tunnel_counters(reassembled=True)
+
+    def tunnel_counters(self, dc):
+        status = self.lab.etherctl_json(dc, "status")["status"]["objects"]
+        tunnels = [o for o in status if o["kind"] == "tunnel" and o["name"] == "dcx"]
+        self.assertEqual(len(tunnels), 1, status)
+        self.assertIn("counters", tunnels[0], tunnels[0])
+        return tunnels[0]["counters"]
+
+    def check_tunnel_counters(self, reassembled):
+        """Traffic crossed both ways, nothing was dropped; full-size frames were reassembled."""
+        for dc in ("dc1", "dc2"):
+            c = self.tunnel_counters(dc)
+            print(f"  {dc}-edge dcx: tx {c['tx_packets']} rx {c['rx_packets']} fragments "
+                  f"{c['rx_fragments']} reassembled {c['reassembled']} drops "
+                  f"{ {k: v for k, v in c['drops'].items() if v} }", flush=True)
+            self.assertGreater(c["tx_packets"], 0, c)
+            self.assertGreater(c["rx_packets"], 0, c)
+            if reassembled:
+                self.assertGreater(c["reassembled"], 0, c)
+            self.assertEqual({k: v for k, v in c["drops"].items() if v}, {}, c)
 
     def stream(self, server_node, client_node, source=None, bytes_=None, duration=None,
                rate=0, during=None):
