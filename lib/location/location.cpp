@@ -106,4 +106,24 @@ std::vector<int> effective_weights(const std::vector<WeightedMember>& members,
   return weights;
 }
 
+std::vector<MemberAssessment> assess_pool(const model::Site& site, const model::Device& device,
+                                          const model::Pool& pool, const Observation& observation) {
+  std::vector<MemberAssessment> members;
+  std::vector<WeightedMember> weighted;
+  for (const auto& [key, member] : pool.members) {
+    MemberAssessment& assessed = members.emplace_back();
+    assessed.key = key;
+    assessed.where = locate(site, device, member.address, observation);
+    assessed.configured = member.weight;
+    weighted.push_back({member.weight, assessed.where.location});
+  }
+  if (!pool.monitor) {
+    for (auto& member : members) member.effective = member.configured;
+    return members;
+  }
+  const std::vector<int> weights = effective_weights(weighted, pool.monitor->min_active_members);
+  for (size_t i = 0; i < members.size(); ++i) members[i].effective = weights[i];
+  return members;
+}
+
 }  // namespace etherctl::location

@@ -65,4 +65,17 @@ struct WeightedMember {
 std::vector<int> effective_weights(const std::vector<WeightedMember>& members,
                                    int min_active_members);
 
+// One member of a pool as the monitor sees it: where it is and the weight it should carry.
+struct MemberAssessment {
+  std::string key;  // the member's key in the site file ("10.1.0.21:80")
+  MemberLocation where;
+  int configured = 1;
+  int effective = 1;
+};
+
+// Locates every member of `pool` and applies the weight policy. Without a monitor every member
+// keeps its configured weight (its location is still reported).
+std::vector<MemberAssessment> assess_pool(const model::Site& site, const model::Device& device,
+                                          const model::Pool& pool, const Observation& observation);
+
 }  // namespace etherctl::location

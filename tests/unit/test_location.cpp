@@ -109,3 +109,52 @@ TEST(Weights, RemoteMembersAreQuiescedWhileEnoughLocalOnesCarryTraffic) {
   EXPECT_EQ(effective_weights(members, 1), (std::vector<int>{0, 2, 3}));
   EXPECT_EQ(effective_weights({}, 1), std::vector<int>{});
 }
+
+TEST_F(LocationTest, AssessPool) {
+  auto result = etherctl::model::load_site(R"({
+    "etherctl": 1,
+    "devices": {"dc1": {
+      "vlans": {"wan": {"interface": "eth0"}, "servers": {"interface": "eth1"}},
+      "vlan_groups": {"vmotion": {"members": ["servers", "dcx"]}},
+      "self_ips": {"wan-self": {"address": "198.51.100.1/24", "vlan": "wan"},
+                   "server-self": {"address": "10.1.0.1/24", "vlan": "vmotion"}},
+      "pools": {"web": {
+        "virtual": {"address": "192.0.2.10", "port": 80},
+        "members": {"10.1.0.21:80": {}, "10.1.0.22:80": {"weight": 2}, "10.1.0.23:80": {}},
+        "monitor": {"type": "virtual_location", "min_active_members": 1}}}
+    }, "dc2": {
+      "vlans": {"wan": {"interface": "eth0"}},
+      "self_ips": {"wan-self": {"address": "203.0.113.1/24", "vlan": "wan"}}
+    }},
+    "tunnels": {"dcx": {"profile": "etherip",
+                        "endpoints": {"dc1": "198.51.100.1", "dc2": "203.0.113.1"}}}
+  })");
+  ASSERT_TRUE(result.site) << result.problems.at(0).message;
+  auto& device = result.site->devices.at("dc1");
+  neighbour("10.1.0.21", "02:00:00:00:00:21");
+  neighbour("10.1.0.22", "02:00:00:00:00:22");
+  observation_.fdb = {{"vmotion", "servers", "02:00:00:00:00:21"},
+                      {"vmotion", "dcx", "02:00:00:00:00:22"}};
+  auto members = assess_pool(*result.site, device, device.pools.at("web"), observation_);
+  ASSERT_EQ(members.size(), 3u);
+  EXPECT_EQ(members[0].key, "10.1.0.21:80");
+  EXPECT_EQ(members[0].where.location, Location::Local);
+  EXPECT_EQ(members[0].effective, 1);
+  EXPECT_EQ(members[1].where.location, Location::Remote);
+  EXPECT_EQ(members[1].configured, 2);
+  EXPECT_EQ(members[1].effective, 0);
+  EXPECT_EQ(members[2].where.location, Location::Unknown);
+  EXPECT_EQ(members[2].effective, 1);
+  // The local member leaves too: the remote one carries traffic again.
+  observation_.fdb[0].port = "dcx";
+  members = assess_pool(*result.site, device, device.pools.at("web"), observation_);
+  EXPECT_EQ(members[0].where.location, Location::Remote);
+  EXPECT_EQ(members[0].effective, 1);
+  EXPECT_EQ(members[1].effective, 2);
+  // Without a monitor nothing is quiesced.
+  auto unmonitored = device.pools.at("web");
+  unmonitored.monitor.reset();
+  observation_.fdb[0].port = "servers";
+  members = assess_pool(*result.site, device, unmonitored, observation_);
+  EXPECT_EQ(members[1].effective, 2);
+}
