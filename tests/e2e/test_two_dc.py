@@ -217,6 +217,30 @@ class TwoDcTest(unittest.TestCase):
     def test_live_migration_with_rarp(self):
         self.live_migration("--rarp")
 
+    def test_live_migration_there_and_back(self):
+        """dc1 -> dc2 (gratuitous ARP), then back to dc1 (RARP), one connection throughout."""
+        def migrate_twice():
+            time.sleep(2.5)
+            t = time.monotonic()
+            self.lab.migrate("vm1", "--to", "dc2", "--garp")
+            taken = time.monotonic() - t
+            time.sleep(3)
+            self.lab.migrate("vm1", "--to", "dc1", "--rarp")
+            return taken, t
+
+        result, server = self.stream("vm1", "dc1-edge", source=EDGE_SELF["dc1"], duration=9.0,
+                                     rate=2_000_000, during=migrate_twice)
+        print(f"\n  there and back: longest stall {result['longest_stall_ms']} ms (ended "
+              f"{result['stall_ended_at_s']} s into the stream), {result['echoed']} bytes "
+              f"echoed and verified", flush=True)
+        self.assertTrue(result["ok"], result)
+        self.assertEqual(server["received"], result["sent"])
+        self.assertIsNone(server["first_bad_byte"], server)
+        self.assertLess(result["longest_stall_ms"], MIGRATION_STALL_LIMIT_S * 1000)
+        self.assertIn("vm1", self.lab.links("dc1-hv"))
+        self.assertEqual(self.lab.fdb_port("dc1", VM_MAC["vm1"]), "eth1")
+        self.assertEqual(self.lab.fdb_port("dc2", VM_MAC["vm1"]), "dcx")
+
     def live_migration(self, announce):
         """vm1 moves from dc1 to dc2 while dc1-edge (10.1.0.1) streams to it."""
         self.ping("dc1-edge", VM_IP["vm1"], count=1)
