@@ -1,0 +1,153 @@
+"""The Ansible module packaging/ansible/library/etherctl.py with Debian's ansible-core, against
+localhost inside a throwaway network namespace: check mode, apply, idempotent re-run, diff
+mode, a failing apply, and state=absent.
+
+Needs root (network namespaces), ansible-core and ETHERCTL (the binary under test).
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+import unittest
+import uuid
+
+SOURCE = pathlib.Path(__file__).resolve().parents[2]
+LIBRARY = SOURCE / "packaging" / "ansible" / "library"
+ETHERCTL = os.environ.get("ETHERCTL")
+
+# Untagged VLANs only: tagged ones need 8021q, which not every host kernel has.
+SITE = {
+    "etherctl": 1,
+    "devices": {"edge": {
+        "vlans": {"wan": {"interface": "eth0"}, "servers": {"interface": "eth1"}},
+        "vlan_groups": {"vmotion": {"members": ["servers"]}},
+        "self_ips": {"wan-self": {"address": "198.51.100.1/24", "vlan": "wan"},
+                     "server-self": {"address": "10.1.0.1/24", "vlan": "vmotion"}},
+        "routes": {"to-dc2": {"destination": "203.0.113.0/24",
+                              "gateway": "198.51.100.254"}},
+    }},
+}
+
+
+@unittest.skipUnless(ETHERCTL, "ETHERCTL not set")
+@unittest.skipUnless(shutil.which("ansible"), "ansible-core is not installed")
+@unittest.skipUnless(os.geteuid() == 0, "needs root for network namespaces")
+class AnsibleModule(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="etherctl-ansible-")
+        self.dir = pathlib.Path(self.tmp.name)
+        self.netns = "eca" + uuid.uuid4().hex[:8]
+        subprocess.run(["ip", "netns", "add", self.netns], check=True)
+        self.addCleanup(subprocess.run, ["ip", "netns", "del", self.netns])
+        for ifname, peer in (("eth0", "p0"), ("eth1", "p1")):
+            subprocess.run(["ip", "-n", self.netns, "link", "add", ifname, "type", "veth",
+                            "peer", "name", peer], check=True)
+        self.site = self.dir / "site.json"
+        self.site.write_text(json.dumps(SITE))
+        self.env = {**os.environ,
+                    "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+                    "ANSIBLE_STDOUT_CALLBACK": "minimal",  # "localhost | CHANGED => {...}"
+                    "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
+                    "ANSIBLE_HOME": str(self.dir / "ansible-home"),
+                    "ANSIBLE_LOCAL_TEMP": str(self.dir / "ansible-local"),
+                    "ANSIBLE_REMOTE_TEMP": str(self.dir / "ansible-remote"),
+                    "ANSIBLE_NOCOLOR": "1",
+                    "ANSIBLE_DEPRECATION_WARNINGS": "0",
+                    "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def module(self, *flags, site=None, **args):
+        """Runs the module once; returns the host's result."""
+        arguments = {"site": str(site or self.site), "netns": self.netns,
+                     "executable": ETHERCTL, **args}
+        result = subprocess.run(
+            ["ansible", "localhost", "-i", "localhost,", "-c", "local", "-M", str(LIBRARY),
+             "-m", "etherctl", "-a", json.dumps(arguments), *flags],
+            capture_output=True, text=True, timeout=300, env=self.env)
+        # With --diff the diff comes first; then "localhost | STATUS => {json}".
+        start = result.stdout.find("localhost | ")
+        head, _, body = result.stdout[start:].partition(" => ")
+        try:
+            output = json.loads(body)
+        except ValueError:
+            raise AssertionError(f"ansible printed no JSON:\n{result.stdout}\n{result.stderr}")
+        self.assertGreaterEqual(start, 0, result.stdout)
+        output["failed"] = "FAILED" in head  # the minimal callback prints it in the head
+        output["printed_diff"] = result.stdout[:start]
+        return output
+
+    def status(self):
+        out = subprocess.run([ETHERCTL, "--netns", self.netns, "--json", "status",
+                              str(self.site)], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+
+    def test_check_apply_rerun_diff_absent(self):
+        # Check mode: what would change, and nothing changes.
+        check = self.module("--check", "--diff")
+        self.assertFalse(check.get("failed"), check)
+        self.assertTrue(check["changed"])
+        self.assertIn('+  "vlan_group vmotion": {', check["printed_diff"])
+        self.assertIn("@@", check["printed_diff"])
+        self.assertTrue(self.status()["changes"], "check mode changed the kernel")
+
+        applied = self.module("--diff")
+        self.assertFalse(applied.get("failed"), applied)
+        self.assertTrue(applied["changed"])
+        self.assertEqual(applied["device"], "edge")
+        self.assertIn('+  "route to-dc2": {', applied["printed_diff"])
+        self.assertEqual(self.status()["changes"], [])
+
+        again = self.module()
+        self.assertFalse(again.get("failed"), again)
+        self.assertFalse(again["changed"], "a second run must report changed=false")
+        self.assertEqual(self.module("--check")["changed"], False)
+
+        # state=absent: check mode first, then for real, then idempotent.
+        absent_check = self.module("--check", state="absent")
+        self.assertTrue(absent_check["changed"], absent_check)
+        self.assertEqual(self.status()["changes"], [])
+        absent = self.module(state="absent")
+        self.assertFalse(absent.get("failed"), absent)
+        self.assertTrue(absent["changed"])
+        self.assertFalse(self.module(state="absent")["changed"])
+        self.assertFalse(self.module("--check", state="absent")["changed"])
+
+    def test_example_playbook_parses(self):
+        result = subprocess.run(
+            ["ansible-playbook", "--syntax-check", "-i", "localhost,",
+             str(SOURCE / "packaging/ansible/examples/sync-device-group.yml")],
+            capture_output=True, text=True, timeout=120,
+            env={**self.env, "ANSIBLE_LIBRARY": str(LIBRARY)})
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+    def test_failing_apply_reports_etherctl_message(self):
+        bad = self.dir / "bad.json"
+        broken = json.loads(json.dumps(SITE))
+        broken["devices"]["edge"]["vlans"]["servers"]["mtu"] = 67
+        bad.write_text(json.dumps(broken))
+        result = self.module(site=bad)
+        self.assertTrue(result.get("failed"), result)
+        self.assertEqual(result["rc"], 65)
+        self.assertIn("/devices/edge/vlans/servers/mtu: 67 is out of range 68..65535",
+                      result["msg"])
+
+    def test_failing_kernel_apply_is_rolled_back(self):
+        # The route's gateway is not on any connected network: the kernel refuses it.
+        broken = json.loads(json.dumps(SITE))
+        broken["devices"]["edge"]["routes"]["to-dc2"]["gateway"] = "192.0.2.1"
+        bad = self.dir / "unreachable.json"
+        bad.write_text(json.dumps(broken))
+        result = self.module(site=bad)
+        self.assertTrue(result.get("failed"), result)
+        self.assertEqual(result["rc"], 1)
+        self.assertIn("to-dc2", result["msg"])
+        self.assertTrue(result.get("rolled_back"), result)
+
+
+if __name__ == "__main__":
+    unittest.main()
