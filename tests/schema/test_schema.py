@@ -19,6 +19,7 @@ import os
 import pathlib
 import random
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -360,6 +361,48 @@ class Patterns(unittest.TestCase):
             wrong = [n for n in sorted(names)
                      if bool(compiled.search(n)) != interface_name_ok(n, max_bytes)]
             self.assertEqual(wrong[:20], [], f"max {max_bytes} bytes")
+
+    @unittest.skipUnless(shutil.which("node"), "node is not installed (optional)")
+    def test_patterns_mean_the_same_in_ecma_262(self):
+        """Editors evaluate patterns as JavaScript regular expressions (with the u flag): they
+        must compile there and accept exactly what Python's re accepts."""
+        schema = load_schema()
+        patterns = set()
+
+        def walk(node):
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    if key == "pattern":
+                        patterns.add(value)
+                    if key == "patternProperties":
+                        patterns.update(value)
+                    walk(value)
+            elif isinstance(node, list):
+                for value in node:
+                    walk(value)
+        walk(schema)
+        rng = random.Random(262)
+        samples = self.random_addresses(rng, 3000)
+        samples += [a + "/" + str(n) for a in samples[:800] for n in (0, 24, 33, 64, 128, 129)]
+        samples += [a + ":" + str(n) for a in samples[:300] for n in (0, 80, 65536)]
+        samples += ["[" + a + "]:80" for a in samples[:300]]
+        samples += ["eth0", "eth0\n", "..", ".", "a" * 15, "a" * 16, "dc1-edge", "dc 2", "\u00e9",
+                    "e/1", "e:1", "x\x7f", "\t", ""]
+        script = """
+            const fs = require("fs");
+            const [patterns, samples] = JSON.parse(fs.readFileSync(0, "utf8"));
+            const out = patterns.map(p => { const r = new RegExp(p, "u");
+                                             return samples.map(s => r.test(s)); });
+            process.stdout.write(JSON.stringify(out));
+        """
+        ordered = sorted(patterns)
+        result = subprocess.run(["node", "-e", script], input=json.dumps([ordered, samples]),
+                                capture_output=True, text=True, timeout=120, check=True)
+        verdicts = json.loads(result.stdout)
+        for pattern, js in zip(ordered, verdicts):
+            compiled = re.compile(pattern)
+            differ = [text for text, ok in zip(samples, js) if bool(compiled.search(text)) != ok]
+            self.assertEqual(differ[:10], [], pattern[:80])
 
     def test_device_names(self):
         compiled = re.compile(generate.DEVICE_NAME)
