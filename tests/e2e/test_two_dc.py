@@ -124,6 +124,7 @@ class TwoDcTest(unittest.TestCase):
         the wait is printed when it is long."""
         start = time.monotonic()
         pending = {"dc1", "dc2"}
+        first_seen = {}
         while pending:
             for dc in sorted(pending):
                 edge = self.lab.ns(f"{dc}-edge")
@@ -131,9 +132,13 @@ class TwoDcTest(unittest.TestCase):
                                       check=False).stdout or "[]")
                 links = json.loads(run("ip", "-n", edge, "-j", "link", "show").stdout)
                 oper = {l["ifname"]: l.get("operstate") for l in links}
+                state = (f"{dc}: port {port[0].get('state') if port else None}, dcx "
+                         f"{oper.get('dcx')}, eip-dcx {oper.get('eip-dcx')}")
                 if (port and port[0].get("state") == "forwarding"
                         and oper.get("dcx") == "UP" and oper.get("eip-dcx") == "UP"):
                     pending.discard(dc)
+                else:
+                    first_seen.setdefault(dc, state)
             if pending:
                 self.assertLess(time.monotonic() - start, limit,
                                 f"tunnel ports not forwarding on {sorted(pending)}:\n"
@@ -141,8 +146,8 @@ class TwoDcTest(unittest.TestCase):
                 time.sleep(0.02)
         waited = time.monotonic() - start
         if waited > 0.2:
-            print(f"\n  (tunnel ports became operational {waited * 1000:.0f} ms after apply)",
-                  flush=True)
+            print(f"\n  (tunnel ports became operational {waited * 1000:.0f} ms after apply; "
+                  f"right after apply: {'; '.join(first_seen.values())})", flush=True)
 
     def apply(self, dc):
         result = self.lab.etherctl(dc, "--json", "apply", check=False)
