@@ -11,6 +11,8 @@ packages=(
   libgtest-dev libgmock-dev
   # kernel tests, oracles and the lab
   iproute2 ethtool tshark tcpdump python3 python3-scapy iperf3 ipvsadm jq
+  # schema, packaging and Ansible tests
+  python3-jsonschema lintian ansible-core systemd
   # the stock-kernel test VM
   qemu-system-x86 busybox-static cpio kmod
 )
