@@ -27,6 +27,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -90,6 +91,7 @@ class IpvsSocket {
         throw KernelError(EIO, "", what + ": " + nl_geterror(rc));
       }
     }
+    if (state.thrown) std::rethrow_exception(state.thrown);
     if (state.error) {
       throw KernelError(state.error, "", what + ": " + describe_error(state.error, ""));
     }
@@ -106,14 +108,19 @@ class IpvsSocket {
     const std::function<void(nlattr**)>& on_message;
     int error;
     bool done;
+    std::exception_ptr thrown = nullptr;  // from on_message: rethrown outside libnl's C frames
   };
 
   static int on_valid(nl_msg* msg, void* arg) {
     auto* state = static_cast<State*>(arg);
     nlattr* attrs[IPVS_CMD_ATTR_MAX + 1];
-    if (state->on_message &&
+    if (state->on_message && !state->thrown &&
         genlmsg_parse(nlmsg_hdr(msg), 0, attrs, IPVS_CMD_ATTR_MAX, nullptr) == 0) {
-      state->on_message(attrs);
+      try {
+        state->on_message(attrs);
+      } catch (...) {
+        state->thrown = std::current_exception();  // read the rest so the socket stays clean
+      }
     }
     return NL_OK;
   }
