@@ -22,6 +22,13 @@ run() { printf '%s$ %s%s\n' "$B" "$*" "$N"; "$@"; }
 ok() { printf '%s✔ %s%s\n' "$G" "$*" "$N"; }
 fail() { printf '%s✘ %s%s\n' "$R" "$*" "$N"; exit 1; }
 ns() { echo "$LAB-$1"; }
+# bytes dc1-edge's tunnel has encapsulated (etherctl status --json)
+tunnel_tx() {
+  "$ETHERCTL" --netns "$(ns dc1-edge)" --device dc1-edge --json status "$SITE" | "$PY" -c '
+import json, sys
+objects = json.load(sys.stdin)["status"]["objects"]
+print(sum(o.get("counters", {}).get("tx_bytes", 0) for o in objects if o["kind"] == "tunnel"))'
+}
 in_ns() { local n; n=$(ns "$1"); shift; ip netns exec "$n" "$@"; }
 
 [[ $EUID -eq 0 ]] || fail "run me as root (network namespaces, BPF)"
@@ -70,6 +77,14 @@ section "etherctl apply on both edges"
 for dc in dc1 dc2; do
   run "$ETHERCTL" --netns "$(ns $dc-edge)" --device "$dc-edge" apply "$SITE"
 done
+# apply returns before the kernel has brought the new tunnel links to life (carrier changes are
+# processed asynchronously); wait until each tunnel port forwards in its bridge
+for dc in dc1 dc2; do
+  for _ in $(seq 200); do
+    [[ $(bridge -n "$(ns $dc-edge)" link show dev dcx 2>/dev/null) == *"state forwarding"* ]] && break
+    sleep 0.05
+  done
+done
 echo
 echo "A second apply changes nothing:"
 for dc in dc1 dc2; do
@@ -93,13 +108,18 @@ in_ns vm1 "$PY" "$STREAM" server --bind 10.1.0.21 >"$out" &
 server_pid=$!
 for _ in $(seq 100); do grep -q listening "$out" && break; sleep 0.05; done
 client_out=$(mktemp /tmp/etherctl-demo-client.XXXXXX)
+stop=$client_out.stop
 in_ns dc1-edge "$PY" "$STREAM" client --source 10.1.0.1 --connect 10.1.0.21 \
-  --duration 9 --rate 4000000 --timeout 20 --progress >"$client_out" &
+  --duration 60 --stop-file "$stop" --rate 4000000 --timeout 20 --progress >"$client_out" &
 client_pid=$!
 sleep 3
+tx_before=$(tunnel_tx)
 run "$LABSH" migrate vm1 --to dc2
 echo "vm1's MAC as dc1-edge's bridge now sees it:"
 run ip netns exec "$(ns dc1-edge)" bridge fdb show br vmotion | grep -i 02:ec:00:00:00:21 || true
+sleep 4  # the stream keeps going, now through the tunnel
+touch "$stop"
+echo "The stream's bytes through dc1-edge's tunnel since the move: $(($(tunnel_tx) - tx_before))"
 set +e
 wait "$client_pid"; client_rc=$?
 wait "$server_pid"; server_pid=""
@@ -108,7 +128,7 @@ echo
 echo "client: $(cat "$client_out")"
 echo "server: $(grep -v listening "$out")"
 rm -f "$out"
-result=$(cat "$client_out"); rm -f "$client_out"
+result=$(cat "$client_out"); rm -f "$client_out" "$stop"
 field() { "$PY" -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$result" "$1"; }
 if ((client_rc == 0)); then
   ok "the connection survived the migration: $(field echoed) bytes echoed and verified," \

@@ -4,7 +4,7 @@
     stream.py server --bind ADDR [--port P]          echo server (run it in the VM); verifies
                                                      what it receives, prints a JSON summary
     stream.py client --connect ADDR [--source ADDR] [--port P]
-                     [--duration S | --bytes N] [--rate BYTES_PER_S] [--json]
+                     [--duration S [--stop-file F] | --bytes N] [--rate BYTES_PER_S]
 
 The client sends a counter pattern (byte i of the stream = byte i mod len(PATTERN) of the big-
 endian 32-bit counters 0, 1, 2, ...; a lost, duplicated or reordered byte shifts everything
@@ -15,6 +15,7 @@ cleanly (no reset, no timeout).
 """
 import argparse
 import json
+import os
 import socket
 import struct
 import sys
@@ -91,6 +92,7 @@ class Client:
         self.last_rx = None
         self.lock = threading.Lock()
         self.done_sending = threading.Event()
+        self.next_stop_check = 0.0
 
     def sender(self, sock):
         a = self.args
@@ -102,6 +104,10 @@ class Client:
                     break
                 if a.bytes is None and now - start >= a.duration:
                     break
+                if a.stop_file and now >= self.next_stop_check:
+                    self.next_stop_check = now + 0.05
+                    if os.path.exists(a.stop_file):
+                        break
                 size = CHUNK if a.bytes is None else min(CHUNK, a.bytes - self.sent)
                 if a.rate:
                     due = start + (self.sent + size) / a.rate
@@ -186,7 +192,9 @@ def main():
     c.add_argument("--connect", required=True)
     c.add_argument("--source")
     c.add_argument("--port", type=int, default=5001)
-    c.add_argument("--duration", type=float, default=10.0)
+    c.add_argument("--duration", type=float, default=10.0,
+                   help="seconds to send (an upper bound when --stop-file is given)")
+    c.add_argument("--stop-file", help="stop sending once this file exists")
     c.add_argument("--bytes", type=int)
     c.add_argument("--rate", type=float, default=0, help="bytes per second (0: as fast as TCP)")
     c.add_argument("--timeout", type=float, default=30.0)
