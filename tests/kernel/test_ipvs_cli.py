@@ -187,6 +187,16 @@ class IpvsTest(IpvsBase):
         self.assertEqual(after["TCP 192.0.2.10:80"], before["TCP 192.0.2.10:80"])
         self.assertNotIn("UDP [2001:db8::53]:53", after)
 
+    def test_an_edit_by_ipvsadm_drops_the_mark(self):
+        # ipvsadm -E without -p sends timeout 0: the service is no longer ours, and the file's
+        # pool at its address is a conflict instead of a silent take-over.
+        self.apply()
+        sh("ip", "netns", "exec", self.ns.name, "ipvsadm", "-E", "-t", "192.0.2.10:80", "-s", "rr")
+        report = self.apply(expect=1)
+        self.assertTrue(any("not created by etherctl" in e["message"] for e in report["errors"]),
+                        report["errors"])
+        self.assertEqual(ipvsadm(self.ns)["TCP 192.0.2.10:80"]["scheduler"], "rr")
+
     def connections_per_member(self, count):
         """Opens `count` TCP connections from this namespace to the web VIP (the SYN is enough:
         IPVS schedules it) and returns how many of the connection entries (`ipvsadm -Lnc`;
