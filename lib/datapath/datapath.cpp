@@ -349,7 +349,52 @@ std::string pin_dir_for(const std::string& bpffs) {
   return fmt::format("{}/etherctl/{}", bpffs, netns_id());
 }
 
+constexpr std::array<const char*, 5> kPinnedMaps = {"tunnels", "peers", "locals", "stats", "frags"};
+
+// Map ids that some loaded BPF program references.
+std::set<uint32_t> maps_in_use() {
+  std::set<uint32_t> used;
+  uint32_t id = 0;
+  while (bpf_prog_get_next_id(id, &id) == 0) {
+    Fd prog(bpf_prog_get_fd_by_id(id));
+    if (prog.get() < 0) continue;
+    uint32_t ids[64] = {};
+    bpf_prog_info info{};
+    info.nr_map_ids = 64;
+    info.map_ids = reinterpret_cast<uint64_t>(ids);
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(prog.get(), &info, &len) != 0) continue;
+    for (uint32_t m = 0; m < info.nr_map_ids && m < 64; ++m) used.insert(ids[m]);
+  }
+  return used;
+}
+
 }  // namespace
+
+void collect_orphaned_pins(const Options& options) {
+  const std::filesystem::path root = options.bpffs + "/etherctl";
+  const std::string own = pin_dir_for(options.bpffs);
+  std::error_code ec;
+  if (!std::filesystem::is_directory(root, ec)) return;
+  std::set<uint32_t> used;
+  bool scanned = false;
+  for (const auto& entry : std::filesystem::directory_iterator(root, ec)) {
+    if (entry.path() == own || !entry.is_directory(ec)) continue;
+    Fd tunnels(bpf_obj_get((entry.path() / "tunnels").c_str()));
+    if (tunnels.get() >= 0) {
+      bpf_map_info info{};
+      uint32_t len = sizeof(info);
+      if (bpf_obj_get_info_by_fd(tunnels.get(), &info, &len) != 0) continue;
+      if (!scanned) used = maps_in_use(), scanned = true;
+      // Still used by some program: a live namespace's datapath (or one being set up).
+      if (used.count(info.id)) continue;
+    }
+    // No program uses these maps any more: their namespace is gone (its links, filters and
+    // programs went with it) and only the pins kept the maps alive.
+    for (const char* name : kPinnedMaps) ::unlink((entry.path() / name).c_str());
+    ::rmdir(entry.path().c_str());
+  }
+}
 
 std::vector<TunnelStatus> inspect(const Options& options) {
   std::string dir = pin_dir_for(options.bpffs);
@@ -396,6 +441,7 @@ static_assert(kDropReasons == ETHERIP_DROP_MAX, "Drop must mirror enum etherip_d
 struct Datapath::Impl {
   Skeleton skel;
   std::string pin_dir;
+  Options options;
 
   int map_fd(const bpf_map* map) const { return bpf_map__fd(map); }
   int tunnels_fd() const { return map_fd(skel->maps.tunnels); }
@@ -432,8 +478,7 @@ struct Datapath::Impl {
     bpf_map* map;
     bpf_object__for_each_map(map, skel->obj) {
       if (!shared_map(map)) continue;
-      std::string path = pin_dir + "/" + bpf_map__name(map);
-      ::unlink(path.c_str());
+      bpf_map__unpin(map, (pin_dir + "/" + bpf_map__name(map)).c_str());
     }
     ::rmdir(pin_dir.c_str());
   }
@@ -506,20 +551,21 @@ Datapath Datapath::open(const Options& options) {
   auto impl = std::make_unique<Impl>();
   // Network namespaces share the bpffs mount: one directory per namespace.
   impl->pin_dir = pin_dir_for(options.bpffs);
-  std::error_code ec;
-  std::filesystem::create_directories(impl->pin_dir, ec);
-  if (ec) fail(ec.value(), fmt::format("creating {}", impl->pin_dir));
 
   bpf_object_open_opts opts{};
   opts.sz = sizeof(opts);
-  opts.pin_root_path = impl->pin_dir.c_str();
   impl->skel.reset(etherip_bpf__open_opts(&opts));
   if (!impl->skel) fail(errno, "opening the EtherIP BPF object");
 
-  // No pins (first run, or an `ip netns exec` run whose private bpffs is gone): adopt the maps
-  // of the programs already attached in this namespace, so old and new programs share state.
-  if (::access((impl->pin_dir + "/tunnels").c_str(), F_OK) != 0) {
-    auto recovered = recover_maps();
+  {
+    // The namespace's existing maps: pinned, or (an `ip netns exec` run whose private bpffs is
+    // gone) those of the programs already attached, so that old and new programs share state.
+    std::map<std::string, Fd> recovered;
+    for (const char* name : kPinnedMaps) {
+      Fd fd(bpf_obj_get((impl->pin_dir + "/" + name).c_str()));
+      if (fd.get() >= 0) recovered.emplace(name, std::move(fd));
+    }
+    if (!recovered.count("tunnels")) recovered = recover_maps();
     bpf_map* map;
     bpf_object__for_each_map(map, impl->skel->obj) {
       if (!shared_map(map)) continue;
@@ -539,8 +585,9 @@ Datapath Datapath::open(const Options& options) {
     fail(err, fmt::format("loading the EtherIP BPF programs (pins in {}; an incompatible pinned "
                           "map from another etherctl version must be removed first)",
                           impl->pin_dir));
-  impl->ensure_pinned();
+  // Pins appear with the first tunnel (apply), so that opening leaves nothing behind.
   impl->ensure_stats(ETHERIP_UNATTRIBUTED);
+  impl->options = options;
   return Datapath(std::move(impl));
 }
 
@@ -582,6 +629,7 @@ void Datapath::apply(const TunnelSpec& spec) {
   }
 
   impl_->ensure_pinned();
+  collect_orphaned_pins(impl_->options);
   for (auto& [old_key, old] : impl_->entries()) {
     bool same_name = std::string_view(old.name, strnlen(old.name, sizeof(old.name))) == spec.name;
     if (old_key != key) {

@@ -96,6 +96,10 @@ struct TunnelStatus {
 // observation and `etherctl status`). Empty when no tunnel is configured.
 std::vector<TunnelStatus> inspect(const Options& options = {});
 
+// Removes the pin directories of namespaces that are gone (no loaded program uses their maps
+// any more: a namespace deleted without `destroy`). apply() calls it.
+void collect_orphaned_pins(const Options& options = {});
+
 class Datapath {
  public:
   // Loads the programs for the caller's network namespace, reusing its existing maps (from the

@@ -34,7 +34,7 @@ nlohmann::json to_json(const Counters& c) {
 int usage() {
   std::cerr << "usage: dp_tool apply NAME LOCAL REMOTE UNDERLAY[,...] [--accept-reversed] "
                "[--fast-path] [--clamp-mss]\n"
-               "       dp_tool remove NAME | remove-all | list | counters NAME | pin-dir\n";
+               "       dp_tool remove NAME | remove-all | list | counters NAME | pin-dir | gc\n";
   return 2;
 }
 
@@ -84,6 +84,8 @@ int main(int argc, char** argv) {
         }
         std::cout << to_json(*c).dump() << '\n';
       }
+    } else if (cmd == "gc") {
+      etherctl::datapath::collect_orphaned_pins();
     } else if (cmd == "pin-dir") {
       std::cout << dp.pin_dir() << '\n';
     } else {

@@ -24,6 +24,9 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* Maps are pinned by the loader (lib/datapath/datapath.cpp), not by libbpf: it pins once a
+ * tunnel exists, under a per-namespace directory. */
+
 #define AF_INET 2
 #define AF_INET6 10
 #define IP_MF 0x2000
@@ -35,7 +38,6 @@ struct {
   __uint(max_entries, 1024);
   __type(key, __u32);
   __type(value, struct etherip_tunnel);
-  __uint(pinning, LIBBPF_PIN_BY_NAME);
 } tunnels SEC(".maps");
 
 struct {
@@ -43,7 +45,6 @@ struct {
   __uint(max_entries, 1024);
   __type(key, struct etherip_peer_key);
   __type(value, __u32);
-  __uint(pinning, LIBBPF_PIN_BY_NAME);
 } peers SEC(".maps");
 
 struct {
@@ -51,7 +52,6 @@ struct {
   __uint(max_entries, 1024);
   __type(key, struct etherip_addr_key);
   __type(value, __u32);
-  __uint(pinning, LIBBPF_PIN_BY_NAME);
 } locals SEC(".maps");
 
 struct {
@@ -59,7 +59,6 @@ struct {
   __uint(max_entries, 1025);
   __type(key, __u32);
   __type(value, struct etherip_stats);
-  __uint(pinning, LIBBPF_PIN_BY_NAME);
 } stats SEC(".maps");
 
 /* A datagram under reassembly. The buffer is twice the datagram limit so that the verifier
@@ -85,7 +84,6 @@ struct {
   __uint(max_entries, 256);
   __type(key, struct frag_key);
   __type(value, struct frag_entry);
-  __uint(pinning, LIBBPF_PIN_BY_NAME);
 } frags SEC(".maps");
 
 /* Never written: the zeroed template for new `frags` entries (too big for the stack). */
