@@ -357,6 +357,19 @@ def build() -> dict:
                                "NetBSD peers) besides RFC 3378's 0x3000.",
                 "type": "boolean", "default": False,
             },
+            "fast_path": {
+                "description": "Route outer packets that fit the underlay MTU in BPF "
+                               "(bpf_fib_lookup, then redirect out of the underlay) instead of "
+                               "handing them to the IP stack; larger ones still take the stack "
+                               "and are fragmented there.",
+                "type": "boolean", "default": False,
+            },
+            "clamp_tcp_mss": {
+                "description": "Lower the MSS of TCP SYNs entering the tunnel so that new "
+                               "connections across the WAN need no fragmentation (existing "
+                               "connections of a migrated VM still work, fragmented).",
+                "type": "boolean", "default": False,
+            },
         },
     }
 

@@ -254,7 +254,9 @@ Tunnel parse_tunnel(const std::string& name, const json& value, const std::strin
   Tunnel tunnel{name, path, "etherip", {}, std::nullopt, false};
   // The bridge port gets the tunnel's name; its datapath peer is "eip-<name>" (15 bytes max).
   check_name(name, path, "tunnel name (the interface name)", problems, 11);
-  Fields fields(value, path, problems, {"profile", "endpoints", "mtu", "accept_reversed_header"});
+  Fields fields(
+      value, path, problems,
+      {"profile", "endpoints", "mtu", "accept_reversed_header", "fast_path", "clamp_tcp_mss"});
   if (!fields.ok()) return tunnel;
   if (auto profile = fields.string("profile", true)) {
     if (*profile != "etherip") {
@@ -284,6 +286,8 @@ Tunnel parse_tunnel(const std::string& name, const json& value, const std::strin
   }
   tunnel.mtu = parse_mtu(fields);
   tunnel.accept_reversed_header = fields.boolean("accept_reversed_header").value_or(false);
+  tunnel.fast_path = fields.boolean("fast_path").value_or(false);
+  tunnel.clamp_tcp_mss = fields.boolean("clamp_tcp_mss").value_or(false);
   return tunnel;
 }
 

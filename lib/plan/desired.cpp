@@ -78,6 +78,8 @@ Objects desired_objects(const model::Site& site, const model::Device& device) {
              {{"local", local->second.str()},
               {"remote", remote ? remote->str() : ""},
               {"accept_reversed", tunnel.accept_reversed_header},
+              {"fast_path", tunnel.fast_path},
+              {"clamp_tcp_mss", tunnel.clamp_tcp_mss},
               {"underlay", underlay},
               {"up", true}}};
     if (tunnel.mtu) o.attrs["mtu"] = *tunnel.mtu;

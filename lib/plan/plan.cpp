@@ -12,7 +12,11 @@ namespace {
 const std::vector<KindTraits> kTraits = {
     {kVlan, 0, true, {"interface", "tag", "mtu", "up"}, {"interface", "tag"}},
     {kVlanGroup, 0, true, {"mtu", "up"}, {}},
-    {kTunnel, 1, true, {"local", "remote", "mtu", "accept_reversed", "underlay", "up"}, {}},
+    {kTunnel,
+     1,
+     true,
+     {"local", "remote", "mtu", "accept_reversed", "fast_path", "clamp_tcp_mss", "underlay", "up"},
+     {}},
     {kPort, 2, false, {}, {}},
     {kSelfIp, 3, false, {}, {}},
     {kRoute, 4, false, {"gateway", "interface"}, {}},
