@@ -22,45 +22,41 @@ constexpr size_t kMaxFileBytes = size_t{16} * 1024 * 1024;
 constexpr int kMaxDepth = 32;
 const std::vector<std::string> kModes = {"transparent", "translucent", "opaque", "virtual-wire"};
 
-// Tracks where the parser is, to report duplicate keys (which nlohmann would silently merge)
-// and excessive nesting with a pointer.
-class StructureChecker {
+// A SAX pass over the text that reports duplicate keys (which nlohmann would silently merge)
+// and excessive nesting with a pointer, and records a syntax error. Linear in the input, unlike
+// nlohmann's callback parser, which rescans a parent object each time a child object ends.
+class StructureChecker : public nlohmann::json_sax<json> {
  public:
   explicit StructureChecker(Problems& problems) : problems_(problems) {}
 
-  bool operator()(int depth, json::parse_event_t event, json& parsed) {
-    using E = json::parse_event_t;
-    if ((event == E::object_start || event == E::array_start || event == E::value) &&
-        !stack_.empty() && stack_.back().is_array) {
-      ++stack_.back().index;
-    }
-    switch (event) {
-      case E::object_start:
-      case E::array_start:
-        if (depth > kMaxDepth && !too_deep_) {
-          too_deep_ = true;
-          problems_.push_back(
-              {pointer(), "nesting is deeper than " + std::to_string(kMaxDepth) + " levels"});
-        }
-        stack_.push_back({event == E::array_start, -1, "", {}});
-        break;
-      case E::object_end:
-      case E::array_end:
-        stack_.pop_back();
-        break;
-      case E::key: {
-        auto& top = stack_.back();
-        top.key = parsed.get<std::string>();
-        if (!top.keys.insert(top.key).second) {
-          problems_.push_back({pointer(), "duplicate key \"" + top.key + "\""});
-        }
-        break;
-      }
-      case E::value:
-        break;
+  bool null() override { return value(); }
+  bool boolean(bool) override { return value(); }
+  bool number_integer(number_integer_t) override { return value(); }
+  bool number_unsigned(number_unsigned_t) override { return value(); }
+  bool number_float(number_float_t, const string_t&) override { return value(); }
+  bool string(string_t&) override { return value(); }
+  bool binary(binary_t&) override { return value(); }
+  bool start_object(std::size_t) override { return open(false); }
+  bool start_array(std::size_t) override { return open(true); }
+  bool end_object() override { return close(); }
+  bool end_array() override { return close(); }
+  bool key(string_t& key) override {
+    auto& top = stack_.back();
+    top.key = key;
+    if (!top.keys.insert(key).second) {
+      problems_.push_back({pointer(), "duplicate key \"" + key + "\""});
     }
     return true;
   }
+  bool parse_error(std::size_t, const std::string&,
+                   const nlohmann::detail::exception& error) override {
+    if (const auto* syntax = dynamic_cast<const json::parse_error*>(&error))
+      error_.emplace(*syntax);
+    return false;
+  }
+
+  // The syntax error met, if any (parse() would throw it).
+  const std::optional<json::parse_error>& error() const { return error_; }
 
  private:
   struct Level {
@@ -69,6 +65,24 @@ class StructureChecker {
     std::string key;
     std::set<std::string> keys;
   };
+  bool value() {
+    if (!stack_.empty() && stack_.back().is_array) ++stack_.back().index;
+    return true;
+  }
+  bool open(bool is_array) {
+    value();
+    if (stack_.size() > static_cast<size_t>(kMaxDepth) && !too_deep_) {
+      too_deep_ = true;
+      problems_.push_back(
+          {pointer(), "nesting is deeper than " + std::to_string(kMaxDepth) + " levels"});
+    }
+    stack_.push_back({is_array, -1, "", {}});
+    return true;
+  }
+  bool close() {
+    stack_.pop_back();
+    return true;
+  }
   std::string pointer() const {
     std::string p;
     for (const auto& level : stack_) {
@@ -83,6 +97,7 @@ class StructureChecker {
   std::vector<Level> stack_;
   Problems& problems_;
   bool too_deep_ = false;
+  std::optional<json::parse_error> error_;
 };
 
 std::string syntax_message(const std::string& text, const json::parse_error& e) {
@@ -317,15 +332,14 @@ LoadResult load_site(const std::string& text) {
                                        std::to_string(kMaxFileBytes) + " bytes"});
     return result;
   }
-  json document;
-  try {
-    StructureChecker checker(result.problems);
-    document = json::parse(text, std::ref(checker));
-  } catch (const json::parse_error& e) {
-    result.problems.push_back({"", syntax_message(text, e)});
+  StructureChecker checker(result.problems);
+  json::sax_parse(text, &checker);
+  if (checker.error()) {
+    result.problems.push_back({"", syntax_message(text, *checker.error())});
     return result;
   }
   if (!result.problems.empty()) return result;  // duplicate keys or nesting: nothing reliable
+  json document = json::parse(text);            // well-formed: checked above
 
   Site site;
   Problems& problems = result.problems;
