@@ -10,7 +10,7 @@ packages=(
   nlohmann-json3-dev libboost-dev libcli11-dev libfmt-dev libsystemd-dev
   libgtest-dev libgmock-dev
   # kernel tests, oracles and the lab
-  iproute2 ethtool tshark tcpdump python3 python3-scapy iperf3 ipvsadm jq
+  iproute2 iputils-ping iputils-arping ethtool tshark tcpdump python3 python3-scapy iperf3 ipvsadm jq
   # schema, packaging and Ansible tests
   python3-jsonschema lintian ansible-core systemd
   # the stock-kernel test VM

@@ -22,6 +22,8 @@ struct LinkInfo {
   bool up = false;  // IFF_UP (administrative state)
   int vlan_id = 0;  // IFLA_VLAN_ID for type "vlan"
   std::string mac;  // "aa:bb:cc:dd:ee:ff"
+
+  bool operator==(const LinkInfo&) const = default;
 };
 
 struct AddressInfo {
@@ -31,6 +33,8 @@ struct AddressInfo {
   int prefix = 0;
   uint8_t protocol = 0;  // IFA_PROTO (0 when absent)
   int scope = 0;
+
+  bool operator==(const AddressInfo&) const = default;
 };
 
 struct RouteInfo {
@@ -42,6 +46,8 @@ struct RouteInfo {
   std::string gateway;      // "" when none
   int oif = 0;              // 0 when none
   uint32_t priority = 0;    // RTA_PRIORITY (metric)
+
+  bool operator==(const RouteInfo&) const = default;
 };
 
 struct Snapshot {

@@ -302,7 +302,7 @@ Tunnel parse_tunnel(const std::string& name, const json& value, const std::strin
   tunnel.mtu = parse_mtu(fields);
   tunnel.accept_reversed_header = fields.boolean("accept_reversed_header").value_or(false);
   tunnel.fast_path = fields.boolean("fast_path").value_or(false);
-  tunnel.clamp_tcp_mss = fields.boolean("clamp_tcp_mss").value_or(false);
+  tunnel.clamp_tcp_mss = fields.boolean("clamp_tcp_mss").value_or(true);
   return tunnel;
 }
 
