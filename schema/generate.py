@@ -368,7 +368,7 @@ def build() -> dict:
                 "description": "Lower the MSS of TCP SYNs entering the tunnel so that new "
                                "connections across the WAN need no fragmentation (existing "
                                "connections of a migrated VM still work, fragmented).",
-                "type": "boolean", "default": False,
+                "type": "boolean", "default": True,
             },
         },
     }

@@ -91,7 +91,7 @@ struct Tunnel {
   std::optional<int> mtu;
   bool accept_reversed_header = false;  // accept 0x0300 from old FreeBSD/NetBSD peers
   bool fast_path = false;               // route fitting outer packets in BPF (bpf_fib_lookup)
-  bool clamp_tcp_mss = false;           // lower the MSS of SYNs entering the tunnel
+  bool clamp_tcp_mss = true;            // lower the MSS of SYNs entering the tunnel
 };
 
 struct Site {
