@@ -87,7 +87,8 @@ void print_text(const Cli& cli, const etherctl::engine::Report& report) {
   bool color = use_color(cli.color);
   if (report.outcome == Outcome::Ok || report.outcome == Outcome::Failed) {
     if (command == Command::Validate) {
-      fmt::print("{}: valid (device {})\n", cli.options.site_file, report.device);
+      fmt::print("{}: valid{}\n", cli.options.site_file,
+                 report.device.empty() ? "" : " (device " + report.device + ")");
     } else if (command == Command::Status) {
       fmt::print("device {}\n", report.device);
       if (report.status.contains("objects")) print_status_table(report.status);

@@ -215,6 +215,8 @@ Report run(const Options& options) {
     return finish(Outcome::Invalid);
   }
   const model::Site& site = *loaded.site;
+  // The file is valid as a whole; a device only matters when one is asked for.
+  if (options.command == Command::Validate && !options.device) return finish(Outcome::Ok);
   std::string error;
   const model::Device* device = model::select_device(site, options.device, hostname(), &error);
   if (!device) {
