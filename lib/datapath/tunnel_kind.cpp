@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "datapath/datapath.hpp"
+#include "kernel/detail.hpp"
 
 namespace etherctl::datapath {
 
@@ -44,21 +45,11 @@ Datapath& datapath() {
   throw KernelError(e.error(), "", what + ": " + e.what());
 }
 
-std::optional<int> int_attr(const plan::Object& o, const char* name) {
-  auto it = o.attrs.find(name);
-  if (it == o.attrs.end() || !it->is_number_integer()) return std::nullopt;
-  return it->get<int>();
-}
-
-std::optional<bool> bool_attr(const plan::Object& o, const char* name) {
-  auto it = o.attrs.find(name);
-  if (it == o.attrs.end() || !it->is_boolean()) return std::nullopt;
-  return it->get<bool>();
-}
+using kernel::detail::bool_attr;
+using kernel::detail::int_attr;
 
 std::string string_attr(const plan::Object& o, const char* name) {
-  auto it = o.attrs.find(name);
-  return it != o.attrs.end() && it->is_string() ? it->get<std::string>() : std::string();
+  return kernel::detail::string_attr(o, name).value_or("");
 }
 
 TunnelSpec spec_of(const plan::Object& desired) {
