@@ -7,7 +7,7 @@ packages=(
   # build
   build-essential cmake ninja-build pkg-config clang llvm bpftool
   libmnl-dev libnl-3-dev libnl-route-3-dev libnl-genl-3-dev libbpf-dev
-  nlohmann-json3-dev libboost-dev libcli11-dev libfmt-dev libsystemd-dev
+  nlohmann-json3-dev libssl-dev libboost-dev libcli11-dev libfmt-dev libsystemd-dev
   libgtest-dev libgmock-dev
   # kernel tests, oracles and the lab
   iproute2 iputils-ping iputils-arping ethtool tshark tcpdump python3 python3-scapy iperf3 ipvsadm jq

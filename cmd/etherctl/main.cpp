@@ -50,6 +50,7 @@ nlohmann::json report_json(const Cli& cli, const etherctl::engine::Report& repor
       {"changes", etherctl::plan::changes_json(report.plan)},
       {"errors", errors},
       {"duration_ms", report.duration_ms},
+      {"digest", report.digest},
       {"netlink", {{"requests", report.netlink_requests}, {"writes", report.netlink_writes}}}};
   if (report.rolled_back) out["rolled_back"] = true;
   if (report.failed_step) out["failed_step"] = *report.failed_step;
@@ -90,7 +91,14 @@ void print_text(const Cli& cli, const etherctl::engine::Report& report) {
       fmt::print("{}: valid{}\n", cli.options.site_file,
                  report.device.empty() ? "" : " (device " + report.device + ")");
     } else if (command == Command::Status) {
-      fmt::print("device {}\n", report.device);
+      fmt::print("device {}\nconfiguration digest {}{}\n", report.device, report.digest,
+                 report.status.value("in_sync", false) ? " (in sync)" : " (not in sync)");
+      const auto& last =
+          report.status.contains("last_applied") ? report.status["last_applied"] : nlohmann::json();
+      if (last.is_object()) {
+        fmt::print("last {} digest {} from {}\n", last.value("command", "?"),
+                   last.value("digest", ""), last.value("site_file", "?"));
+      }
       if (report.status.contains("objects")) print_status_table(report.status);
     } else if (!report.device.empty()) {
       const char* verb = command == Command::Plan ? "Plan"

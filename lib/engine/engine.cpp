@@ -1,12 +1,14 @@
 #include "engine/engine.hpp"
 
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <map>
 
 #include "datapath/datapath.hpp"
@@ -130,6 +132,50 @@ std::vector<std::string> roll_back(kernel::Netlink& netlink, const std::vector<C
   return failures;
 }
 
+std::string sha256_hex(const std::string& text) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(), nullptr);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < length; ++i) {
+    out += hex[digest[i] >> 4];
+    out += hex[digest[i] & 15];
+  }
+  return out;
+}
+
+// The effective configuration: what the objects are, not how the file spells or orders them.
+std::string configuration_digest(const plan::Objects& desired) {
+  nlohmann::json objects = nlohmann::json::array();
+  for (const auto& o : desired) {
+    objects.push_back({{"kind", o.kind}, {"key", o.key}, {"attrs", o.attrs}});
+  }
+  std::sort(objects.begin(), objects.end());
+  return "sha256:" + sha256_hex(objects.dump());
+}
+
+// What the last successful apply or destroy in this namespace applied (status reports it).
+std::string applied_record_path(const std::string& lock_dir) {
+  std::string lock = lock_path(lock_dir);
+  return lock.substr(0, lock.size() - std::string(".lock").size()) + ".applied.json";
+}
+
+void record_applied(const std::string& lock_dir, const nlohmann::json& record) {
+  std::string path = applied_record_path(lock_dir);
+  std::ofstream out(path + ".tmp");
+  out << record.dump() << "\n";
+  out.close();
+  if (out) std::rename((path + ".tmp").c_str(), path.c_str());  // atomic: never half a record
+}
+
+nlohmann::json read_applied(const std::string& lock_dir) {
+  std::ifstream in(applied_record_path(lock_dir));
+  if (!in) return nullptr;
+  auto record = nlohmann::json::parse(in, nullptr, false);
+  return record.is_discarded() ? nlohmann::json() : record;
+}
+
 // Datapath counters of each tunnel, by tunnel name, for `status`.
 nlohmann::json tunnel_counters() {
   nlohmann::json out = nlohmann::json::object();
@@ -193,6 +239,18 @@ nlohmann::json status_of(const plan::Objects& desired, const plan::Objects& obse
   return {{"objects", objects}};
 }
 
+void record_success(const Options& options, const Report& report) {
+  bool destroyed = options.command == Command::Destroy;
+  std::ifstream site(options.site_file, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(site)), std::istreambuf_iterator<char>());
+  record_applied(options.lock_dir, {{"device", report.device},
+                                    {"command", destroyed ? "destroy" : "apply"},
+                                    {"digest", destroyed ? std::string() : report.digest},
+                                    {"site_file", options.site_file},
+                                    {"site_sha256", "sha256:" + sha256_hex(text)},
+                                    {"at", static_cast<int64_t>(std::time(nullptr))}});
+}
+
 }  // namespace
 
 Report run(const Options& options) {
@@ -245,13 +303,18 @@ Report run(const Options& options) {
                                 : plan::desired_objects(site, *device);
     plan::Objects observed = observe(netlink, ownership);
     report.plan = plan::make_plan(desired, observed);
+    report.digest = configuration_digest(desired);
     auto count_netlink = [&] {
       report.netlink_requests = netlink.read_requests() + netlink.write_requests();
       report.netlink_writes = netlink.write_requests();
     };
 
-    if (options.command == Command::Status)
+    if (options.command == Command::Status) {
       report.status = status_of(desired, observed, report.plan);
+      report.status["digest"] = report.digest;
+      report.status["in_sync"] = report.plan.empty() && report.plan.conflicts.empty();
+      report.status["last_applied"] = read_applied(options.lock_dir);
+    }
     if (!report.plan.conflicts.empty()) {
       report.errors = report.plan.conflicts;
       count_netlink();
@@ -291,6 +354,7 @@ Report run(const Options& options) {
     // Verify: read the kernel back; the same plan must now be empty.
     if (report.plan.empty()) {
       count_netlink();
+      record_success(options, report);
       return finish(Outcome::Ok);
     }
     plan::Plan after = plan::make_plan(desired, observe(netlink, ownership));
@@ -299,6 +363,7 @@ Report run(const Options& options) {
           {change.desired.path, "verify: " + describe(change) + " is still needed after apply"});
     }
     count_netlink();
+    if (report.errors.empty()) record_success(options, report);
     return finish(report.errors.empty() ? Outcome::Ok : Outcome::Failed);
   } catch (const RunError& e) {
     report.errors.push_back({e.path, e.message});

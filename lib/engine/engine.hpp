@@ -32,14 +32,17 @@ struct Report {
   Outcome outcome = Outcome::Ok;
   std::string device;
   plan::Plan plan;
-  bool executed = false;     // changes were sent to the kernel
-  bool rolled_back = false;  // a failure was undone
+  bool executed = false;              // changes were sent to the kernel
+  bool rolled_back = false;           // a failure was undone
   std::optional<size_t> failed_step;  // index into plan.changes of the change that failed
   std::vector<model::Problem> errors;
   int64_t duration_ms = 0;
   uint64_t netlink_requests = 0;
   uint64_t netlink_writes = 0;
   nlohmann::json status;  // Command::Status: objects and their state
+  // SHA-256 of the device's effective configuration (its desired objects, normalised): equal
+  // on every device that applies the same configuration, whatever the file's formatting.
+  std::string digest;
 
   bool changed() const { return executed && !plan.empty(); }
 };

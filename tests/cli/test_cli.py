@@ -244,6 +244,29 @@ class CliTest(CliBase):
         self.assertIn("vmotion", text)
         self.assertIn("drifted", text)
 
+    def test_configuration_digest_ignores_formatting_and_tracks_the_last_apply(self):
+        first = json.loads(self.etherctl("--json", "plan").stdout)["digest"]
+        self.assertRegex(first, r"^sha256:[0-9a-f]{64}$")
+        # Same configuration, other spelling: keys reordered, indented.
+        path = os.path.join(self.tmp.name, "reformatted.json")
+        with open(path, "w") as f:
+            json.dump(json.loads(json.dumps(self.site), object_pairs_hook=lambda p: dict(
+                reversed(p))), f, indent=4)
+        result = subprocess.run([ETHERCTL, "--netns", self.ns.name, "--json", "plan", path],
+                                capture_output=True, text=True,
+                                env=dict(os.environ, ETHERCTL_LOCK_DIR=self.lock_dir))
+        self.assertEqual(json.loads(result.stdout)["digest"], first)
+        self.apply_json()
+        status = json.loads(self.etherctl("--json", "status").stdout)["status"]
+        self.assertTrue(status["in_sync"])
+        self.assertEqual(status["digest"], first)
+        self.assertEqual(status["last_applied"]["digest"], first)
+        self.site["devices"]["dc1"]["vlan_groups"]["vmotion"]["mtu"] = 1400
+        changed = json.loads(self.etherctl("--json", "status").stdout)["status"]
+        self.assertNotEqual(changed["digest"], first)
+        self.assertFalse(changed["in_sync"])
+        self.assertEqual(changed["last_applied"]["digest"], first)
+
     # --- exit codes ---------------------------------------------------------------------------
 
     def test_detailed_exitcodes(self):
