@@ -205,15 +205,7 @@ void remove(Netlink& netlink, const plan::Object& observed) {
   } catch (const DatapathError& e) {
     rethrow(e, op);
   }
-  Message message(RTM_DELLINK, 0);
-  auto* ifi = message.put_header<ifinfomsg>();
-  ifi->ifi_family = AF_UNSPEC;
-  if (auto ifindex = int_attr(observed, "ifindex")) {
-    ifi->ifi_index = *ifindex;
-  } else {
-    message.put_str(IFLA_IFNAME, observed.key);
-  }
-  netlink.request(message, op);  // its peer "eip-" goes with it
+  kernel::detail::remove_link(netlink, observed);  // its peer "eip-" goes with it
 }
 
 }  // namespace
