@@ -52,6 +52,7 @@ nlohmann::json report_json(const Cli& cli, const etherctl::engine::Report& repor
       {"duration_ms", report.duration_ms},
       {"digest", report.digest},
       {"netlink", {{"requests", report.netlink_requests}, {"writes", report.netlink_writes}}}};
+  if (!report.members.empty()) out["members"] = report.members;
   if (report.rolled_back) out["rolled_back"] = true;
   if (report.failed_step) out["failed_step"] = *report.failed_step;
   if (cli.options.command == Command::Status) out["status"] = report.status;
@@ -65,6 +66,16 @@ void print_status_table(const nlohmann::json& status) {
     if (o["key"] != o["name"]) name += " (" + o["key"].get<std::string>() + ")";
     fmt::print("{:<11} {:<36} {:<6} {}\n", o["kind"].get<std::string>(), name,
                o["owned"].get<bool>() ? "yes" : "no", o["state"].get<std::string>());
+  }
+  if (status.contains("members") && !status["members"].empty()) {
+    fmt::print("\n{:<12} {:<24} {:<8} {:>6} {:>9}  {}\n", "POOL", "MEMBER", "LOCATION", "WEIGHT",
+               "EFFECTIVE", "WHY");
+    for (const auto& m : status["members"]) {
+      fmt::print("{:<12} {:<24} {:<8} {:>6} {:>9}  {}\n", m["pool"].get<std::string>(),
+                 m["member"].get<std::string>(), m["location"].get<std::string>(),
+                 m["configured_weight"].get<int>(), m["effective_weight"].get<int>(),
+                 m["reason"].get<std::string>());
+    }
   }
   for (const auto& o : status["objects"]) {
     if (!o.contains("counters")) continue;

@@ -16,6 +16,8 @@
 #include "engine/lock.hpp"
 #include "kernel/kind.hpp"
 #include "kernel/snapshot.hpp"
+#include "location/location.hpp"
+#include "location/observe.hpp"
 #include "model/site.hpp"
 
 namespace etherctl::engine {
@@ -61,8 +63,7 @@ std::string lock_path(const std::string& lock_dir) {
   return lock_dir + "/netns-" + std::to_string(st.st_ino) + ".lock";
 }
 
-plan::Objects observe(kernel::Netlink& netlink, const kernel::Ownership& ownership) {
-  kernel::Snapshot snapshot = kernel::Snapshot::read(netlink);
+plan::Objects observe(const kernel::Snapshot& snapshot, const kernel::Ownership& ownership) {
   plan::Objects observed;
   for (const auto& ops : kernel::kinds()) {
     plan::Objects objects = ops.observe(snapshot, ownership);
@@ -70,6 +71,60 @@ plan::Objects observe(kernel::Netlink& netlink, const kernel::Ownership& ownersh
                     std::make_move_iterator(objects.end()));
   }
   return observed;
+}
+
+plan::Objects observe(kernel::Netlink& netlink, const kernel::Ownership& ownership) {
+  return observe(kernel::Snapshot::read(netlink), ownership);
+}
+
+// Virtual Location: where each pool member is and the weight it gets. Members in the other
+// data center are quiesced (weight 0) while enough local members remain (location.hpp); the
+// desired ipvs_member objects take the effective weights, so plan, apply and verify all see
+// them. With `resolve`, members whose neighbour entry is missing or stale get an ARP/ND probe
+// (the next run, or `watch` woken by the answer, sees the result).
+nlohmann::json locate_members(const model::Site& site, const model::Device& device,
+                              kernel::Netlink& netlink, const kernel::Snapshot& snapshot,
+                              bool resolve, plan::Objects& desired) {
+  nlohmann::json members = nlohmann::json::array();
+  if (device.pools.empty()) return members;
+  const location::Observation observation = location::read_observation(netlink, snapshot);
+  std::map<std::string, int> effective;  // ipvs_member key -> weight
+  for (const auto& [name, pool] : device.pools) {
+    const std::string service =
+        plan::ipvs_service_key(pool.protocol, pool.address.str(), pool.port);
+    for (const auto& assessed : location::assess_pool(site, device, pool, observation)) {
+      const model::PoolMember& member = pool.members.at(assessed.key);
+      const std::string key = plan::ipvs_member_key(service, member.address.str(), member.port);
+      effective[key] = assessed.effective;
+      const auto& where = assessed.where;
+      nlohmann::json entry = {{"pool", name},
+                              {"member", assessed.key},
+                              {"key", key},
+                              {"path", member.path},
+                              {"location", location::to_string(where.location)},
+                              {"configured_weight", assessed.configured},
+                              {"effective_weight", assessed.effective},
+                              {"vlan_group", where.group},
+                              {"mac", where.mac},
+                              {"port", where.port},
+                              {"reason", where.reason}};
+      if (resolve && where.resolve && !where.group.empty()) {
+        try {
+          location::resolve_neighbour(netlink, snapshot, where.group, member.address);
+          entry["resolving"] = true;
+        } catch (const std::exception& e) {
+          entry["resolve_error"] = e.what();  // a missing group is a plan change, not an error
+        }
+      }
+      members.push_back(std::move(entry));
+    }
+  }
+  for (auto& object : desired) {
+    if (object.kind != plan::kIpvsMember) continue;
+    auto it = effective.find(object.key);
+    if (it != effective.end()) object.attrs["weight"] = it->second;
+  }
+  return members;
 }
 
 void execute_one(kernel::Netlink& netlink, const Change& change,
@@ -197,7 +252,7 @@ nlohmann::json tunnel_counters() {
 }
 
 nlohmann::json status_of(const plan::Objects& desired, const plan::Objects& observed,
-                         const plan::Plan& plan) {
+                         const plan::Plan& plan, const nlohmann::json& members) {
   std::map<std::string, std::string> state;  // kind:key -> state
   for (const auto& change : plan.changes) {
     const Object& o = change.subject();
@@ -236,7 +291,7 @@ nlohmann::json status_of(const plan::Objects& desired, const plan::Objects& obse
       add(change.observed, "");
     }
   }
-  return {{"objects", objects}};
+  return {{"objects", objects}, {"members", members}};
 }
 
 void record_success(const Options& options, const Report& report) {
@@ -301,16 +356,22 @@ Report run(const Options& options) {
     plan::Objects desired = options.command == Command::Destroy
                                 ? plan::Objects{}
                                 : plan::desired_objects(site, *device);
-    plan::Objects observed = observe(netlink, ownership);
-    report.plan = plan::make_plan(desired, observed);
+    // The digest covers the file's configuration, not the weights location gives members.
     report.digest = configuration_digest(desired);
+    const kernel::Snapshot snapshot = kernel::Snapshot::read(netlink);
+    if (options.command != Command::Destroy) {
+      report.members = locate_members(site, *device, netlink, snapshot,
+                                      options.command == Command::Apply, desired);
+    }
+    plan::Objects observed = observe(snapshot, ownership);
+    report.plan = plan::make_plan(desired, observed);
     auto count_netlink = [&] {
       report.netlink_requests = netlink.read_requests() + netlink.write_requests();
       report.netlink_writes = netlink.write_requests();
     };
 
     if (options.command == Command::Status) {
-      report.status = status_of(desired, observed, report.plan);
+      report.status = status_of(desired, observed, report.plan, report.members);
       report.status["digest"] = report.digest;
       report.status["in_sync"] = report.plan.empty() && report.plan.conflicts.empty();
       report.status["last_applied"] = read_applied(options.lock_dir);

@@ -43,6 +43,8 @@ struct Report {
   // SHA-256 of the device's effective configuration (its desired objects, normalised): equal
   // on every device that applies the same configuration, whatever the file's formatting.
   std::string digest;
+  // Virtual Location of every pool member: location, configured and effective weight, why.
+  nlohmann::json members = nlohmann::json::array();
 
   bool changed() const { return executed && !plan.empty(); }
 };

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <functional>
+#include <stdexcept>
 
 namespace etherctl::location {
 
@@ -98,6 +99,20 @@ Observation read_observation(kernel::Netlink& netlink, const kernel::Snapshot& s
     observation.fdb.push_back({*bridge, *port, format_mac(tb[NDA_LLADDR])});
   });
   return observation;
+}
+
+void resolve_neighbour(kernel::Netlink& netlink, const kernel::Snapshot& snapshot,
+                       const std::string& interface, const model::IpAddress& address) {
+  const kernel::LinkInfo* link = snapshot.link_by_name(interface);
+  if (!link) throw std::invalid_argument("no link \"" + interface + "\" to resolve on");
+  kernel::Message message(RTM_NEWNEIGH, NLM_F_CREATE);
+  auto* ndm = message.put_header<ndmsg>();
+  ndm->ndm_family = address.family == 4 ? AF_INET : AF_INET6;
+  ndm->ndm_ifindex = link->ifindex;
+  ndm->ndm_state = NUD_NONE;
+  ndm->ndm_flags = NTF_USE;
+  message.put(NDA_DST, address.bytes.data(), address.family == 4 ? 4 : 16);
+  netlink.request(message, "resolve " + address.str() + " on " + interface);
 }
 
 }  // namespace etherctl::location

@@ -12,4 +12,12 @@ namespace etherctl::location {
 // left out. Throws kernel::KernelError when a dump fails.
 Observation read_observation(kernel::Netlink& netlink, const kernel::Snapshot& snapshot);
 
+// Starts resolution (ARP or neighbour discovery) of `address` on the link `interface`, as a
+// packet sent to it would: an RTM_NEWNEIGH with NTF_USE creates the entry when it is missing
+// and probes it, without writing any state by hand. The answer arrives later; the next run
+// (or `watch`, woken by the neighbour event) sees it. Counts as one netlink write. Throws
+// kernel::KernelError, or std::invalid_argument for an interface `snapshot` does not know.
+void resolve_neighbour(kernel::Netlink& netlink, const kernel::Snapshot& snapshot,
+                       const std::string& interface, const model::IpAddress& address);
+
 }  // namespace etherctl::location

@@ -3,6 +3,7 @@
 #include "location/location.hpp"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include "kernel/netlink.hpp"
 #include "kernel/snapshot.hpp"
@@ -90,6 +91,36 @@ TEST(LocationKernel, NeighboursAndFdbLocateMembers) {
   run("bridge fdb replace 02:00:00:00:00:22 dev servers master static");
   observation = read_observation(netlink, kernel::Snapshot::read(netlink));
   EXPECT_EQ(locate_member("10.1.0.22").location, Location::Local);
+}
+
+// A member with no neighbour entry gets one probed: a "VM" in a namespace of its own answers.
+TEST(LocationKernel, ResolveNeighbourProbesMissingEntries) {
+  require_feature("bridge");
+  test::TestNetns netns;
+  const std::string vm = netns.name() + "-vm";
+  struct RemoveVm {
+    std::string name;
+    ~RemoveVm() { test::run_status("ip netns del " + name); }
+  } remove_vm{vm};
+  run("ip netns add " + vm + " && ip link add vmotion type bridge && ip link set vmotion up" +
+      " && ip link add servers type veth peer name vm0 && ip link set servers master vmotion" +
+      " && ip link set servers up && ip link set vm0 netns " + vm +
+      " && ip addr add 10.1.0.1/24 dev vmotion && ip -n " + vm +
+      " link set vm0 address 02:00:00:00:00:21 && ip -n " + vm + " link set vm0 up && ip -n " + vm +
+      " addr add 10.1.0.21/24 dev vm0");
+  kernel::Netlink netlink;
+  kernel::Snapshot snapshot = kernel::Snapshot::read(netlink);
+  const auto member = *model::IpAddress::parse("10.1.0.21");
+  resolve_neighbour(netlink, snapshot, "vmotion", member);
+  std::string mac;
+  for (int i = 0; i < 100 && mac.empty(); ++i) {
+    for (const auto& n : read_observation(netlink, snapshot).neighbours) {
+      if (n.interface == "vmotion" && n.address == member) mac = n.mac;
+    }
+    if (mac.empty()) usleep(20'000);
+  }
+  EXPECT_EQ(mac, "02:00:00:00:00:21");
+  EXPECT_THROW(resolve_neighbour(netlink, snapshot, "nonexistent", member), std::invalid_argument);
 }
 
 }  // namespace

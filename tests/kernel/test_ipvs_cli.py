@@ -64,12 +64,13 @@ class IpvsBase(unittest.TestCase):
         self.addCleanup(self.tmp.cleanup)
         self.lock_dir = os.path.join(self.tmp.name, "run")
         self.site = copy.deepcopy(SITE)
+        self.device_args = []
 
     def etherctl(self, *args, expect=0, env=None):
         path = os.path.join(self.tmp.name, "site.json")
         with open(path, "w") as f:
             json.dump(self.site, f)
-        cmd = [ETHERCTL, "--netns", self.ns.name, *args, path]
+        cmd = [ETHERCTL, "--netns", self.ns.name, *self.device_args, *args, path]
         result = subprocess.run(cmd, capture_output=True, text=True,
                                 env=dict(os.environ, ETHERCTL_LOCK_DIR=self.lock_dir, **(env or {})))
         self.assertEqual(result.returncode, expect,
@@ -268,6 +269,109 @@ class IpvsTest(IpvsBase):
         del self.site["devices"]["dc1"]["pools"]["dns6"]
         self.fail_at_every_step()  # a change of every kind: modify, delete, create
         self.fail_at_every_step(command="destroy")
+
+
+LOCATION_SITE = {
+    "etherctl": 1,
+    "devices": {
+        "dc1": {
+            "vlans": {"wan": {"interface": "wan0"}, "servers": {"interface": "servers"}},
+            "vlan_groups": {"vmotion": {"members": ["servers", "dcx"]}},
+            "self_ips": {"wan-self": {"address": "198.51.100.1/24", "vlan": "wan"},
+                         "server-self": {"address": "10.1.0.1/24", "vlan": "vmotion"}},
+            "pools": {"web": {
+                "virtual": {"address": "192.0.2.10", "port": 80},
+                "members": {"10.1.0.21:80": {}, "10.1.0.22:80": {"weight": 2},
+                            "10.1.0.23:80": {"weight": 3}},
+                "monitor": {"type": "virtual_location", "min_active_members": 1}}},
+        },
+        "dc2": {"vlans": {"wan": {"interface": "wan0"}},
+                "self_ips": {"wan-self": {"address": "203.0.113.1/24", "vlan": "wan"}}},
+    },
+    "tunnels": {"dcx": {"profile": "etherip",
+                        "endpoints": {"dc1": "198.51.100.1", "dc2": "203.0.113.1"}}},
+}
+MACS = {"10.1.0.21": "02:00:00:00:00:21", "10.1.0.22": "02:00:00:00:00:22",
+        "10.1.0.23": "02:00:00:00:00:23"}
+
+
+class LocationTest(IpvsBase):
+    """Virtual Location through `apply` (the cron path): neighbour entries and FDB entries
+    placed by hand stand for VMs seen on the server port (local) or the tunnel (remote)."""
+
+    def setUp(self):
+        super().setUp()
+        require_feature(self, ipvs_available(self.ns), "IPVS support")
+        self.site = copy.deepcopy(LOCATION_SITE)
+        self.device_args = ["--device", "dc1"]
+        for a, b in (("wan0", "wan0-peer"), ("servers", "servers-peer")):
+            self.ns.ip("link", "add", a, "type", "veth", "peer", "name", b)
+        self.apply()  # the bridge, the tunnel, the pool (members unknown: configured weights)
+
+    def place(self, address, port):
+        """The member's MAC learned on `port` (of the vmotion bridge), its ARP entry known."""
+        self.ns.ip("neigh", "replace", address, "lladdr", MACS[address], "dev", "vmotion",
+                   "nud", "reachable")
+        sh("bridge", "-n", self.ns.name, "fdb", "replace", MACS[address], "dev", port,
+           "master", "static")
+
+    def weights(self):
+        return {m: w for m, (_, w) in ipvsadm(self.ns)["TCP 192.0.2.10:80"]["members"].items()}
+
+    def locations(self):
+        status = json.loads(self.etherctl("--json", "status").stdout)
+        return {m["member"]: (m["location"], m["effective_weight"])
+                for m in status["status"]["members"]}
+
+    def test_remote_members_are_quiesced_while_local_ones_remain(self):
+        self.assertEqual(self.weights(), {"10.1.0.21:80": 1, "10.1.0.22:80": 2, "10.1.0.23:80": 3})
+        self.place("10.1.0.21", "servers")
+        self.place("10.1.0.22", "dcx")
+        report = self.apply()
+        self.assertEqual([(c["op"], c["key"], c["after"]) for c in report["changes"]],
+                         [("modify", "tcp 192.0.2.10:80 -> 10.1.0.22:80", {"weight": 0})])
+        self.assertEqual(self.weights(), {"10.1.0.21:80": 1, "10.1.0.22:80": 0, "10.1.0.23:80": 3})
+        self.assertEqual(self.locations(), {"10.1.0.21:80": ("local", 1),
+                                            "10.1.0.22:80": ("remote", 0),
+                                            "10.1.0.23:80": ("unknown", 3)})
+        # Idempotent: the location weights are the desired state, not a change every run.
+        self.assertFalse(self.apply()["changed"])
+        # The plan shows the weights too, and the digest ignores them (same file, same digest).
+        self.assertEqual(self.apply(command="plan")["changes"], [])
+        # The VM moves back to this data center: its weight comes back.
+        self.place("10.1.0.22", "servers")
+        self.apply()
+        self.assertEqual(self.weights(), {"10.1.0.21:80": 1, "10.1.0.22:80": 2, "10.1.0.23:80": 3})
+
+    def test_remote_members_carry_traffic_when_no_local_member_is_left(self):
+        for address in MACS:
+            self.place(address, "dcx")
+        self.apply()
+        self.assertEqual(self.weights(), {"10.1.0.21:80": 1, "10.1.0.22:80": 2, "10.1.0.23:80": 3})
+        self.assertEqual({m: l for m, (l, _) in self.locations().items()},
+                         dict.fromkeys(["10.1.0.21:80", "10.1.0.22:80", "10.1.0.23:80"], "remote"))
+        self.place("10.1.0.23", "servers")
+        self.apply()
+        self.assertEqual(self.weights(), {"10.1.0.21:80": 0, "10.1.0.22:80": 0, "10.1.0.23:80": 3})
+
+    def test_the_digest_is_the_files_not_the_locations(self):
+        before = self.apply(command="plan")["digest"]
+        self.place("10.1.0.22", "dcx")
+        self.place("10.1.0.21", "servers")
+        self.assertEqual(self.apply()["digest"], before)
+
+    def test_apply_resolves_members_without_a_neighbour_entry(self):
+        # Nothing answers, but the probe leaves an entry in resolution for the member.
+        self.apply()
+        entries = sh("ip", "-n", self.ns.name, "neigh", "show", "dev", "vmotion")
+        self.assertIn("10.1.0.21", entries)
+        self.assertIn("10.1.0.23", entries)
+        # plan and status only read: no probe for an address they see without an entry.
+        self.ns.ip("neigh", "flush", "dev", "vmotion")
+        self.etherctl("plan")
+        self.etherctl("status")
+        self.assertNotIn("10.1.0.21", sh("ip", "-n", self.ns.name, "neigh", "show", "dev",
+                                         "vmotion"))
 
 
 class NoIpvsTest(IpvsBase):
