@@ -3,9 +3,13 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cctype>
+#include <chrono>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
 
+#include "agent/agent.hpp"
 #include "engine/engine.hpp"
 #include "plan/render.hpp"
 
@@ -24,6 +28,10 @@ constexpr int kExitInvalid = 65;
 
 struct Cli {
   etherctl::engine::Options options;
+  bool watch = false;
+  etherctl::agent::WatchOptions watch_options;
+  std::string interval = "30s";
+  std::string debounce = "20ms";
   bool json = false;
   bool detailed_exitcodes = false;
   std::string color = "auto";
@@ -38,25 +46,6 @@ bool use_color(const std::string& mode) {
 std::string error_line(const std::string& site_file, const etherctl::model::Problem& problem) {
   return problem.path.empty() ? site_file + ": " + problem.message
                               : problem.path + ": " + problem.message;
-}
-
-nlohmann::json report_json(const Cli& cli, const etherctl::engine::Report& report) {
-  nlohmann::json errors = nlohmann::json::array();
-  for (const auto& e : report.errors) errors.push_back({{"path", e.path}, {"message", e.message}});
-  nlohmann::json out = {
-      {"changed", report.changed()},
-      {"device", report.device},
-      {"summary", etherctl::plan::summary_json(report.plan)},
-      {"changes", etherctl::plan::changes_json(report.plan)},
-      {"errors", errors},
-      {"duration_ms", report.duration_ms},
-      {"digest", report.digest},
-      {"netlink", {{"requests", report.netlink_requests}, {"writes", report.netlink_writes}}}};
-  if (!report.members.empty()) out["members"] = report.members;
-  if (report.rolled_back) out["rolled_back"] = true;
-  if (report.failed_step) out["failed_step"] = *report.failed_step;
-  if (cli.options.command == Command::Status) out["status"] = report.status;
-  return out;
 }
 
 void print_status_table(const nlohmann::json& status) {
@@ -152,6 +141,20 @@ int exit_code(const Cli& cli, const etherctl::engine::Report& report) {
   return cli.detailed_exitcodes && changes ? kExitChanges : kExitOk;
 }
 
+// "30s", "500ms", "2m", "1h" or a plain number of seconds.
+std::optional<std::chrono::milliseconds> parse_duration(const std::string& text) {
+  size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
+  if (digits == 0 || digits > 9) return std::nullopt;
+  const long value = std::stol(text.substr(0, digits));
+  const std::string unit = text.substr(digits);
+  if (unit == "ms") return std::chrono::milliseconds(value);
+  if (unit.empty() || unit == "s") return std::chrono::seconds(value);
+  if (unit == "m") return std::chrono::minutes(value);
+  if (unit == "h") return std::chrono::hours(value);
+  return std::nullopt;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -190,6 +193,21 @@ int main(int argc, char** argv) {
     command->callback([&cli, c = sub.command] { cli.options.command = c; });
   }
 
+  CLI::App* watch = app.add_subcommand(
+      "watch", "Keep the kernel matching the site file: react to events, serve metrics");
+  watch->add_option("site", cli.options.site_file, "The site file (site.json)")->required();
+  watch
+      ->add_option("--listen", cli.watch_options.listen,
+                   "HTTP address for /metrics, /status and /healthz, or \"none\"")
+      ->capture_default_str();
+  watch
+      ->add_option("--interval", cli.interval,
+                   "Full reconcile at least this often (also a pool monitor's interval)")
+      ->capture_default_str();
+  watch->add_option("--debounce", cli.debounce, "Let a burst of kernel events settle this long")
+      ->capture_default_str();
+  watch->callback([&cli] { cli.watch = true; });
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -201,6 +219,25 @@ int main(int argc, char** argv) {
     cli.options.fail_at_step = std::strtoul(step, nullptr, 10);
   }
 
+  if (cli.watch) {
+    auto& w = cli.watch_options;
+    auto interval = parse_duration(cli.interval);
+    auto debounce = parse_duration(cli.debounce);
+    if (!interval || interval->count() < 100 || !debounce) {
+      fmt::print(stderr,
+                 "etherctl: --interval and --debounce take a duration such as 30s, 500ms "
+                 "or 2m (interval at least 100ms)\n");
+      return kExitUsage;
+    }
+    w.site_file = cli.options.site_file;
+    w.device = cli.options.device;
+    w.netns = cli.options.netns;
+    w.lock_dir = cli.options.lock_dir;
+    w.interval = *interval;
+    w.debounce = *debounce;
+    return etherctl::agent::watch(w);
+  }
+
   etherctl::engine::Report report;
   try {
     report = etherctl::engine::run(cli.options);
@@ -209,7 +246,7 @@ int main(int argc, char** argv) {
     return kExitFailed;
   }
   if (cli.json) {
-    std::cout << report_json(cli, report).dump() << "\n";
+    std::cout << etherctl::engine::report_json(report, cli.options.command).dump() << "\n";
   } else {
     print_text(cli, report);
   }

@@ -19,6 +19,7 @@
 #include "location/location.hpp"
 #include "location/observe.hpp"
 #include "model/site.hpp"
+#include "plan/render.hpp"
 
 namespace etherctl::engine {
 
@@ -41,7 +42,7 @@ std::string hostname() {
   return name.substr(0, name.find('.'));
 }
 
-void enter_netns(const std::string& name) {
+void enter_netns_or_throw(const std::string& name) {
   std::string path = "/run/netns/" + name;
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -231,7 +232,8 @@ nlohmann::json read_applied(const std::string& lock_dir) {
   return record.is_discarded() ? nlohmann::json() : record;
 }
 
-// Datapath counters of each tunnel, by tunnel name, for `status`.
+}  // namespace
+
 nlohmann::json tunnel_counters() {
   nlohmann::json out = nlohmann::json::object();
   for (const auto& tunnel : datapath::inspect()) {
@@ -250,6 +252,8 @@ nlohmann::json tunnel_counters() {
   }
   return out;
 }
+
+namespace {
 
 nlohmann::json status_of(const plan::Objects& desired, const plan::Objects& observed,
                          const plan::Plan& plan, const nlohmann::json& members) {
@@ -294,16 +298,22 @@ nlohmann::json status_of(const plan::Objects& desired, const plan::Objects& obse
   return {{"objects", objects}, {"members", members}};
 }
 
+std::string file_sha256(const std::string& path) {
+  std::ifstream site(path, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(site)), std::istreambuf_iterator<char>());
+  return "sha256:" + sha256_hex(text);
+}
+
 void record_success(const Options& options, const Report& report) {
   bool destroyed = options.command == Command::Destroy;
-  std::ifstream site(options.site_file, std::ios::binary);
-  std::string text((std::istreambuf_iterator<char>(site)), std::istreambuf_iterator<char>());
-  record_applied(options.lock_dir, {{"device", report.device},
-                                    {"command", destroyed ? "destroy" : "apply"},
-                                    {"digest", destroyed ? std::string() : report.digest},
-                                    {"site_file", options.site_file},
-                                    {"site_sha256", "sha256:" + sha256_hex(text)},
-                                    {"at", static_cast<int64_t>(std::time(nullptr))}});
+  record_applied(options.lock_dir,
+                 {{"device", report.device},
+                  {"command", destroyed ? "destroy" : "apply"},
+                  {"digest", destroyed ? std::string() : report.digest},
+                  {"site_file", options.site_file},
+                  {"site_sha256", options.preloaded_site ? options.preloaded_sha256
+                                                         : file_sha256(options.site_file)},
+                  {"at", static_cast<int64_t>(std::time(nullptr))}});
 }
 
 }  // namespace
@@ -322,12 +332,16 @@ Report run(const Options& options) {
     return report;
   };
 
-  model::LoadResult loaded = model::load_site_file(options.site_file);
-  if (!loaded.site) {
-    report.errors = loaded.problems;
-    return finish(Outcome::Invalid);
+  std::shared_ptr<const model::Site> site_ptr = options.preloaded_site;
+  if (!site_ptr) {
+    model::LoadResult loaded = model::load_site_file(options.site_file);
+    if (!loaded.site) {
+      report.errors = loaded.problems;
+      return finish(Outcome::Invalid);
+    }
+    site_ptr = std::make_shared<const model::Site>(std::move(*loaded.site));
   }
-  const model::Site& site = *loaded.site;
+  const model::Site& site = *site_ptr;
   // The file is valid as a whole; a device only matters when one is asked for.
   if (options.command == Command::Validate && !options.device) return finish(Outcome::Ok);
   std::string error;
@@ -340,7 +354,7 @@ Report run(const Options& options) {
   if (options.command == Command::Validate) return finish(Outcome::Ok);
 
   try {
-    if (options.netns) enter_netns(*options.netns);
+    if (options.netns) enter_netns_or_throw(*options.netns);
     RunLock lock;
     std::string holder;
     bool writes = options.command == Command::Apply || options.command == Command::Destroy;
@@ -360,8 +374,9 @@ Report run(const Options& options) {
     report.digest = configuration_digest(desired);
     const kernel::Snapshot snapshot = kernel::Snapshot::read(netlink);
     if (options.command != Command::Destroy) {
-      report.members = locate_members(site, *device, netlink, snapshot,
-                                      options.command == Command::Apply, desired);
+      report.members =
+          locate_members(site, *device, netlink, snapshot,
+                         options.command == Command::Apply && options.resolve_neighbours, desired);
     }
     plan::Objects observed = observe(snapshot, ownership);
     report.plan = plan::make_plan(desired, observed);
@@ -432,6 +447,42 @@ Report run(const Options& options) {
     report.errors.push_back({"", e.what()});
   }
   return finish(Outcome::Failed);
+}
+
+LoadedSite load(const std::string& site_file) {
+  LoadedSite out;
+  model::LoadResult loaded = model::load_site_file(site_file);
+  out.problems = loaded.problems;
+  if (loaded.site) out.site = std::make_shared<const model::Site>(std::move(*loaded.site));
+  out.sha256 = file_sha256(site_file);
+  return out;
+}
+
+void enter_netns(const std::string& name) {
+  try {
+    enter_netns_or_throw(name);
+  } catch (const RunError& e) {
+    throw std::runtime_error(e.message);
+  }
+}
+
+nlohmann::json report_json(const Report& report, Command command) {
+  nlohmann::json errors = nlohmann::json::array();
+  for (const auto& e : report.errors) errors.push_back({{"path", e.path}, {"message", e.message}});
+  nlohmann::json out = {
+      {"changed", report.changed()},
+      {"device", report.device},
+      {"summary", plan::summary_json(report.plan)},
+      {"changes", plan::changes_json(report.plan)},
+      {"errors", errors},
+      {"duration_ms", report.duration_ms},
+      {"digest", report.digest},
+      {"netlink", {{"requests", report.netlink_requests}, {"writes", report.netlink_writes}}}};
+  if (!report.members.empty()) out["members"] = report.members;
+  if (report.rolled_back) out["rolled_back"] = true;
+  if (report.failed_step) out["failed_step"] = *report.failed_step;
+  if (command == Command::Status) out["status"] = report.status;
+  return out;
 }
 
 }  // namespace etherctl::engine

@@ -3,12 +3,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "model/problem.hpp"
+#include "model/site.hpp"
 #include "plan/plan.hpp"
 
 namespace etherctl::engine {
@@ -24,7 +26,27 @@ struct Options {
   std::string lock_dir = "/run/etherctl";
   // Test-only fault injection: fail the change with this index (0-based) during execute.
   std::optional<size_t> fail_at_step;
+  // apply probes pool members whose neighbour entry is missing or stale (ARP/ND). `watch`
+  // turns this off for runs woken by events, so a member that never answers cannot make the
+  // probe's own neighbour events wake it again and again.
+  bool resolve_neighbours = true;
+  // A site already parsed and validated (`watch` keeps the last good file between reloads);
+  // site_file then only names it, and site_sha256 is the hash of the text it was read from.
+  std::shared_ptr<const model::Site> preloaded_site;
+  std::string preloaded_sha256;
 };
+
+// A valid site file read once: what `watch` runs on until a reload succeeds.
+struct LoadedSite {
+  std::shared_ptr<const model::Site> site;  // null when the file is invalid
+  std::string sha256;                       // "sha256:<hex>" of the file's bytes
+  std::vector<model::Problem> problems;
+};
+LoadedSite load(const std::string& site_file);
+
+// Enters the network namespace /run/netns/<name> for the calling thread (like `ip -n`);
+// throws std::runtime_error naming the namespace when it cannot.
+void enter_netns(const std::string& name);
 
 enum class Outcome { Ok, Failed, LockHeld, Invalid };
 
@@ -50,5 +72,11 @@ struct Report {
 };
 
 Report run(const Options& options);
+
+// Datapath counters of each tunnel in this namespace, by tunnel name (as status shows them).
+nlohmann::json tunnel_counters();
+
+// The report as `--json` prints it (and `watch` serves it on /status).
+nlohmann::json report_json(const Report& report, Command command);
 
 }  // namespace etherctl::engine

@@ -9,7 +9,7 @@
 namespace etherctl::model {
 
 struct IpAddress {
-  int family = 0;  // AF_INET or AF_INET6
+  int family = 0;  // 4 or 6 (not AF_INET/AF_INET6)
   std::array<uint8_t, 16> bytes{};
 
   static std::optional<IpAddress> parse(const std::string& text);

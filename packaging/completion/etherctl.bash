@@ -5,9 +5,9 @@
 # network namespaces (--netns), --color's values and site files (*.json).
 # Plain bash and awk: no jq or python at completion time.
 
-_etherctl_commands="validate plan apply destroy status"
-_etherctl_options="-h --help --version --json --device --netns --wait --detailed-exitcodes --color"
-_etherctl_value_options="--device --netns --color"
+_etherctl_commands="validate plan apply destroy status watch"
+_etherctl_options="-h --help --version --json --device --netns --wait --detailed-exitcodes --color --listen --interval --debounce"
+_etherctl_value_options="--device --netns --color --listen --interval --debounce"
 
 # Prints the device names of a site file, one a line: the keys of the top-level "devices"
 # object. A small JSON tokenizer (strings, braces, brackets, colons, commas) is all it needs;
@@ -72,7 +72,7 @@ _etherctl() {
     fi
     ((i == COMP_CWORD)) && continue
     case $word in
-      --device | --netns | --color) skip=1 ;;
+      --device | --netns | --color | --listen | --interval | --debounce) skip=1 ;;
       -*) ;;
       *)
         if [[ -z $command ]]; then

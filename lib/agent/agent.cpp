@@ -1,0 +1,384 @@
+#include "agent/agent.hpp"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <csignal>
+#include <ctime>
+#include <memory>
+#include <set>
+
+#include "agent/events.hpp"
+#include "agent/http.hpp"
+#include "agent/metrics.hpp"
+#include "agent/system.hpp"
+#include "engine/engine.hpp"
+#include "plan/render.hpp"
+
+namespace etherctl::agent {
+
+namespace {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+
+enum class Trigger { Start, Event, Periodic, Reload, Retry };
+
+const char* trigger_name(Trigger trigger) {
+  switch (trigger) {
+    case Trigger::Start:
+      return "start";
+    case Trigger::Event:
+      return "kernel event";
+    case Trigger::Periodic:
+      return "periodic";
+    case Trigger::Reload:
+      return "reload";
+    case Trigger::Retry:
+      return "retry";
+  }
+  return "?";
+}
+
+template <typename... Args>
+void log(fmt::format_string<Args...> format, Args&&... args) {
+  fmt::print(stderr, "etherctl watch: {}\n", fmt::format(format, std::forward<Args>(args)...));
+  std::fflush(stderr);
+}
+
+class Agent {
+ public:
+  explicit Agent(const WatchOptions& options)
+      : options_(options),
+        signals_(io_, SIGHUP, SIGTERM, SIGINT),
+        debounce_timer_(io_),
+        periodic_timer_(io_),
+        retry_timer_(io_),
+        watchdog_timer_(io_) {}
+
+  int run();
+
+ private:
+  bool load(const char* why);
+  void wait_for_events();
+  void on_events();
+  void wait_for_signal();
+  void arm_periodic();
+  void arm_watchdog(std::chrono::microseconds every);
+  void reconcile(Trigger trigger);
+  void stop();
+  HttpResponse handle(const std::string& target);
+  engine::Options engine_options(engine::Command command, bool resolve) const;
+  std::chrono::milliseconds interval() const;
+
+  WatchOptions options_;
+  asio::io_context io_;
+  asio::signal_set signals_;
+  asio::steady_timer debounce_timer_, periodic_timer_, retry_timer_, watchdog_timer_;
+  std::unique_ptr<EventSocket> events_;
+  std::unique_ptr<asio::posix::stream_descriptor> event_descriptor_;
+  std::unique_ptr<HttpServer> http_;
+  engine::LoadedSite site_;
+  std::set<model::IpAddress> member_addresses_;  // whose neighbour entries matter
+  bool has_pools_ = false;
+  bool event_reconcile_pending_ = false;
+  bool ready_ = false;
+  AgentStats stats_;
+  engine::Report last_;
+  bool have_last_ = false;
+};
+
+engine::Options Agent::engine_options(engine::Command command, bool resolve) const {
+  engine::Options o;
+  o.command = command;
+  o.site_file = options_.site_file;
+  o.device = options_.device;
+  o.lock_dir = options_.lock_dir;
+  o.resolve_neighbours = resolve;
+  o.preloaded_site = site_.site;
+  o.preloaded_sha256 = site_.sha256;
+  return o;  // no netns: the agent entered it once, at start
+}
+
+// Reads the site file. At start a bad file is fatal; later it keeps the running one.
+bool Agent::load(const char* why) {
+  engine::LoadedSite loaded = engine::load(options_.site_file);
+  if (!loaded.site) {
+    for (const auto& p : loaded.problems) {
+      log("{}: {}: {}", options_.site_file, p.path.empty() ? "(file)" : p.path, p.message);
+    }
+    log("{}: {} is invalid ({} problem{}); {}", why, options_.site_file, loaded.problems.size(),
+        loaded.problems.size() == 1 ? "" : "s",
+        site_.site ? "keeping the configuration in force" : "not starting");
+    return false;
+  }
+  site_ = std::move(loaded);
+  member_addresses_.clear();
+  has_pools_ = false;
+  for (const auto& [name, device] : site_.site->devices) {
+    if (options_.device && name != *options_.device) continue;
+    for (const auto& [pool_name, pool] : device.pools) {
+      has_pools_ = true;
+      for (const auto& [key, member] : pool.members) member_addresses_.insert(member.address);
+    }
+  }
+  return true;
+}
+
+std::chrono::milliseconds Agent::interval() const {
+  auto every = options_.interval;
+  for (const auto& [name, device] : site_.site->devices) {
+    if (options_.device && name != *options_.device) continue;
+    for (const auto& [pool_name, pool] : device.pools) {
+      if (pool.monitor)
+        every = std::min(every, std::chrono::milliseconds(pool.monitor->interval * 1000));
+    }
+  }
+  return every;
+}
+
+void Agent::reconcile(Trigger trigger) {
+  const auto started = Clock::now();
+  // Probes for unresolved members only on the timer's schedule: a member that never answers
+  // would otherwise wake every event-driven run again with its probe's own notifications.
+  engine::Report report =
+      engine::run(engine_options(engine::Command::Apply, trigger != Trigger::Event));
+  const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  stats_.reconciles[static_cast<size_t>(report.outcome)] += 1;
+  stats_.last_duration_seconds = seconds;
+  stats_.duration_seconds_sum += seconds;
+  stats_.last_reconcile_unix = std::time(nullptr);
+  stats_.digest = report.digest.empty() ? stats_.digest : report.digest;
+
+  switch (report.outcome) {
+    case engine::Outcome::Ok:
+      stats_.last_success_unix = stats_.last_reconcile_unix;
+      stats_.in_sync = true;
+      if (report.changed()) {
+        stats_.changes_applied += report.plan.changes.size();
+        std::string what;
+        for (const auto& c : plan::changes_json(report.plan)) {
+          what += fmt::format("; {} {} {}", c.value("op", ""), c.value("kind", ""),
+                              c.value("name", ""));
+          if (c.contains("before") && c.contains("after")) {
+            what += fmt::format(" {} -> {}", c["before"].dump(), c["after"].dump());
+          }
+        }
+        log("reconcile ({}): {} change{} in {:.0f} ms{}", trigger_name(trigger),
+            report.plan.changes.size(), report.plan.changes.size() == 1 ? "" : "s", seconds * 1000,
+            what);
+      }
+      break;
+    case engine::Outcome::LockHeld:
+      // cron or an operator is applying: try again shortly, whatever woke us.
+      log("reconcile ({}): {}; retrying in 1 s", trigger_name(trigger),
+          report.errors.empty() ? "lock held" : report.errors.front().message);
+      retry_timer_.expires_after(std::chrono::seconds(1));
+      retry_timer_.async_wait([this](boost::system::error_code e) {
+        if (!e) reconcile(Trigger::Retry);
+      });
+      break;
+    case engine::Outcome::Failed:
+    case engine::Outcome::Invalid:
+      stats_.in_sync = false;
+      for (const auto& e : report.errors) {
+        log("reconcile ({}) failed: {}{}", trigger_name(trigger),
+            e.path.empty() ? "" : e.path + ": ", e.message);
+      }
+      break;
+  }
+  if (report.outcome != engine::Outcome::LockHeld) {
+    last_ = std::move(report);
+    have_last_ = true;
+  }
+  if (ready_) {
+    notify(fmt::format(
+        "STATUS={}, {} reconciles, {} changes made", stats_.in_sync ? "in sync" : "NOT in sync",
+        stats_.reconciles[0] + stats_.reconciles[1] + stats_.reconciles[2] + stats_.reconciles[3],
+        stats_.changes_applied));
+  }
+}
+
+void Agent::wait_for_events() {
+  event_descriptor_->async_wait(asio::posix::stream_descriptor::wait_read,
+                                [this](boost::system::error_code error) {
+                                  if (error) return;  // cancelled: stopping
+                                  on_events();
+                                  wait_for_events();
+                                });
+}
+
+void Agent::on_events() {
+  EventBatch batch = events_->drain();
+  for (size_t i = 0; i < kEventKinds; ++i) stats_.events[i] += batch.counts[i];
+  if (batch.overrun) ++stats_.event_overruns;
+  // Links, addresses and routes: drift of owned objects. Neighbours and the FDB only move
+  // pool members, and only members' own neighbour entries matter.
+  bool relevant = batch.overrun || batch.relevant_count(EventKind::Link) ||
+                  batch.relevant_count(EventKind::Address) ||
+                  batch.relevant_count(EventKind::Route) ||
+                  (has_pools_ && batch.count(EventKind::Fdb));
+  for (const auto& address : batch.neighbours) {
+    if (member_addresses_.count(address)) relevant = true;
+  }
+  if (!relevant || event_reconcile_pending_) return;
+  event_reconcile_pending_ = true;
+  debounce_timer_.expires_after(options_.debounce);
+  debounce_timer_.async_wait([this](boost::system::error_code e) {
+    event_reconcile_pending_ = false;
+    if (!e) reconcile(Trigger::Event);
+  });
+}
+
+void Agent::arm_periodic() {
+  periodic_timer_.expires_after(interval());
+  periodic_timer_.async_wait([this](boost::system::error_code e) {
+    if (e) return;
+    reconcile(Trigger::Periodic);
+    arm_periodic();
+  });
+}
+
+void Agent::arm_watchdog(std::chrono::microseconds every) {
+  watchdog_timer_.expires_after(every);
+  watchdog_timer_.async_wait([this, every](boost::system::error_code e) {
+    if (e) return;
+    notify("WATCHDOG=1");
+    arm_watchdog(every);
+  });
+}
+
+void Agent::wait_for_signal() {
+  signals_.async_wait([this](boost::system::error_code error, int signal) {
+    if (error) return;
+    if (signal == SIGHUP) {
+      notify("RELOADING=1");
+      if (load("reload")) {
+        ++stats_.reloads_ok;
+        log("reloaded {} ({})", options_.site_file, site_.sha256);
+        reconcile(Trigger::Reload);
+        arm_periodic();  // the interval may have changed
+      } else {
+        ++stats_.reloads_failed;
+      }
+      notify("READY=1");
+      wait_for_signal();
+      return;
+    }
+    log("{}: stopping", signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    stop();
+  });
+}
+
+void Agent::stop() {
+  notify("STOPPING=1");
+  boost::system::error_code ignored;
+  signals_.cancel(ignored);
+  debounce_timer_.cancel();
+  periodic_timer_.cancel();
+  retry_timer_.cancel();
+  watchdog_timer_.cancel();
+  if (event_descriptor_) event_descriptor_->cancel(ignored);
+  if (http_) http_->stop();
+  io_.stop();
+}
+
+HttpResponse Agent::handle(const std::string& target) {
+  const std::string path = target.substr(0, target.find('?'));
+  if (path == "/metrics") {
+    return {200, "text/plain; version=0.0.4; charset=utf-8",
+            render_metrics(stats_, have_last_ ? last_.members : nlohmann::json::array(),
+                           engine::tunnel_counters())};
+  }
+  if (path == "/healthz") {
+    if (stats_.in_sync) return {200, "text/plain; charset=utf-8", "ok\n"};
+    std::string why = "not in sync";
+    if (have_last_ && !last_.errors.empty()) why += ": " + last_.errors.front().message;
+    return {503, "text/plain; charset=utf-8", why + "\n"};
+  }
+  if (path == "/status") {
+    // A fresh read of the kernel (under the lock, like `etherctl status`), plus the agent.
+    engine::Report now = engine::run(engine_options(engine::Command::Status, false));
+    uint64_t reconciles = 0;
+    for (auto n : stats_.reconciles) reconciles += n;
+    nlohmann::json agent = {
+        {"pid", getpid()},
+        {"site_file", options_.site_file},
+        {"site_sha256", site_.sha256},
+        {"digest", stats_.digest},
+        {"in_sync", stats_.in_sync},
+        {"started", stats_.started_unix},
+        {"reconciles", reconciles},
+        {"reconcile_failures", stats_.reconciles[1]},
+        {"changes_applied", stats_.changes_applied},
+        {"last_reconcile", stats_.last_reconcile_unix},
+        {"last_reconcile_duration_ms", stats_.last_duration_seconds * 1000},
+        {"reloads", {{"ok", stats_.reloads_ok}, {"failed", stats_.reloads_failed}}},
+        {"interval_ms", interval().count()},
+    };
+    nlohmann::json body = {{"agent", agent}};
+    if (have_last_) body["last_reconcile"] = engine::report_json(last_, engine::Command::Apply);
+    body["now"] = engine::report_json(now, engine::Command::Status);
+    return {now.outcome == engine::Outcome::LockHeld ? 503u : 200u, "application/json",
+            body.dump(2) + "\n"};
+  }
+  return {404, "text/plain; charset=utf-8", "not found: try /metrics, /status or /healthz\n"};
+}
+
+int Agent::run() {
+  stats_.started_unix = std::time(nullptr);
+  try {
+    if (options_.netns) engine::enter_netns(*options_.netns);
+    if (!load("start")) return 1;
+    // Subscribe before the first reconcile, so no change after it can go unseen.
+    events_ = std::make_unique<EventSocket>();
+    event_descriptor_ = std::make_unique<asio::posix::stream_descriptor>(io_, dup(events_->fd()));
+    if (!options_.listen.empty() && options_.listen != "none") {
+      http_ = std::make_unique<HttpServer>(io_, parse_listen_address(options_.listen),
+                                           [this](const std::string& t) { return handle(t); });
+    }
+    if (options_.drop_capabilities) {
+      auto held = drop_capabilities();
+      std::string names;
+      for (const auto& n : held) names += (names.empty() ? "" : ",") + n;
+      log("capabilities: {}", names.empty() ? "none" : names);
+    }
+  } catch (const std::exception& e) {
+    log("cannot start: {}", e.what());
+    return 1;
+  }
+
+  reconcile(Trigger::Start);
+  if (last_.outcome == engine::Outcome::Invalid) return 1;  // e.g. no such device in the file
+  if (http_) {
+    const auto endpoint = http_->local_endpoint();
+    log("listening on http://{}:{}/ (metrics, status, healthz)",
+        endpoint.address().is_v6() ? "[" + endpoint.address().to_string() + "]"
+                                   : endpoint.address().to_string(),
+        endpoint.port());
+    http_->start();
+  }
+  log("watching device {} from {} ({}); full reconcile every {} ms", last_.device,
+      options_.site_file, site_.sha256, interval().count());
+  wait_for_events();
+  wait_for_signal();
+  arm_periodic();
+  if (uint64_t usec = watchdog_usec()) arm_watchdog(std::chrono::microseconds(usec / 2));
+  ready_ = true;
+  notify("READY=1");
+  io_.run();
+  return 0;
+}
+
+}  // namespace
+
+int watch(const WatchOptions& options) {
+  Agent agent(options);
+  return agent.run();
+}
+
+}  // namespace etherctl::agent
