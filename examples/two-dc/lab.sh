@@ -13,8 +13,8 @@
 #
 # Topology (every name below is a namespace "<LAB>-<name>"):
 #
-#   vm1 ─ dc1-hv(br0) ─ eth1 [dc1-edge] eth0 ─ dc1 [wan router] dc2 ─ eth0 [dc2-edge] eth1 ─ dc2-hv(br0) ─ vm2
-#                                          198.51.100.254   203.0.113.254
+#   vm1, vm3 ─ dc1-hv(br0) ─ eth1 [dc1-edge] eth0 ─ dc1 [wan router] dc2 ─ eth0 [dc2-edge] eth1 ─ dc2-hv(br0) ─ vm2
+#                                               198.51.100.254   203.0.113.254
 #
 # The edges' eth0/eth1 are left unconfigured: etherctl configures them from site.json. The WAN
 # router forwards with MTU 1500 on both sides, so the WAN is a real 1500-byte path (a veth alone
@@ -23,10 +23,10 @@ set -euo pipefail
 
 LAB=${LAB:-eclab}
 readonly LAB
-readonly NODES=(dc1-edge dc2-edge wan dc1-hv dc2-hv vm1 vm2)
-declare -A VM_IP=([vm1]=10.1.0.21 [vm2]=10.1.0.22)
-declare -A VM_MAC=([vm1]=02:ec:00:00:00:21 [vm2]=02:ec:00:00:00:22)
-declare -A VM_HOME=([vm1]=dc1 [vm2]=dc2)
+readonly NODES=(dc1-edge dc2-edge wan dc1-hv dc2-hv vm1 vm2 vm3)
+declare -A VM_IP=([vm1]=10.1.0.21 [vm2]=10.1.0.22 [vm3]=10.1.0.23)
+declare -A VM_MAC=([vm1]=02:ec:00:00:00:21 [vm2]=02:ec:00:00:00:22 [vm3]=02:ec:00:00:00:23)
+declare -A VM_HOME=([vm1]=dc1 [vm2]=dc2 [vm3]=dc1)
 
 ns() { echo "${LAB}-$1"; }
 log() { echo "lab[$LAB]: $*" >&2; }
@@ -114,6 +114,7 @@ cmd_up() {
   done
   ensure_vm vm1
   ensure_vm vm2
+  ensure_vm vm3
   log "up: namespaces ${NODES[*]/#/$LAB-}"
 }
 
@@ -211,7 +212,7 @@ cmd_status() {
     fi
   done
   local vm
-  for vm in vm1 vm2; do
+  for vm in vm1 vm2 vm3; do
     echo "$vm: on $(vm_location "$vm" || true)-hv"
   done
 }
