@@ -86,6 +86,7 @@ class Agent {
   std::set<model::IpAddress> member_addresses_;  // whose neighbour entries matter
   bool has_pools_ = false;
   bool event_reconcile_pending_ = false;
+  std::chrono::milliseconds retry_delay_{20};  // after a held lock; doubles up to 1 s
   bool ready_ = false;
   AgentStats stats_;
   engine::Report last_;
@@ -174,10 +175,14 @@ void Agent::reconcile(Trigger trigger) {
       }
       break;
     case engine::Outcome::LockHeld:
-      // cron or an operator is applying: try again shortly, whatever woke us.
-      log("reconcile ({}): {}; retrying in 1 s", trigger_name(trigger),
-          report.errors.empty() ? "lock held" : report.errors.front().message);
-      retry_timer_.expires_after(std::chrono::seconds(1));
+      // cron, an operator or a monitoring `plan` holds the lock: try again soon, whatever
+      // woke us, backing off from 20 ms to 1 s while it stays held.
+      if (retry_delay_ >= std::chrono::milliseconds(1000)) {
+        log("reconcile ({}): {}; retrying every second", trigger_name(trigger),
+            report.errors.empty() ? "lock held" : report.errors.front().message);
+      }
+      retry_timer_.expires_after(retry_delay_);
+      retry_delay_ = std::min(retry_delay_ * 2, std::chrono::milliseconds(1000));
       retry_timer_.async_wait([this](boost::system::error_code e) {
         if (!e) reconcile(Trigger::Retry);
       });
@@ -192,6 +197,7 @@ void Agent::reconcile(Trigger trigger) {
       break;
   }
   if (report.outcome != engine::Outcome::LockHeld) {
+    retry_delay_ = std::chrono::milliseconds(20);
     last_ = std::move(report);
     have_last_ = true;
   }

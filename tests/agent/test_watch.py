@@ -243,7 +243,7 @@ class WatchTest(unittest.TestCase):
         with open(lock, "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             self.ns.ip("addr", "del", "10.1.0.1/24", "dev", "vmotion")
-            wait_for(lambda: agent.find(r"retrying in 1 s"), what="the agent to meet the lock")
+            wait_for(lambda: agent.find(r"retrying every second"), what="the agent to meet the lock")
             self.assertNotIn(("vmotion", "10.1.0.1/24"), self.addresses())
         wait_for(lambda: ("vmotion", "10.1.0.1/24") in self.addresses(), what="repair after unlock")
         # apply from cron at the same time as the agent: both succeed (one waits).
