@@ -117,13 +117,58 @@ class AnsibleModule(unittest.TestCase):
         self.assertFalse(self.module(state="absent")["changed"])
         self.assertFalse(self.module("--check", state="absent")["changed"])
 
-    def test_example_playbook_parses(self):
-        result = subprocess.run(
-            ["ansible-playbook", "--syntax-check", "-i", "localhost,",
-             str(SOURCE / "packaging/ansible/examples/sync-device-group.yml")],
-            capture_output=True, text=True, timeout=120,
-            env={**self.env, "ANSIBLE_LIBRARY": str(LIBRARY)})
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+    def run_playbook(self, hosts):
+        """Runs examples/ansible/sync-device-group.yml over `hosts` ({name: (device, site)}),
+        each host a local connection operating in a network namespace of its own."""
+        site = {"etherctl": 1, "devices": {
+            "dc1-edge": SITE["devices"]["edge"],
+            "dc2-edge": {"vlans": {"wan": {"interface": "eth0"}},
+                         "self_ips": {"wan-self": {"address": "203.0.113.1/24",
+                                                   "vlan": "wan"}}}}}
+        lines = ["[edges]"]
+        for name, (device, site_file) in hosts.items():
+            netns = f"{self.netns}-{name}"
+            subprocess.run(["ip", "netns", "add", netns], check=True)
+            self.addCleanup(subprocess.run, ["ip", "netns", "del", netns])
+            for ifname, peer in (("eth0", "p0"), ("eth1", "p1")):
+                subprocess.run(["ip", "-n", netns, "link", "add", ifname, "type", "veth",
+                                "peer", "name", peer], check=True)
+            path = self.dir / site_file
+            if not path.exists():
+                variant = json.loads(json.dumps(site))
+                if site_file != "group-site.json":  # an older generation: another self IP
+                    variant["devices"]["dc1-edge"]["self_ips"]["server-self"]["address"] = \
+                        "10.1.0.5/24"
+                path.write_text(json.dumps(variant, indent=1))
+            lines.append(f"{name} ansible_connection=local etherctl_device={device} "
+                         f"etherctl_netns={netns} etherctl_site={path}")
+        inventory = self.dir / "inventory.ini"
+        inventory.write_text("\n".join(lines) + "\n")
+        return subprocess.run(
+            ["ansible-playbook", "-i", str(inventory),
+             str(SOURCE / "examples/ansible/sync-device-group.yml"),
+             "-e", "ansible_python_interpreter=/usr/bin/python3",
+             "-e", "ansible_become=false",  # root already; no sudo on a CI machine
+             "-e", f"etherctl_executable={ETHERCTL}"],
+            capture_output=True, text=True, timeout=600,
+            env={**self.env, "ANSIBLE_LIBRARY": str(LIBRARY),
+                 "ANSIBLE_STDOUT_CALLBACK": "default"})
+
+    def test_example_playbook_syncs_a_device_group(self):
+        ok = self.run_playbook({"dc1-a": ("dc1-edge", "group-site.json"),
+                                "dc1-b": ("dc1-edge", "group-site.json"),
+                                "dc2-a": ("dc2-edge", "group-site.json")})
+        self.assertEqual(ok.returncode, 0, ok.stdout + ok.stderr)
+        self.assertRegex(ok.stdout, r"device dc1-edge: every host runs sha256:[0-9a-f]{64}")
+        self.assertRegex(ok.stdout, r"device dc2-edge: every host runs sha256:[0-9a-f]{64}")
+        self.assertRegex(ok.stdout, r"the group runs site file sha256:[0-9a-f]{64}")
+
+    def test_example_playbook_names_a_host_with_another_configuration(self):
+        bad = self.run_playbook({"dc1-a": ("dc1-edge", "group-site.json"),
+                                 "dc1-b": ("dc1-edge", "older-site.json")})
+        self.assertNotEqual(bad.returncode, 0, bad.stdout)
+        self.assertIn("the hosts of device dc1-edge run different configurations", bad.stdout)
+        self.assertRegex(bad.stdout, r"'dc1-a': 'sha256:[0-9a-f]{64}', 'dc1-b': 'sha256:")
 
     def test_failing_apply_reports_etherctl_message(self):
         bad = self.dir / "bad.json"

@@ -75,8 +75,18 @@ errors:
 rc:
   description: etherctl's exit code.
   type: int
+digest:
+  description: SHA-256 digest of the device's effective configuration (the part of the file
+    that applies to it, normalised); equal on every host that applies the same device of the
+    same configuration.
+  type: str
+site_sha256:
+  description: SHA-256 of the site file's bytes; equal on every host that runs the same
+    generation of the file.
+  type: str
 """
 
+import hashlib
 import json
 import os
 
@@ -144,8 +154,14 @@ def main():
     else:
         changed = bool(report.get("changed"))
 
+    # The device group's proof of sync: the digest of the device's effective configuration
+    # (equal on every host that applies the same device of the same configuration) and the
+    # hash of the file itself (equal on every host that runs the same generation of it).
+    with open(p["site"], "rb") as f:
+        site_sha256 = "sha256:" + hashlib.sha256(f.read()).hexdigest()
     result = dict(changed=changed, device=report.get("device"), changes=changes,
-                  summary=report.get("summary"), errors=errors, rc=rc)
+                  summary=report.get("summary"), errors=errors, rc=rc,
+                  digest=report.get("digest"), site_sha256=site_sha256)
     if module._diff:
         before, after = {}, {}
         for change in changes:
