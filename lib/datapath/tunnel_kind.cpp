@@ -6,8 +6,10 @@
 #include <linux/veth.h>
 #include <sys/stat.h>
 
+#include <chrono>
 #include <map>
 #include <optional>
+#include <thread>
 
 #include "datapath/datapath.hpp"
 #include "kernel/detail.hpp"
@@ -123,6 +125,37 @@ plan::Objects observe(const kernel::Snapshot& snapshot, const kernel::Ownership&
   return objects;
 }
 
+// Waits (up to `limit`) until every link of `names` is operationally up. The kernel sets a new
+// veth pair's carrier at once but its operational state later, from the linkwatch work queue;
+// a bridge port enslaved before that stays disabled until the state change arrives, and frames
+// of the first few hundred milliseconds are lost. Waiting here makes "apply returned" mean
+// "the tunnel forwards". A link that does not come up in time is not an error: the port comes
+// up with it, as it would have without the wait.
+void wait_operational(Netlink& netlink, const std::vector<std::string>& names,
+                      std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  for (const auto& name : names) {
+    for (;;) {
+      Message message(RTM_GETLINK, 0);
+      message.put_header<ifinfomsg>()->ifi_family = AF_UNSPEC;
+      message.put_str(IFLA_IFNAME, name);
+      message.put_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+      unsigned flags = 0;
+      netlink.query(
+          message,
+          [&](const nlmsghdr* header) {
+            if (header->nlmsg_type == RTM_NEWLINK &&
+                mnl_nlmsg_get_payload_len(header) >= sizeof(ifinfomsg)) {
+              flags = static_cast<const ifinfomsg*>(mnl_nlmsg_get_payload(header))->ifi_flags;
+            }
+          },
+          "interface " + name);
+      if ((flags & IFF_RUNNING) || std::chrono::steady_clock::now() >= deadline) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+}
+
 void create(Netlink& netlink, const plan::Object& desired, const kernel::Ownership& ownership) {
   const std::string op = what("create", desired);
   const std::string eip = eip_name(desired.key);
@@ -154,6 +187,7 @@ void create(Netlink& netlink, const plan::Object& desired, const kernel::Ownersh
     bool up = bool_attr(desired, "up").value_or(true);
     set_link(netlink, eip, std::nullopt, up, "", op);
     set_link(netlink, desired.key, std::nullopt, up, "", op);
+    if (up) wait_operational(netlink, {desired.key, eip}, std::chrono::seconds(5));
   } catch (...) {
     // Nothing half-made stays behind: the pair goes, and with it the filter on eip.
     try {
