@@ -25,6 +25,8 @@ constexpr int kExitChanges = 2;  // with --detailed-exitcodes
 constexpr int kExitLockHeld = 3;
 constexpr int kExitUsage = 64;
 constexpr int kExitInvalid = 65;
+// Plans shorter than this finish before a progress line would be worth reading.
+constexpr size_t kProgressMinChanges = 50;
 
 struct Cli {
   etherctl::engine::Options options;
@@ -238,6 +240,25 @@ int main(int argc, char** argv) {
     return etherctl::agent::watch(w);
   }
 
+  // Progress of long applies on a terminal: one line, redrawn at most every 100 ms.
+  const bool show_progress =
+      !cli.json && isatty(STDERR_FILENO) &&
+      (cli.options.command == Command::Apply || cli.options.command == Command::Destroy);
+  auto last_drawn = std::chrono::steady_clock::time_point{};
+  bool drew_progress = false;
+  if (show_progress) {
+    cli.options.on_step = [&](size_t step, size_t total, const etherctl::plan::Change& change) {
+      const auto now = std::chrono::steady_clock::now();
+      if (total < kProgressMinChanges || now - last_drawn < std::chrono::milliseconds(100)) return;
+      last_drawn = now;
+      drew_progress = true;
+      const auto& o = change.subject();
+      fmt::print(stderr, "\r\033[K[{}/{}] {} {} {}", step + 1, total,
+                 etherctl::plan::to_string(change.op), o.kind, o.name);
+      std::fflush(stderr);
+    };
+  }
+
   etherctl::engine::Report report;
   try {
     report = etherctl::engine::run(cli.options);
@@ -245,6 +266,7 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "etherctl: internal error: {}\n", e.what());
     return kExitFailed;
   }
+  if (drew_progress) fmt::print(stderr, "\r\033[K");
   if (cli.json) {
     std::cout << etherctl::engine::report_json(report, cli.options.command).dump() << "\n";
   } else {

@@ -405,6 +405,7 @@ Report run(const Options& options) {
     for (size_t step = 0; step < report.plan.changes.size(); ++step) {
       const Change& change = report.plan.changes[step];
       report.executed = true;
+      if (options.on_step) options.on_step(step, report.plan.changes.size(), change);
       try {
         if (options.fail_at_step && *options.fail_at_step == step) {
           throw std::runtime_error("injected failure (test hook) at step " + std::to_string(step));

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -34,6 +35,8 @@ struct Options {
   // site_file then only names it, and site_sha256 is the hash of the text it was read from.
   std::shared_ptr<const model::Site> preloaded_site;
   std::string preloaded_sha256;
+  // Called before each change of apply or destroy is executed (progress for long plans).
+  std::function<void(size_t step, size_t total, const plan::Change& change)> on_step;
 };
 
 // A valid site file read once: what `watch` runs on until a reload succeeds.

@@ -335,6 +335,57 @@ class CliTest(CliBase):
         release.join()
 
 
+class ProgressTest(CliBase):
+    """A long apply on a terminal shows progress on stderr; piped output never has it."""
+
+    def many_addresses(self):
+        site = copy.deepcopy(SITE)
+        self_ips = site["devices"]["dc1"]["self_ips"]
+        for i in range(80):
+            self_ips[f"extra{i}"] = {"address": f"10.2.{i}.1/24", "vlan": "vmotion"}
+        return site
+
+    def run_on_terminal(self, *args, site):
+        """Runs etherctl with stderr on a pseudo-terminal; returns (status, stdout, stderr)."""
+        import pty
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen([ETHERCTL, "--netns", self.ns.name, *args, self.write_site(site)],
+                                stdout=subprocess.PIPE, stderr=follower,
+                                env=dict(os.environ, ETHERCTL_LOCK_DIR=self.lock_dir))
+        os.close(follower)
+        stdout = proc.stdout.read()
+        chunks = []
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side is closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+        os.close(leader)
+        proc.stdout.close()
+        return proc.wait(), stdout.decode(), b"".join(chunks).decode()
+
+    def test_progress_on_a_terminal_only(self):
+        site = self.many_addresses()
+        status, stdout, stderr = self.run_on_terminal("apply", site=site)
+        self.assertEqual(status, 0, stdout + stderr)
+        self.assertRegex(stderr, r"^\r\x1b\[K\[1/89\] modify vlan servers")
+        self.assertTrue(stderr.endswith("\r\x1b[K"), repr(stderr[-40:]))  # the line is cleared
+        self.assertNotIn("\x1b[K", stdout)
+        # Piped: no progress at all; --json on a terminal: none either.
+        result = self.etherctl("destroy", site=site)
+        self.assertNotIn("[1/", result.stderr)
+        status, stdout, stderr = self.run_on_terminal("--json", "apply", site=site)
+        self.assertEqual((status, stderr), (0, ""))
+        # A short plan finishes before progress would help: none.
+        self.etherctl("destroy", site=site)
+        status, _, stderr = self.run_on_terminal("apply", site=SITE)
+        self.assertEqual(status, 0)
+        self.assertEqual(stderr, "")
+
+
 class TaggedVlanTest(CliBase):
     """802.1Q devices: skipped with the reason on a kernel without 8021q, run in the VM."""
 
