@@ -226,7 +226,7 @@ void Agent::on_events() {
   // pool members, and only members' own neighbour entries matter.
   bool relevant = batch.overrun || batch.relevant_count(EventKind::Link) ||
                   batch.relevant_count(EventKind::Address) ||
-                  batch.relevant_count(EventKind::Route) ||
+                  batch.relevant_count(EventKind::Route) || batch.relevant_count(EventKind::Tc) ||
                   (has_pools_ && batch.count(EventKind::Fdb));
   for (const auto& address : batch.neighbours) {
     if (member_addresses_.count(address)) relevant = true;

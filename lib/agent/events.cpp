@@ -27,6 +27,8 @@ const char* event_kind_name(EventKind kind) {
       return "neighbour";
     case EventKind::Fdb:
       return "fdb";
+    case EventKind::Tc:
+      return "tc";
   }
   return "?";
 }
@@ -42,8 +44,9 @@ EventSocket::EventSocket() : buffer_(1 << 16) {
   if (setsockopt(fd(), SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0) {
     setsockopt(fd(), SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
   }
+  // RTMGRP_TC: a tunnel's BPF programs detached (or a clsact deleted) is drift too.
   const unsigned groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR |
-                          RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_NEIGH;
+                          RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_NEIGH | RTMGRP_TC;
   if (mnl_socket_bind(socket_, groups, MNL_SOCKET_AUTOPID) < 0) {
     int error = errno;
     mnl_socket_close(socket_);
@@ -84,6 +87,12 @@ void classify(const nlmsghdr* header, EventBatch& batch) {
           payload >= sizeof(rtmsg) && rtm->rtm_protocol == kernel::kEtherctlProtocol);
       return;
     }
+    case RTM_NEWQDISC:
+    case RTM_DELQDISC:
+    case RTM_NEWTFILTER:
+    case RTM_DELTFILTER:
+      add(EventKind::Tc);
+      return;
     case RTM_NEWNEIGH:
     case RTM_DELNEIGH:
       break;

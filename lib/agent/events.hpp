@@ -13,8 +13,8 @@
 
 namespace etherctl::agent {
 
-enum class EventKind { Link, Address, Route, Neighbour, Fdb };
-inline constexpr size_t kEventKinds = 5;
+enum class EventKind { Link, Address, Route, Neighbour, Fdb, Tc };
+inline constexpr size_t kEventKinds = 6;
 const char* event_kind_name(EventKind kind);
 
 // What one read of the socket brought: counts per kind; of those, the ones that can mean

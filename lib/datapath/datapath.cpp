@@ -215,6 +215,21 @@ uint32_t attached_prog_id(int ifindex) {
   return opts.prog_id;
 }
 
+// Whether our filter on `ifname`'s ingress runs the program named `program`.
+bool program_attached(const std::string& ifname, std::string_view program) {
+  libbpf_set_print(libbpf_print);  // inspect() may run without open(): keep queries quiet
+  const unsigned ifindex = if_nametoindex(ifname.c_str());
+  if (ifindex == 0) return false;
+  const uint32_t prog_id = attached_prog_id(static_cast<int>(ifindex));
+  if (!prog_id) return false;
+  Fd prog(bpf_prog_get_fd_by_id(prog_id));
+  if (prog.get() < 0) return false;
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(prog.get(), &info, &len) != 0) return false;
+  return std::string_view(info.name, strnlen(info.name, sizeof(info.name))) == program;
+}
+
 // Adds the maps of our program attached to ifindex, by name.
 void collect_maps(int ifindex, std::map<std::string, Fd>& maps) {
   uint32_t prog_id = attached_prog_id(ifindex);
@@ -409,8 +424,13 @@ std::vector<TunnelStatus> inspect(const Options& options) {
     stats = std::move(s->second);
   }
   std::vector<TunnelStatus> out;
-  for (auto& [key, value] : tunnel_entries(tunnels.get()))
-    out.push_back({spec_of(value), stats_of(stats.get(), key).value_or(Counters{})});
+  for (auto& [key, value] : tunnel_entries(tunnels.get())) {
+    TunnelSpec spec = spec_of(value);
+    bool attached = program_attached(eip_name(spec.name), "etherip_encap");
+    for (const auto& underlay : spec.underlay)
+      attached = attached && program_attached(underlay, "etherip_decap");
+    out.push_back({spec, stats_of(stats.get(), key).value_or(Counters{}), attached});
+  }
   return out;
 }
 

@@ -90,6 +90,9 @@ struct Options {
 struct TunnelStatus {
   TunnelSpec spec;
   Counters counters;
+  // Our encap program is attached to eip-<name>'s ingress and our decap program to every
+  // underlay's: false when something detached (or replaced) one behind etherctl's back.
+  bool attached = false;
 };
 
 // What the namespace's datapath holds, read from its maps without loading programs (for

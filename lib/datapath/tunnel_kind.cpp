@@ -92,9 +92,9 @@ void delete_link(Netlink& netlink, const std::string& name, const std::string& w
 }
 
 plan::Objects observe(const kernel::Snapshot& snapshot, const kernel::Ownership& ownership) {
-  std::map<std::string, TunnelSpec> configured;
+  std::map<std::string, TunnelStatus> configured;
   try {
-    for (auto& status : inspect()) configured[status.spec.name] = status.spec;
+    for (auto& status : inspect()) configured[status.spec.name] = status;
   } catch (const DatapathError&) {
     // No readable datapath: every tunnel shows as unconfigured and gets re-applied.
   }
@@ -115,12 +115,14 @@ plan::Objects observe(const kernel::Snapshot& snapshot, const kernel::Ownership&
     object.attrs["up"] = link.up;
     auto it = configured.find(link.name);
     if (it == configured.end() || !snapshot.link_by_name(eip_name(link.name))) continue;
-    object.attrs["local"] = it->second.local;
-    object.attrs["remote"] = it->second.remote;
-    object.attrs["accept_reversed"] = it->second.accept_reversed;
-    object.attrs["underlay"] = it->second.underlay;
-    object.attrs["fast_path"] = it->second.fast_path;
-    object.attrs["clamp_tcp_mss"] = it->second.clamp_tcp_mss;
+    const TunnelSpec& spec = it->second.spec;
+    object.attrs["local"] = spec.local;
+    object.attrs["remote"] = spec.remote;
+    object.attrs["accept_reversed"] = spec.accept_reversed;
+    object.attrs["underlay"] = spec.underlay;
+    object.attrs["fast_path"] = spec.fast_path;
+    object.attrs["clamp_tcp_mss"] = spec.clamp_tcp_mss;
+    object.attrs["attached"] = it->second.attached;
   }
   return objects;
 }
@@ -217,8 +219,8 @@ void modify(Netlink& netlink, const plan::Object& desired, const plan::Object& o
     set_link(netlink, desired.key, change_mtu ? mtu : std::nullopt, change_up ? up : std::nullopt,
              "", op);
   bool datapath_differs = false;
-  for (const char* attr :
-       {"local", "remote", "accept_reversed", "underlay", "fast_path", "clamp_tcp_mss"}) {
+  for (const char* attr : {"local", "remote", "accept_reversed", "underlay", "fast_path",
+                           "clamp_tcp_mss", "attached"}) {
     auto d = desired.attrs.find(attr), o = observed.attrs.find(attr);
     if (d != desired.attrs.end() && (o == observed.attrs.end() || *d != *o))
       datapath_differs = true;

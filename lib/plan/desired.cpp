@@ -81,7 +81,8 @@ Objects desired_objects(const model::Site& site, const model::Device& device) {
               {"fast_path", tunnel.fast_path},
               {"clamp_tcp_mss", tunnel.clamp_tcp_mss},
               {"underlay", underlay},
-              {"up", true}}};
+              {"up", true},
+              {"attached", true}}};  // its programs on eip-<name> and the underlays
     if (tunnel.mtu) o.attrs["mtu"] = *tunnel.mtu;
     objects.push_back(std::move(o));
   }

@@ -200,6 +200,24 @@ class WatchTest(unittest.TestCase):
         self.assertGreaterEqual(agent.metric("etherctl_reconcile_changes_total"), 6)
         self.assertEqual(agent.stop(), 0)
 
+    def test_a_detached_bpf_program_is_drift_and_is_repaired(self):
+        # Without the agent: plan sees it, apply repairs exactly that.
+        self.etherctl("apply")
+        self.ns.ip("link", "show", "eip-dcx")
+        sh("tc", "-n", self.ns.name, "filter", "del", "dev", "eip-dcx", "ingress")
+        plan = self.etherctl("--detailed-exitcodes", "plan", expect=2).stdout
+        self.assertIn("attached: false -> true", plan)
+        self.assertIn("1 to modify, 0 to delete", plan)
+        self.etherctl("apply")
+        self.assertIn("etherip_encap", sh("tc", "-n", self.ns.name, "filter", "show", "dev",
+                                          "eip-dcx", "ingress"))
+        # With the agent: tc notifications wake it; the decap program on the underlay returns.
+        agent = self.start()
+        sh("tc", "-n", self.ns.name, "filter", "del", "dev", "eth0", "ingress")
+        wait_for(lambda: "etherip_decap" in sh("tc", "-n", self.ns.name, "filter", "show", "dev",
+                                               "eth0", "ingress"), what="the decap program back")
+        self.assertGreaterEqual(agent.metric("etherctl_events_total", '{kind="tc"}'), 1)
+
     def test_foreign_changes_and_unrelated_neighbours_do_not_reconcile_forever(self):
         agent = self.start()
         before = self.settle(agent)
