@@ -13,6 +13,7 @@
 
 #include "datapath/datapath.hpp"
 #include "kernel/detail.hpp"
+#include "kernel/snapshot.hpp"
 
 namespace etherctl::datapath {
 
@@ -138,20 +139,7 @@ void wait_operational(Netlink& netlink, const std::vector<std::string>& names,
   const auto deadline = std::chrono::steady_clock::now() + limit;
   for (const auto& name : names) {
     for (;;) {
-      Message message(RTM_GETLINK, 0);
-      message.put_header<ifinfomsg>()->ifi_family = AF_UNSPEC;
-      message.put_str(IFLA_IFNAME, name);
-      message.put_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
-      unsigned flags = 0;
-      netlink.query(
-          message,
-          [&](const nlmsghdr* header) {
-            if (header->nlmsg_type == RTM_NEWLINK &&
-                mnl_nlmsg_get_payload_len(header) >= sizeof(ifinfomsg)) {
-              flags = static_cast<const ifinfomsg*>(mnl_nlmsg_get_payload(header))->ifi_flags;
-            }
-          },
-          "interface " + name);
+      const unsigned flags = kernel::link_state(netlink, name).flags;
       if ((flags & IFF_RUNNING) || std::chrono::steady_clock::now() >= deadline) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }

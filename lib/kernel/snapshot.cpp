@@ -269,23 +269,28 @@ const LinkInfo* Snapshot::link_by_index(int ifindex) const {
   return nullptr;
 }
 
-int ifindex_of(Netlink& netlink, const std::string& name) {
+LinkState link_state(Netlink& netlink, const std::string& name) {
   Message message(RTM_GETLINK, 0);
   message.put_header<ifinfomsg>()->ifi_family = AF_UNSPEC;
   message.put_str(IFLA_IFNAME, name);
   message.put_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
-  int ifindex = 0;
+  LinkState state;
   netlink.query(
       message,
       [&](const nlmsghdr* header) {
         if (header->nlmsg_type == RTM_NEWLINK &&
             mnl_nlmsg_get_payload_len(header) >= sizeof(ifinfomsg)) {
-          ifindex = static_cast<const ifinfomsg*>(mnl_nlmsg_get_payload(header))->ifi_index;
+          const auto* ifi = static_cast<const ifinfomsg*>(mnl_nlmsg_get_payload(header));
+          state = {ifi->ifi_index, ifi->ifi_flags};
         }
       },
       "interface " + name);
-  if (ifindex <= 0) throw KernelError(ENODEV, "", "interface " + name + ": No such device");
-  return ifindex;
+  if (state.ifindex <= 0) throw KernelError(ENODEV, "", "interface " + name + ": No such device");
+  return state;
+}
+
+int ifindex_of(Netlink& netlink, const std::string& name) {
+  return link_state(netlink, name).ifindex;
 }
 
 }  // namespace etherctl::kernel

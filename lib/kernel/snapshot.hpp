@@ -60,6 +60,14 @@ struct Snapshot {
   const LinkInfo* link_by_index(int ifindex) const;
 };
 
+// One link read by name with RTM_GETLINK: its index and IFF_* flags (IFF_RUNNING is the
+// operational state). Throws KernelError (ENODEV) when it is missing.
+struct LinkState {
+  int ifindex = 0;
+  unsigned flags = 0;
+};
+LinkState link_state(Netlink& netlink, const std::string& name);
+
 // Interface name -> ifindex via RTM_GETLINK; throws KernelError (ENODEV) when missing.
 int ifindex_of(Netlink& netlink, const std::string& name);
 
