@@ -2,7 +2,8 @@
 # The README's demo, as root on a fresh Debian 12 machine: installs packages, builds etherctl,
 # builds the two-data-center lab in network namespaces (examples/two-dc), applies the site file
 # on both edges, sends traffic across the EtherIP tunnel, live-migrates a VM with a TCP
-# connection open and shows that the connection survived, then removes the lab.
+# connection open and shows that the connection survived, runs `etherctl watch` and shows it
+# repairing drift, then removes the lab.
 #
 # Environment: LAB (namespace prefix, default "ecdemo"); ETHERCTL=/path/to/etherctl skips the
 # package set-up and the build and uses that binary.
@@ -45,10 +46,12 @@ LOCKDIR=$(mktemp -d /tmp/etherctl-demo.XXXXXX)
 export ETHERCTL_LOCK_DIR=$LOCKDIR
 
 server_pid=""
+agent_pid=""
 cleanup() {
   local rc=$?
   section "Clean-up"
   [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null || true
+  [[ -n $agent_pid ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
   # destroy before deleting the namespaces: the datapath's pinned maps would outlive them
   for dc in dc1 dc2; do
     if [[ -e /run/netns/$(ns $dc-edge) && -x ${ETHERCTL:-} ]]; then
@@ -138,3 +141,30 @@ section "etherctl status on both edges"
 for dc in dc1 dc2; do
   run "$ETHERCTL" --netns "$(ns $dc-edge)" --device "$dc-edge" status "$SITE"
 done
+
+section "etherctl watch: drift repaired from kernel events"
+echo "The agent on dc1-edge; then someone deletes the tunnel and the server self IP behind its back."
+agent_log=$(mktemp /tmp/etherctl-demo-agent.XXXXXX)
+ip -n "$(ns dc1-edge)" link set lo up
+"$ETHERCTL" --netns "$(ns dc1-edge)" --device dc1-edge watch --listen 127.0.0.1:9717 "$SITE" \
+  2>"$agent_log" &
+agent_pid=$!
+for _ in $(seq 200); do grep -q "watching device" "$agent_log" && break; sleep 0.05; done
+run ip -n "$(ns dc1-edge)" link del dcx
+run ip -n "$(ns dc1-edge)" addr del 10.1.0.1/24 dev vmotion
+for _ in $(seq 200); do
+  ip -n "$(ns dc1-edge)" -br addr show dev vmotion 2>/dev/null | grep -q 10.1.0.1/24 &&
+    ip -n "$(ns dc1-edge)" link show dev dcx >/dev/null 2>&1 && break
+  sleep 0.05
+done
+sed 's/^/  agent: /' "$agent_log"
+run in_ns vm2 ping -c 3 -i 0.2 -w 10 10.1.0.1
+echo "Some of its metrics (Prometheus text on http://127.0.0.1:9717/metrics in dc1-edge's namespace):"
+in_ns dc1-edge "$PY" -c 'import urllib.request
+for line in urllib.request.urlopen("http://127.0.0.1:9717/metrics").read().decode().splitlines():
+    if line.startswith(("etherctl_reconciles_total", "etherctl_reconcile_changes_total",
+                        "etherctl_in_sync", "etherctl_tunnel_packets_total")):
+        print("  " + line)'
+kill -TERM "$agent_pid"; wait "$agent_pid" || true; agent_pid=""
+rm -f "$agent_log"
+ok "the agent put back what was deleted, and dc2 reaches dc1-edge through the tunnel again"
