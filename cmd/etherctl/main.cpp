@@ -268,7 +268,10 @@ int main(int argc, char** argv) {
   }
   if (drew_progress) fmt::print(stderr, "\r\033[K");
   if (cli.json) {
-    std::cout << etherctl::engine::report_json(report, cli.options.command).dump() << "\n";
+    // Names from the command line (file, namespace) need not be UTF-8; JSON must be.
+    std::cout << etherctl::engine::report_json(report, cli.options.command)
+                     .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+              << "\n";
   } else {
     print_text(cli, report);
   }

@@ -220,7 +220,8 @@ std::string applied_record_path(const std::string& lock_dir) {
 void record_applied(const std::string& lock_dir, const nlohmann::json& record) {
   std::string path = applied_record_path(lock_dir);
   std::ofstream out(path + ".tmp");
-  out << record.dump() << "\n";
+  out << record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)  // file name
+      << "\n";
   out.close();
   if (out) std::rename((path + ".tmp").c_str(), path.c_str());  // atomic: never half a record
 }

@@ -48,15 +48,21 @@ class StructureChecker : public nlohmann::json_sax<json> {
     }
     return true;
   }
-  bool parse_error(std::size_t, const std::string&,
+  // Syntax errors, and numbers out of range (out_of_range.406: "1e400"), which parse() would
+  // throw as well.
+  bool parse_error(std::size_t position, const std::string&,
                    const nlohmann::detail::exception& error) override {
-    if (const auto* syntax = dynamic_cast<const json::parse_error*>(&error))
-      error_.emplace(*syntax);
+    const auto* syntax = dynamic_cast<const json::parse_error*>(&error);
+    error_.emplace(SyntaxError{syntax ? syntax->byte : position, error.what()});
     return false;
   }
 
-  // The syntax error met, if any (parse() would throw it).
-  const std::optional<json::parse_error>& error() const { return error_; }
+  struct SyntaxError {
+    size_t byte;  // one past the offending byte, counted from 1
+    std::string what;
+  };
+  // The error met, if any.
+  const std::optional<SyntaxError>& error() const { return error_; }
 
  private:
   struct Level {
@@ -97,12 +103,49 @@ class StructureChecker : public nlohmann::json_sax<json> {
   std::vector<Level> stack_;
   Problems& problems_;
   bool too_deep_ = false;
-  std::optional<json::parse_error> error_;
+  std::optional<SyntaxError> error_;
 };
 
-std::string syntax_message(const std::string& text, const json::parse_error& e) {
+// The text with every byte that is not part of a well-formed UTF-8 sequence written as "\xNN":
+// nlohmann's syntax errors quote the bytes they stopped at, and problems must be valid UTF-8
+// (they are printed as JSON, which cannot carry anything else).
+std::string valid_utf8(const std::string& text) {
+  std::string out;
+  size_t i = 0;
+  while (i < text.size()) {
+    auto byte = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
+    unsigned char c = byte(i);
+    size_t length = c < 0x80             ? 1
+                    : (c & 0xe0) == 0xc0 ? 2
+                    : (c & 0xf0) == 0xe0 ? 3
+                    : (c & 0xf8) == 0xf0 ? 4
+                                         : 0;
+    bool ok = length > 0 && i + length <= text.size();
+    for (size_t k = 1; ok && k < length; ++k) ok = (byte(i + k) & 0xc0) == 0x80;
+    if (ok && length > 1) {
+      // no overlong forms, no surrogates, nothing beyond U+10FFFF
+      uint32_t cp = c & (0x7f >> length);
+      for (size_t k = 1; k < length; ++k) cp = (cp << 6) | (byte(i + k) & 0x3f);
+      const uint32_t smallest[] = {0, 0, 0x80, 0x800, 0x10000};
+      ok = cp >= smallest[length] && cp <= 0x10ffff && (cp < 0xd800 || cp > 0xdfff);
+    }
+    if (!ok) {
+      static const char* hex = "0123456789ABCDEF";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+      ++i;
+      continue;
+    }
+    out.append(text, i, length);
+    i += length;
+  }
+  return out;
+}
+
+std::string syntax_message(const std::string& text, size_t byte, std::string reason) {
   // Count lines and columns ourselves: the position is a byte offset, one past the error.
-  size_t offset = e.byte == 0 ? 0 : e.byte - 1;
+  size_t offset = byte == 0 ? 0 : byte - 1;
   size_t line = 1, column = 1;
   for (size_t i = 0; i < offset && i < text.size(); ++i) {
     if (text[i] == '\n') {
@@ -112,11 +155,18 @@ std::string syntax_message(const std::string& text, const json::parse_error& e) 
       ++column;
     }
   }
-  std::string reason = e.what();
-  // "[json.exception.parse_error.101] parse error at line 1, column 2: syntax error ..."
+  // "[json.exception.parse_error.101] parse error at line 1, column 2: syntax error ...",
+  // "[json.exception.out_of_range.406] number overflow parsing '1e400'"
+  auto bracket = reason.find("] ");
+  if (reason.rfind("[json.exception.", 0) == 0 && bracket != std::string::npos) {
+    reason = reason.substr(bracket + 2);
+  }
   auto colon = reason.find(": ");
-  if (colon != std::string::npos) reason = reason.substr(colon + 2);
-  return "line " + std::to_string(line) + ", column " + std::to_string(column) + ": " + reason;
+  if (reason.rfind("parse error", 0) == 0 && colon != std::string::npos) {
+    reason = reason.substr(colon + 2);
+  }
+  return "line " + std::to_string(line) + ", column " + std::to_string(column) + ": " +
+         valid_utf8(reason);
 }
 
 std::optional<int> parse_mtu(Fields& fields) {
@@ -335,7 +385,8 @@ LoadResult load_site(const std::string& text) {
   StructureChecker checker(result.problems);
   json::sax_parse(text, &checker);
   if (checker.error()) {
-    result.problems.push_back({"", syntax_message(text, *checker.error())});
+    result.problems.push_back(
+        {"", syntax_message(text, checker.error()->byte, checker.error()->what)});
     return result;
   }
   if (!result.problems.empty()) return result;  // duplicate keys or nesting: nothing reliable
@@ -368,7 +419,8 @@ LoadResult load_site_file(const std::string& file_name) {
   std::ifstream in(file_name, std::ios::binary);
   if (!in) {
     LoadResult result;
-    result.problems.push_back({"", "cannot read " + file_name + ": " + std::strerror(errno)});
+    result.problems.push_back(
+        {"", "cannot read " + valid_utf8(file_name) + ": " + std::strerror(errno)});
     return result;
   }
   std::ostringstream text;

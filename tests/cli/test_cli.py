@@ -386,6 +386,20 @@ class ProgressTest(CliBase):
         self.assertEqual(stderr, "")
 
 
+class SiteFileTest(CliBase):
+    """What etherctl says about the site file itself, before it touches anything."""
+
+    def test_json_report_of_a_file_that_is_not_utf8(self):
+        path = os.path.join(self.tmp.name, "latin1.json")
+        with open(path, "wb") as f:
+            f.write(b'{"etherctl": 1, "devices": {"dc\xff": {}}}')
+        result = subprocess.run([ETHERCTL, "--json", "validate", path], capture_output=True)
+        self.assertEqual(result.returncode, 65, result.stderr)  # it aborted (134) before
+        report = json.loads(result.stdout)
+        self.assertIn("ill-formed UTF-8", report["errors"][0]["message"])
+        self.assertIn("dc\\xFF", report["errors"][0]["message"])
+
+
 class TaggedVlanTest(CliBase):
     """802.1Q devices: skipped with the reason on a kernel without 8021q, run in the VM."""
 

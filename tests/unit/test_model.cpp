@@ -1,6 +1,7 @@
 // Parsing and validation of site files, including the catalogue of invalid files.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -105,4 +106,32 @@ TEST(Model, SelectDevice) {
   EXPECT_EQ(select_device(*result.site, std::nullopt, "c", &error), nullptr);
   EXPECT_NE(error.find("devices: a, b"), std::string::npos) << error;
   EXPECT_EQ(select_device(*result.site, std::string("z"), "a", &error), nullptr);
+}
+
+// Regressions found by the site fuzzer (tests/fuzz/site_fuzzer.cpp).
+
+// Problems are printed as JSON (--json), which holds only UTF-8: nlohmann's syntax errors quote
+// the ill-formed bytes they stopped at; etherctl --json validate aborted on such a file.
+TEST(Model, SyntaxErrorsAreValidUtf8) {
+  auto result = load_site("{\"etherctl\": 1, \"devices\": {\"dc\xff\": {}}}");
+  ASSERT_EQ(result.problems.size(), 1u) << dump(result.problems);
+  const auto& message = result.problems[0].message;
+  EXPECT_NE(message.find("ill-formed UTF-8"), std::string::npos) << message;
+  EXPECT_NE(message.find("dc\\xFF"), std::string::npos) << message;
+  EXPECT_NO_THROW((void)nlohmann::json(message).dump());
+  // Well-formed multi-byte characters stay as they are.
+  result = load_site("{\"\xc3\xa9\": [1,]}");
+  ASSERT_EQ(result.problems.size(), 1u) << dump(result.problems);
+  EXPECT_NO_THROW((void)nlohmann::json(result.problems[0].message).dump());
+}
+
+// A number beyond the range of a double is an error of the file, not an exception (etherctl
+// exited 1 with "internal error").
+TEST(Model, NumberOverflowIsASyntaxError) {
+  auto result = load_site("{\"etherctl\": 1, \"devices\": {},\n \"description\": 1e400}");
+  ASSERT_EQ(result.problems.size(), 1u) << dump(result.problems);
+  EXPECT_EQ(result.problems[0].path, "");
+  EXPECT_EQ(result.problems[0].message.rfind("line 2, column ", 0), 0u) << dump(result.problems);
+  EXPECT_NE(result.problems[0].message.find("number overflow parsing '1e400'"), std::string::npos)
+      << dump(result.problems);
 }
