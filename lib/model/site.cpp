@@ -261,7 +261,10 @@ SelfIp parse_self_ip(const std::string& name, const json& value, const std::stri
   Fields fields(value, path, problems, {"address", "vlan"});
   if (!fields.ok()) return self_ip;
   if (auto prefix = parse_prefix(fields, "address")) self_ip.address = *prefix;
-  if (auto vlan = fields.string("vlan", true)) self_ip.vlan = *vlan;
+  if (auto vlan = fields.string("vlan", true)) {
+    self_ip.vlan = *vlan;
+    if (vlan->empty()) fields.problem("vlan", "must name a VLAN or VLAN group, not be empty");
+  }
   return self_ip;
 }
 
@@ -331,6 +334,11 @@ Tunnel parse_tunnel(const std::string& name, const json& value, const std::strin
     tunnel.profile = *profile;
   }
   if (const json* endpoints = fields.object("endpoints", true)) {
+    if (endpoints->size() != 2) {
+      fields.problem("endpoints",
+                     "an EtherIP tunnel needs exactly two endpoints (one per device), not " +
+                         std::to_string(endpoints->size()));
+    }
     for (const auto& [device, address_value] : endpoints->items()) {
       std::string endpoint_path = pointer_append(fields.path_of("endpoints"), device);
       if (!address_value.is_string()) {

@@ -113,7 +113,9 @@ void validate_device(const Site& site, const Device& device, Problems& problems)
 
   std::map<IpAddress, std::string> addresses;  // address -> self IP pointer
   for (const auto& [name, self_ip] : device.self_ips) {
-    check_vlan_reference(self_ip.vlan, pointer_append(self_ip.path, "vlan"));
+    // An empty name was reported by the parser (missing, not a string, or "").
+    if (!self_ip.vlan.empty())
+      check_vlan_reference(self_ip.vlan, pointer_append(self_ip.path, "vlan"));
     if (self_ip.address.address.family == 0) continue;  // already reported
     std::string address_path = pointer_append(self_ip.path, "address");
     auto [it, inserted] = addresses.emplace(self_ip.address.address, self_ip.path);
@@ -156,13 +158,8 @@ void validate_device(const Site& site, const Device& device, Problems& problems)
 }
 
 void validate_tunnel(const Site& site, const Tunnel& tunnel, Problems& problems) {
+  // The number of endpoints is checked by the parser, which knows whether "endpoints" exists.
   std::string endpoints_path = pointer_append(tunnel.path, "endpoints");
-  if (tunnel.endpoints.size() != 2) {
-    problems.push_back({endpoints_path,
-                        "an EtherIP tunnel needs exactly two endpoints (one per "
-                        "device), not " +
-                            std::to_string(tunnel.endpoints.size())});
-  }
   int family = 0;
   std::set<IpAddress> seen;
   for (const auto& [device_name, address] : tunnel.endpoints) {

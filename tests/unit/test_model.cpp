@@ -135,3 +135,21 @@ TEST(Model, NumberOverflowIsASyntaxError) {
   EXPECT_NE(result.problems[0].message.find("number overflow parsing '1e400'"), std::string::npos)
       << dump(result.problems);
 }
+
+// A missing key is one problem at its object, not also a second one at a pointer that does not
+// exist in the file.
+TEST(Model, MissingKeysCauseNoProblemsAtMissingPlaces) {
+  auto result = load_site(R"({"etherctl": 1, "devices": {"d": {
+      "vlans": {"w": {"interface": "eth0"}},
+      "self_ips": {"s": {"address": "10.0.0.1/24"}}}},
+    "tunnels": {"t": {"profile": "etherip"}}})");
+  ASSERT_FALSE(result.site);
+  EXPECT_EQ(dump(result.problems),
+            "  /devices/d/self_ips/s: missing required key \"vlan\"\n"
+            "  /tunnels/t: missing required key \"endpoints\"\n");
+  result = load_site(R"({"etherctl": 1, "devices": {"d": {
+      "vlans": {"w": {"interface": "eth0"}},
+      "self_ips": {"s": {"address": "10.0.0.1/24", "vlan": ""}}}}})");
+  EXPECT_EQ(dump(result.problems),
+            "  /devices/d/self_ips/s/vlan: must name a VLAN or VLAN group, not be empty\n");
+}
