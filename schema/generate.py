@@ -144,8 +144,9 @@ def build() -> dict:
 
     vlan_properties = {
         "interface": {
-            "description": "With a tag: the parent interface the 802.1Q device is created on. "
-                           "Without a tag: the interface that is the VLAN; etherctl adopts it "
+            "description": "With a tag: the parent interface the 802.1Q device is created on, "
+                           "an existing one (not a tagged VLAN, VLAN group or tunnel of the "
+                           "file). Without a tag: the interface that is the VLAN; etherctl adopts it "
                            "(sets its MTU, brings it up) and never deletes it. One interface can "
                            "be adopted by one VLAN only.",
             "allOf": [ref("interfaceName")], "examples": ["eth1"],

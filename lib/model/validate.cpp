@@ -95,6 +95,29 @@ void validate_device(const Site& site, const Device& device, Problems& problems)
     }
   }
 
+  // A tagged VLAN is created on an interface that exists: etherctl does not build one interface
+  // it creates on another (stacked VLANs, a VLAN on a VLAN group's bridge or on a tunnel). The
+  // planner creates all of them in one step, in no order among themselves.
+  std::map<std::string, std::string> created;  // interface name -> what creates it
+  for (const auto& [name, vlan] : device.vlans) {
+    if (vlan.tag) created.emplace(name, "tagged VLAN \"" + name + "\"");
+  }
+  for (const auto& [name, group] : device.vlan_groups) {
+    created.emplace(name, "VLAN group \"" + name + "\" (a bridge)");
+  }
+  for (const Tunnel* tunnel : tunnels) {
+    created.emplace(tunnel->name, "tunnel \"" + tunnel->name + "\"");
+    created.emplace(tunnel_datapath_ifname(tunnel->name), "tunnel \"" + tunnel->name + "\"");
+  }
+  for (const auto& [name, vlan] : device.vlans) {
+    auto it = vlan.tag ? created.find(vlan.interface) : created.end();
+    if (it == created.end()) continue;
+    problems.push_back({pointer_append(vlan.path, "interface"),
+                        "interface \"" + vlan.interface + "\" is created by " + it->second +
+                            "; a tagged VLAN's parent must be an existing interface (stacked "
+                            "VLANs and VLANs on VLAN groups or tunnels are not supported)"});
+  }
+
   std::vector<std::string> vlan_candidates = keys_of(device.vlans);
   for (const auto& [name, group] : device.vlan_groups) vlan_candidates.push_back(name);
   // A self IP or route may sit on a VLAN that is not in a group, or on a group.

@@ -96,7 +96,7 @@ SEMANTIC_MESSAGES = [
     "is the network address", "is the broadcast address", "has host bits set",
     "is also routed by", "is not a self IP of device", "unknown device", "both endpoints have",
     "is the same server as", "is also the virtual server of", "is more than the pool's",
-    "is listed twice",
+    "is listed twice", "a tagged VLAN's parent must be",
 ]
 
 

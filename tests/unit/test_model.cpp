@@ -153,3 +153,51 @@ TEST(Model, MissingKeysCauseNoProblemsAtMissingPlaces) {
   EXPECT_EQ(dump(result.problems),
             "  /devices/d/self_ips/s/vlan: must name a VLAN or VLAN group, not be empty\n");
 }
+
+// A tagged VLAN on an interface the file itself creates was accepted, and planned so that the
+// apply failed: the parent adopted under the name of a bridge or tunnel (two objects with one
+// interface name), or created after the VLAN on it.
+TEST(Model, TaggedVlanParentMustExist) {
+  auto check = [](const std::string& devices, const std::string& pointer,
+                  const std::string& creator) {
+    auto result = load_site(R"({"etherctl": 1, "devices": {"d": )" + devices + "}}");
+    ASSERT_FALSE(result.site) << devices;
+    bool found = std::any_of(result.problems.begin(), result.problems.end(), [&](auto& p) {
+      return p.path == pointer &&
+             p.message.find("is created by " + creator + "; a tagged VLAN's parent must be") !=
+                 std::string::npos;
+    });
+    EXPECT_TRUE(found) << devices << "\n" << dump(result.problems);
+  };
+  // stacked: "a" would be created on "b" before "b" exists
+  check(R"({"vlans": {"a": {"interface": "b", "tag": 10}, "b": {"interface": "eth0", "tag": 20}}})",
+        "/devices/d/vlans/a/interface", "tagged VLAN \"b\"");
+  check(R"({"vlans": {"a": {"interface": "a", "tag": 10}}})", "/devices/d/vlans/a/interface",
+        "tagged VLAN \"a\"");
+  check(R"({"vlans": {"a": {"interface": "br0", "tag": 10}, "u": {"interface": "eth0"}},
+            "vlan_groups": {"br0": {"members": ["u"]}}})",
+        "/devices/d/vlans/a/interface", "VLAN group \"br0\" (a bridge)");
+  // An untagged VLAN's interface, adopted, is a fine parent.
+  auto result = load_site(R"({"etherctl": 1, "devices": {"d": {"vlans": {
+      "wan": {"interface": "eth0"}, "a": {"interface": "eth0", "tag": 10}}}}})");
+  EXPECT_TRUE(result.site) << dump(result.problems);
+}
+
+TEST(Model, TaggedVlanOnATunnelIsRefused) {
+  const std::string site = R"({"etherctl": 1,
+    "devices": {
+      "d": {"vlans": {"a": {"interface": "PARENT", "tag": 10}, "w": {"interface": "eth0"}},
+            "self_ips": {"s": {"address": "10.0.0.1/24", "vlan": "w"}}},
+      "e": {"vlans": {"w": {"interface": "eth0"}},
+            "self_ips": {"s": {"address": "10.0.0.2/24", "vlan": "w"}}}},
+    "tunnels": {"tx": {"profile": "etherip", "endpoints": {"d": "10.0.0.1", "e": "10.0.0.2"}}}})";
+  for (const std::string parent : {"tx", "eip-tx"}) {
+    std::string text = site;
+    text.replace(text.find("PARENT"), 6, parent);
+    auto result = load_site(text);
+    ASSERT_EQ(result.problems.size(), 1u) << parent << "\n" << dump(result.problems);
+    EXPECT_EQ(result.problems[0].path, "/devices/d/vlans/a/interface");
+    EXPECT_NE(result.problems[0].message.find("is created by tunnel \"tx\""), std::string::npos)
+        << dump(result.problems);
+  }
+}
