@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   # build
   build-essential cmake ninja-build pkg-config clang llvm bpftool
+  libclang-rt-dev  # clang's sanitizer and libFuzzer runtimes (the sanitize preset, tests/fuzz)
   libmnl-dev libnl-3-dev libnl-route-3-dev libnl-genl-3-dev libbpf-dev
   nlohmann-json3-dev libssl-dev libboost-dev libcli11-dev libfmt-dev libsystemd-dev
   libgtest-dev libgmock-dev
