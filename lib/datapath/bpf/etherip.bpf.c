@@ -259,11 +259,15 @@ static __always_inline int encap6_fragments(struct __sk_buff *skb, struct etheri
   skb->mark = ETHERIP_MARK;
   if (bpf_clone_redirect(skb, key, BPF_F_INGRESS)) return drop(key, ETHERIP_DROP_HELPER);
 
-  /* The second fragment: the saved tail behind the same headers. */
+  /* The second fragment: the saved tail behind the same headers. The kernel refuses to trim
+   * an skb below its transport header, which the sender's stack may have set deep into the
+   * inner frame (an inner IPv4 TCP/UDP/ICMP packet: 64 + 14 + 20 bytes from here on). Then the
+   * skb keeps its length: the IPv6 payload length says where the fragment ends, and the stack
+   * that receives it (through eip's ingress) trims the rest before it is sent. */
   h->ip.payload_len = bpf_htons(sizeof(fh) + rest);
   fh.frag_off = bpf_htons(first); /* offset in bytes = offset in 8-byte units << 3 */
-  if (bpf_skb_change_tail(skb, hdr + rest, 0) ||
-      bpf_skb_store_bytes(skb, hdr, sc->buf, rest, 0) ||
+  bpf_skb_change_tail(skb, hdr + rest, 0);
+  if (bpf_skb_store_bytes(skb, hdr, sc->buf, rest, 0) ||
       bpf_skb_store_bytes(skb, 0, h, sizeof(struct ethhdr) + sizeof(struct ipv6hdr), 0) ||
       bpf_skb_store_bytes(skb, hdr - sizeof(fh), &fh, sizeof(fh), 0))
     return drop(key, ETHERIP_DROP_HELPER);
