@@ -1,11 +1,13 @@
 // etherctl command line: parse arguments, run the engine, print, map outcomes to exit codes.
 #include <fmt/format.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cctype>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <optional>
 
@@ -126,6 +128,26 @@ void print_text(const Cli& cli, const etherctl::engine::Report& report) {
   }
 }
 
+// Whoever can write the site file decides what etherctl, as root, does to this host's network:
+// a file (or a directory that lets it be replaced) writable by group or others gets a warning
+// on stderr. The run goes on. A sticky directory (/tmp) lets no one else replace the file.
+void warn_if_writable_by_others(const std::string& site_file) {
+  auto check = [](const std::string& what, const std::string& name, mode_t ignore) {
+    struct stat st {};
+    if (::stat(name.c_str(), &st) != 0 || (st.st_mode & ignore)) return;
+    mode_t writers = st.st_mode & (S_IWGRP | S_IWOTH);
+    if (!writers) return;
+    fmt::print(stderr, "etherctl: warning: {} {} is writable by {} (mode {:04o})\n", what, name,
+               writers == S_IWGRP   ? "its group"
+               : writers == S_IWOTH ? "others"
+                                    : "its group and others",
+               st.st_mode & 07777);
+  };
+  check("site file", site_file, 0);
+  std::string dir = std::filesystem::path(site_file).parent_path().string();
+  check("the site file's directory", dir.empty() ? "." : dir, S_ISVTX);
+}
+
 int exit_code(const Cli& cli, const etherctl::engine::Report& report) {
   switch (report.outcome) {
     case Outcome::Invalid:
@@ -220,6 +242,9 @@ int main(int argc, char** argv) {
   if (const char* step = std::getenv("ETHERCTL_TEST_FAIL_AT_STEP")) {
     cli.options.fail_at_step = std::strtoul(step, nullptr, 10);
   }
+
+  // Every command; watch once, at start (a reload does not warn again).
+  warn_if_writable_by_others(cli.options.site_file);
 
   if (cli.watch) {
     auto& w = cli.watch_options;

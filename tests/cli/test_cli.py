@@ -389,6 +389,43 @@ class ProgressTest(CliBase):
 class SiteFileTest(CliBase):
     """What etherctl says about the site file itself, before it touches anything."""
 
+    def test_site_writable_by_others_is_warned_about_and_the_run_proceeds(self):
+        path = self.write_site()
+        os.chmod(self.tmp.name, 0o700)
+        for mode, who in ((0o666, "its group and others"), (0o620, "its group"),
+                          (0o602, "others")):
+            os.chmod(path, mode)
+            result = self.etherctl("plan")  # exit 0 checked
+            self.assertIn(f"etherctl: warning: site file {path} is writable by {who} "
+                          f"(mode {mode:04o})", result.stderr)
+            self.assertIn("Plan for device dc1", result.stdout)
+        # --json: stdout stays exactly one JSON object; apply goes ahead.
+        report = self.apply_json()
+        self.assertTrue(report["changed"])
+        os.chmod(path, 0o644)
+        result = self.etherctl("plan")
+        self.assertNotIn("warning", result.stderr)
+        self.assertEqual(result.stderr, "")
+
+    def test_directory_writable_by_others_is_warned_about_unless_sticky(self):
+        path = self.write_site()
+        os.chmod(path, 0o644)
+        os.chmod(self.tmp.name, 0o777)
+        self.addCleanup(os.chmod, self.tmp.name, 0o700)
+        result = self.etherctl("validate")
+        self.assertIn(f"etherctl: warning: the site file's directory {self.tmp.name} is writable "
+                      "by its group and others (mode 0777)", result.stderr)
+        self.assertNotIn("warning: site file", result.stderr)
+        os.chmod(self.tmp.name, 0o1777)  # like /tmp: no one else can replace the file
+        self.assertEqual(self.etherctl("validate").stderr, "")
+        # A relative name: the directory is the working directory.
+        os.chmod(self.tmp.name, 0o770)
+        result = subprocess.run([ETHERCTL, "validate", "site.json"], cwd=self.tmp.name,
+                                capture_output=True, text=True)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("warning: the site file's directory . is writable by its group (mode 0770)",
+                      result.stderr)
+
     def test_json_report_of_a_file_that_is_not_utf8(self):
         path = os.path.join(self.tmp.name, "latin1.json")
         with open(path, "wb") as f:
