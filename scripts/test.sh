@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian 12 machine, as root: installs packages, builds,
-# runs every test (unit, host-kernel in throwaway network namespaces, stock-kernel VM).
+# runs every test (unit, host-kernel in throwaway network namespaces, stock-kernel VM), then
+# the sanitizer stage (scripts/test-sanitize.sh: a clang ASan + UBSan build, the fuzzer and the
+# tests that run etherctl's own code; ETHERCTL_SANITIZE_STAGE=0 skips it). Arguments go to the
+# first ctest. Fails when either stage fails; both always run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$SECONDS
 scripts/setup.sh
 scripts/build.sh default
-cd build
-ctest --output-on-failure -j"$(nproc)" "$@"
+rc=0
+(cd build && ctest --output-on-failure -j"$(nproc)" "$@") || rc=$?
+echo "test.sh: default build and tests: $((SECONDS - started)) s"
+if [[ ${ETHERCTL_SANITIZE_STAGE:-1} != 0 ]]; then
+  scripts/test-sanitize.sh || rc=$?
+fi
+echo "test.sh: $((SECONDS - started)) s in all, $( ((rc == 0)) && echo passed || echo FAILED)"
+exit "$rc"
