@@ -30,10 +30,14 @@ void create(Netlink& netlink, const plan::Object& desired, const Ownership& owne
   auto* ifi = message.put_header<ifinfomsg>();
   ifi->ifi_family = AF_UNSPEC;
   message.put_str(IFLA_IFNAME, desired.key);
-  // Without an explicit MTU the bridge follows its smallest port, which is usually right.
-  if (auto mtu = detail::int_attr(desired, "mtu")) {
-    message.put_u32(IFLA_MTU, static_cast<uint32_t>(*mtu));
-  }
+  // Without an explicit MTU the bridge follows its smallest port, which is usually right. An
+  // explicit MTU must stick, and only a change through ndo_change_mtu makes it stick (the
+  // bridge's "MTU set by user" flag): an MTU given at creation, or set again to the value it
+  // already has, is overridden by the ports' as soon as one joins (tested on 6.18). So the
+  // bridge is created one below the wanted MTU (one above at the minimum, 68) and the second
+  // request, which sets the ownership alias anyway, moves it to the wanted value.
+  const auto mtu = detail::int_attr(desired, "mtu");
+  if (mtu) message.put_u32(IFLA_MTU, static_cast<uint32_t>(*mtu > 68 ? *mtu - 1 : *mtu + 1));
   if (auto up = detail::bool_attr(desired, "up")) detail::put_up(ifi, *up);
   message.put_str(IFLA_IFALIAS, ownership.link_alias());
   nlattr* linkinfo = message.nest_start(IFLA_LINKINFO);
@@ -48,7 +52,7 @@ void create(Netlink& netlink, const plan::Object& desired, const Ownership& owne
   } catch (const KernelError& e) {
     detail::rethrow_create_error(e, "bridge", what);
   }
-  detail::ensure_alias(netlink, desired.key, ownership.link_alias(), what);
+  detail::ensure_alias(netlink, desired.key, ownership.link_alias(), what, mtu);
 }
 
 // MTU and state change in place: the bridge keeps its ifindex, ports and FDB.

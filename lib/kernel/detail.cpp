@@ -132,7 +132,7 @@ void rethrow_create_error(const KernelError& error, const std::string& type,
 }
 
 void ensure_alias(Netlink& netlink, const std::string& name, const std::string& alias,
-                  const std::string& what) {
+                  const std::string& what, std::optional<int> mtu) {
   // Tested on 6.18: rtnl_newlink ignores IFLA_IFALIAS when it creates a link (only do_setlink
   // applies it), so the mark needs a second request. Sending it in the create as well costs
   // nothing and covers kernels that do honour it.
@@ -140,6 +140,7 @@ void ensure_alias(Netlink& netlink, const std::string& name, const std::string& 
   message.put_header<ifinfomsg>()->ifi_family = AF_UNSPEC;
   message.put_str(IFLA_IFNAME, name);
   message.put_str(IFLA_IFALIAS, alias);
+  if (mtu) message.put_u32(IFLA_MTU, static_cast<uint32_t>(*mtu));
   try {
     netlink.request(message, what + ": set ownership alias");
   } catch (const KernelError&) {

@@ -50,9 +50,10 @@ void remove_link(Netlink& netlink, const plan::Object& observed);
 [[noreturn]] void rethrow_create_error(const KernelError& error, const std::string& type,
                                        const std::string& what);
 
-// Sets IFLA_IFALIAS when the creating request did not leave it (see vlan.cpp).
+// Sets IFLA_IFALIAS when the creating request did not leave it (see vlan.cpp), and the MTU
+// in the same request when one is given (see bridge.cpp).
 void ensure_alias(Netlink& netlink, const std::string& name, const std::string& alias,
-                  const std::string& what);
+                  const std::string& what, std::optional<int> mtu = std::nullopt);
 
 }  // namespace etherctl::kernel::detail
 

@@ -144,6 +144,18 @@ class CliTest(CliBase):
         fdb = json.loads(sh("bridge", "-n", self.ns.name, "-j", "fdb", "show", "br", "vmotion"))
         self.assertIn("02:00:00:00:00:01", {e["mac"] for e in fdb})
 
+    def test_explicit_bridge_mtu_holds_when_ports_join_on_the_first_apply(self):
+        # The kernel lets a bridge follow its ports' MTU unless the MTU was *changed* by a
+        # setlink; created with it, the first port joining overrode it and verify failed.
+        for bridge_mtu, port_mtu in ((1400, 1500), (1500, 1450)):
+            with self.subTest(bridge=bridge_mtu, port=port_mtu):
+                self.etherctl("destroy")
+                self.site["devices"]["dc1"]["vlan_groups"]["vmotion"]["mtu"] = bridge_mtu
+                self.site["devices"]["dc1"]["vlans"]["servers"]["mtu"] = port_mtu
+                self.apply_json()
+                self.assertEqual(self.ns.links()["vmotion"]["mtu"], bridge_mtu)
+                self.assertFalse(self.apply_json()["changed"])
+
     def test_removed_objects_are_deleted_on_next_apply(self):
         self.apply_json()
         del self.site["devices"]["dc1"]["self_ips"]["server-v6"]
