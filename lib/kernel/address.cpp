@@ -3,6 +3,8 @@
 #include <linux/if_addr.h>
 #include <sys/socket.h>
 
+#include <cerrno>
+
 #include "kernel/detail.hpp"
 #include "kernel/inet.hpp"
 
@@ -70,7 +72,14 @@ void remove(Netlink& netlink, const plan::Object& observed) {
   const std::string interface = detail::require_string(observed, "interface", "remove");
   Message message =
       address_message(RTM_DELADDR, 0, prefix, detail::ifindex_for(netlink, interface, what));
-  netlink.request(message, what);
+  try {
+    netlink.request(message, what);
+  } catch (const KernelError& e) {
+    // Gone already: deleting a primary IPv4 address deletes the secondary addresses of its
+    // subnet with it (unless promote_secondaries is set), so removing both in one plan met
+    // "Address not found" for the second and failed the apply.
+    if (e.error() != EADDRNOTAVAIL) throw;
+  }
 }
 
 }  // namespace

@@ -168,6 +168,15 @@ class CliTest(CliBase):
         self.assertNotIn("203.0.113.0/24", self.ns.routes())
         self.assertIn(("vmotion", "10.1.0.1/24"), self.ns.addresses())
 
+    def test_destroy_removes_a_primary_address_and_its_secondary(self):
+        # The kernel deletes an IPv4 primary address's secondaries with it; the plan's delete
+        # of the secondary then met "Address not found" and the whole destroy rolled back.
+        self.site["devices"]["dc1"]["self_ips"]["wan-self2"] = {"address": "198.51.100.2/24",
+                                                                "vlan": "wan"}
+        self.apply_json()
+        self.etherctl("destroy")
+        self.assertEqual(self.ns.addresses(), set())
+
     def test_group_member_removed_from_file_is_released(self):
         self.apply_json()
         self.site["devices"]["dc1"]["vlan_groups"]["vmotion"]["members"] = []
