@@ -366,6 +366,53 @@ std::string pin_dir_for(const std::string& bpffs) {
 
 constexpr std::array<const char*, 5> kPinnedMaps = {"tunnels", "peers", "locals", "stats", "frags"};
 
+uint32_t map_id(int fd) {
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
+}
+
+uint32_t pinned_map_id(const std::string& path) {
+  Fd fd(bpf_obj_get(path.c_str()));
+  return fd.get() >= 0 ? map_id(fd.get()) : 0;
+}
+
+// The eip device of a tunnels-map entry still exists under its name (not gone, not reused).
+bool entry_alive(uint32_t key, const etherip_tunnel& value) {
+  return if_name(static_cast<int>(key)) ==
+         eip_name(std::string_view(value.name, strnlen(value.name, sizeof(value.name))));
+}
+
+// The namespace's shared maps, from the pins or else from the attached programs.
+std::map<std::string, Fd> shared_maps(const std::string& dir) {
+  std::map<std::string, Fd> maps;
+  for (const char* name : kPinnedMaps) {
+    Fd fd(bpf_obj_get((dir + "/" + name).c_str()));
+    if (fd.get() >= 0) maps.emplace(name, std::move(fd));
+  }
+  if (!maps.count("tunnels")) {
+    Quiet quiet;
+    maps = recover_maps();
+  }
+  return maps;
+}
+
+// The map entries Datapath::apply() writes for this entry are all there
+// (TunnelStatus::complete; the filters are TunnelStatus::attached).
+bool entry_complete(uint32_t key, const etherip_tunnel& value, int peers_fd, int locals_fd) {
+  if (!entry_alive(key, value) || peers_fd < 0 || locals_fd < 0) return false;
+  etherip_peer_key pk{};
+  pk.family = value.family;
+  std::memcpy(pk.local, value.local, 16);
+  std::memcpy(pk.remote, value.remote, 16);
+  uint32_t owner = 0;
+  if (bpf_map_lookup_elem(peers_fd, &pk, &owner) != 0 || owner != key) return false;
+  etherip_addr_key ak{};
+  ak.family = value.family;
+  std::memcpy(ak.addr, value.local, 16);
+  return bpf_map_lookup_elem(locals_fd, &ak, &owner) == 0;
+}
+
 // Map ids that some loaded BPF program references.
 std::set<uint32_t> maps_in_use() {
   std::set<uint32_t> used;
@@ -412,26 +459,38 @@ void collect_orphaned_pins(const Options& options) {
 }
 
 std::vector<TunnelStatus> inspect(const Options& options) {
-  std::string dir = pin_dir_for(options.bpffs);
-  Fd tunnels(bpf_obj_get((dir + "/tunnels").c_str()));
-  Fd stats(bpf_obj_get((dir + "/stats").c_str()));
-  if (tunnels.get() < 0 || stats.get() < 0) {
-    Quiet quiet;
-    auto maps = recover_maps();
-    auto t = maps.find("tunnels"), s = maps.find("stats");
-    if (t == maps.end() || s == maps.end()) return {};
-    tunnels = std::move(t->second);
-    stats = std::move(s->second);
-  }
+  auto maps = shared_maps(pin_dir_for(options.bpffs));
+  auto fd = [&](const char* name) {
+    auto it = maps.find(name);
+    return it == maps.end() ? -1 : it->second.get();
+  };
+  if (fd("tunnels") < 0 || fd("stats") < 0) return {};
   std::vector<TunnelStatus> out;
-  for (auto& [key, value] : tunnel_entries(tunnels.get())) {
+  Quiet quiet;  // queries of filters that are not there are expected
+  for (auto& [key, value] : tunnel_entries(fd("tunnels"))) {
     TunnelSpec spec = spec_of(value);
     bool attached = program_attached(eip_name(spec.name), "etherip_encap");
     for (const auto& underlay : spec.underlay)
       attached = attached && program_attached(underlay, "etherip_decap");
-    out.push_back({spec, stats_of(stats.get(), key).value_or(Counters{}), attached});
+    out.push_back({spec, stats_of(fd("stats"), key).value_or(Counters{}), attached,
+                   entry_complete(key, value, fd("peers"), fd("locals"))});
   }
   return out;
+}
+
+bool needs_pruning(const Options& options) {
+  const std::string dir = pin_dir_for(options.bpffs);
+  auto maps = shared_maps(dir);
+  auto tunnels = maps.find("tunnels");
+  if (tunnels == maps.end()) {
+    std::error_code ec;
+    return std::filesystem::exists(dir, ec);  // pins (some) without the tunnels map
+  }
+  auto entries = tunnel_entries(tunnels->second.get());
+  for (auto& [key, value] : entries)
+    if (!entry_alive(key, value)) return true;
+  std::error_code ec;
+  return entries.empty() && std::filesystem::exists(dir, ec);
 }
 
 DatapathError::DatapathError(int error, const std::string& what)
@@ -488,7 +547,12 @@ struct Datapath::Impl {
     bpf_object__for_each_map(map, skel->obj) {
       if (!shared_map(map)) continue;
       std::string path = pin_dir + "/" + bpf_map__name(map);
-      if (::access(path.c_str(), F_OK) == 0) continue;
+      if (::access(path.c_str(), F_OK) == 0) {
+        // Ours already, or a stale pin (a run killed while pinning, whose next run found no
+        // `tunnels` pin and made new maps): replace it, so pins and programs agree.
+        if (pinned_map_id(path) == map_id(bpf_map__fd(map))) continue;
+        ::unlink(path.c_str());
+      }
       int err = bpf_map__pin(map, path.c_str());
       if (err) fail(err, fmt::format("pinning {}", path));
     }
@@ -697,10 +761,27 @@ void Datapath::apply(const TunnelSpec& spec) {
 }
 
 void Datapath::remove(std::string_view name) {
-  auto entry = impl_->find(name);
-  if (!entry) return;
-  impl_->forget(entry->first, entry->second);
+  if (auto entry = impl_->find(name)) impl_->forget(entry->first, entry->second);
+  // Also when the tunnel had no entry: a run killed between pinning and configuring left pins.
   if (impl_->entries().empty()) impl_->unpin_all();
+}
+
+std::vector<std::string> Datapath::prune() {
+  std::vector<std::string> repaired;
+  for (auto& [key, value] : impl_->entries()) {
+    if (entry_alive(key, value)) continue;
+    impl_->forget(key, value);
+    std::string name(value.name, strnlen(value.name, sizeof(value.name)));
+    repaired.push_back(fmt::format(
+        "datapath: forgot tunnel {} and detached its programs (its interface {} is gone)", name,
+        eip_name(name)));
+  }
+  std::error_code ec;
+  if (impl_->entries().empty() && std::filesystem::exists(impl_->pin_dir, ec)) {
+    impl_->unpin_all();
+    repaired.push_back(fmt::format("datapath: unpinned {} (no tunnel left)", impl_->pin_dir));
+  }
+  return repaired;
 }
 
 void Datapath::remove_all() {

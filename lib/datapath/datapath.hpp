@@ -93,11 +93,20 @@ struct TunnelStatus {
   // Our encap program is attached to eip-<name>'s ingress and our decap program to every
   // underlay's: false when something detached (or replaced) one behind etherctl's back.
   bool attached = false;
+  // The map entries apply() writes are all there: the eip device of the entry still exists
+  // (not gone, not another device now), the peer and the local-address entries. False after
+  // an apply() or remove() interrupted half-way (or entries deleted by hand).
+  bool complete = false;
 };
 
 // What the namespace's datapath holds, read from its maps without loading programs (for
 // observation and `etherctl status`). Empty when no tunnel is configured.
 std::vector<TunnelStatus> inspect(const Options& options = {});
+
+// True when an interrupted run left datapath state that no tunnel interface accounts for:
+// an entry whose eip device is gone (or is another device now), or pinned maps without any
+// tunnel. Cheap (reads the maps); Datapath::prune() repairs it.
+bool needs_pruning(const Options& options = {});
 
 // Removes the pin directories of namespaces that are gone (no loaded program uses their maps
 // any more: a namespace deleted without `destroy`). apply() calls it.
@@ -122,6 +131,9 @@ class Datapath {
   void remove(std::string_view name);
   // Removes every tunnel of the namespace.
   void remove_all();
+  // Forgets the tunnels whose eip device is gone or renamed (their filters on the underlays
+  // go too) and unpins the maps when no tunnel remains. Returns one line per repair.
+  std::vector<std::string> prune();
 
   std::vector<TunnelSpec> tunnels() const;
   std::optional<Counters> counters(std::string_view name) const;

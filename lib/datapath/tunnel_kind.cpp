@@ -93,9 +93,10 @@ void delete_link(Netlink& netlink, const std::string& name, const std::string& w
 }
 
 plan::Objects observe(const kernel::Snapshot& snapshot, const kernel::Ownership& ownership) {
-  std::map<std::string, TunnelStatus> configured;
+  std::map<std::string, TunnelStatus> configured;  // entries whose map state is complete
   try {
-    for (auto& status : inspect()) configured[status.spec.name] = status;
+    for (auto& status : inspect())
+      if (status.complete) configured[status.spec.name] = status;
   } catch (const DatapathError&) {
     // No readable datapath: every tunnel shows as unconfigured and gets re-applied.
   }
@@ -113,9 +114,14 @@ plan::Objects observe(const kernel::Snapshot& snapshot, const kernel::Ownership&
     object.attrs["ifindex"] = link.ifindex;
     object.attrs["type"] = link.type;
     object.attrs["mtu"] = link.mtu;
-    object.attrs["up"] = link.up;
+    // Both ends: the tunnel carries nothing while either is down.
+    const kernel::LinkInfo* eip = snapshot.link_by_name(eip_name(link.name));
+    object.attrs["up"] = link.up && eip && eip->up;
+    // A tunnel shows its datapath attributes only when its eip end is marked as ours and its
+    // map entries are all there (TunnelStatus::complete), so that what an interrupted run left
+    // half-done is planned as a modify and completed; a detached filter is "attached": false.
     auto it = configured.find(link.name);
-    if (it == configured.end() || !snapshot.link_by_name(eip_name(link.name))) continue;
+    if (it == configured.end() || !eip || eip->alias != alias) continue;
     const TunnelSpec& spec = it->second.spec;
     object.attrs["local"] = spec.local;
     object.attrs["remote"] = spec.remote;
@@ -198,14 +204,11 @@ void create(Netlink& netlink, const plan::Object& desired, const kernel::Ownersh
 
 void modify(Netlink& netlink, const plan::Object& desired, const plan::Object& observed) {
   const std::string op = what("modify", desired);
+  const std::string eip = eip_name(desired.key);
   auto mtu = int_attr(desired, "mtu");
   auto up = bool_attr(desired, "up");
   bool change_mtu = mtu && mtu != int_attr(observed, "mtu");
   bool change_up = up && up != bool_attr(observed, "up");
-  if (change_mtu) set_link(netlink, eip_name(desired.key), mtu, std::nullopt, "", op);
-  if (change_mtu || change_up)
-    set_link(netlink, desired.key, change_mtu ? mtu : std::nullopt, change_up ? up : std::nullopt,
-             "", op);
   bool datapath_differs = false;
   for (const char* attr : {"local", "remote", "accept_reversed", "underlay", "fast_path",
                            "clamp_tcp_mss", "attached"}) {
@@ -213,13 +216,29 @@ void modify(Netlink& netlink, const plan::Object& desired, const plan::Object& o
     if (d != desired.attrs.end() && (o == observed.attrs.end() || *d != *o))
       datapath_differs = true;
   }
-  if (!datapath_differs) return;
-  try {
-    // Atomic: the programs are replaced in place, the maps rewritten entry by entry.
-    datapath().apply(spec_of(desired));
-  } catch (const DatapathError& e) {
-    rethrow(e, op);
+  if (datapath_differs) {
+    try {
+      // Atomic: the programs are replaced in place, the maps rewritten entry by entry. Also
+      // completes what an interrupted run left (the observed tunnel then has no datapath
+      // attributes): the eip end gets its mark again below.
+      datapath().apply(spec_of(desired));
+    } catch (const DatapathError& e) {
+      rethrow(e, op);
+    }
   }
+  // The eip end first, as on create: it carries the programs. It gets T's ownership mark too
+  // (again: a run killed between the two marks left it without).
+  std::string alias;
+  if (datapath_differs) {
+    kernel::Snapshot snapshot = kernel::Snapshot::read(netlink);
+    if (const kernel::LinkInfo* link = snapshot.link_by_name(desired.key)) alias = link->alias;
+  }
+  if (change_mtu || change_up || !alias.empty())
+    set_link(netlink, eip, change_mtu ? mtu : std::nullopt, change_up ? up : std::nullopt, alias,
+             op);
+  if (change_mtu || change_up)
+    set_link(netlink, desired.key, change_mtu ? mtu : std::nullopt, change_up ? up : std::nullopt,
+             "", op);
 }
 
 void remove(Netlink& netlink, const plan::Object& observed) {
@@ -232,10 +251,31 @@ void remove(Netlink& netlink, const plan::Object& observed) {
   kernel::detail::remove_link(netlink, observed);  // its peer "eip-" goes with it
 }
 
+// A create that never finished: the veth pair (with or without its marks) and whatever of
+// the datapath it had configured.
+void abandon(Netlink& netlink, const std::string& key) {
+  try {
+    datapath().remove(key);
+  } catch (const DatapathError& e) {
+    rethrow(e, "remove interrupted create of tunnel " + key);
+  }
+  kernel::detail::abandon_link(netlink, key);  // its peer goes with it
+  kernel::detail::abandon_link(netlink, eip_name(key));
+}
+
+std::vector<std::string> repair(Netlink&) {
+  try {
+    if (!needs_pruning()) return {};
+    return datapath().prune();
+  } catch (const DatapathError& e) {
+    rethrow(e, "repair of the datapath");
+  }
+}
+
 }  // namespace
 
 const kernel::KindOps& tunnel_kind_ops() {
-  static const kernel::KindOps ops{plan::kTunnel, observe, create, modify, remove};
+  static const kernel::KindOps ops{plan::kTunnel, observe, create, modify, remove, abandon, repair};
   return ops;
 }
 

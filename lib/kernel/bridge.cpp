@@ -66,6 +66,8 @@ void remove(Netlink& netlink, const plan::Object& observed) {
 
 }  // namespace
 
-KindOps bridge_kind() { return {plan::kVlanGroup, observe, create, modify, remove}; }
+KindOps bridge_kind() {
+  return {plan::kVlanGroup, observe, create, modify, remove, detail::abandon_link};
+}
 
 }  // namespace etherctl::kernel

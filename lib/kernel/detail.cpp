@@ -112,6 +112,17 @@ void remove_link(Netlink& netlink, const plan::Object& observed) {
   netlink.request(message, what("remove", observed));
 }
 
+void abandon_link(Netlink& netlink, const std::string& name) {
+  Message message(RTM_DELLINK, 0);
+  message.put_header<ifinfomsg>()->ifi_family = AF_UNSPEC;
+  message.put_str(IFLA_IFNAME, name);
+  try {
+    netlink.request(message, "remove interrupted create of " + name);
+  } catch (const KernelError& e) {
+    if (e.error() != ENODEV) throw;  // never created, or already gone
+  }
+}
+
 void rethrow_create_error(const KernelError& error, const std::string& type,
                           const std::string& what) {
   // The kernel answers an unknown IFLA_INFO_KIND with EOPNOTSUPP and "Unknown device type"

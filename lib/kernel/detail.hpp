@@ -44,6 +44,8 @@ void modify_link(Netlink& netlink, const plan::Object& desired, const plan::Obje
 
 // Removes a link with RTM_DELLINK.
 void remove_link(Netlink& netlink, const plan::Object& observed);
+// Removes the link of that name if there is one (a KindOps::abandon for link kinds).
+void abandon_link(Netlink& netlink, const std::string& name);
 
 // Rethrows a KernelError of a create RTM_NEWLINK of IFLA_INFO_KIND `type`; when the kernel does
 // not know the type, the message says which kernel feature is missing.

@@ -32,6 +32,17 @@ struct KindOps {
   void (*modify)(Netlink& netlink, const plan::Object& desired, const plan::Object& observed);
   // Deletes the object (for ports: releases the link from its bridge).
   void (*remove)(Netlink& netlink, const plan::Object& observed);
+
+  // Crash recovery, for kinds whose create takes more than one kernel request (the others
+  // leave these null). `abandon` removes whatever a create of `key` that never finished (the
+  // process was killed) may have left: a link without its ownership mark, a half-configured
+  // datapath. It tolerates missing pieces. The engine journals such creates and calls it on
+  // the next run (lib/engine/journal.hpp).
+  void (*abandon)(Netlink& netlink, const std::string& key) = nullptr;
+  // Repairs state of the kind that observation cannot show as an object (for tunnels: datapath
+  // entries whose interface is gone, pins without a tunnel). Returns one line per repair.
+  // Called by runs that write, before they observe.
+  std::vector<std::string> (*repair)(Netlink& netlink) = nullptr;
 };
 
 // All kinds, in creation order (delete in reverse): vlan, vlan_group, tunnel, port, self_ip,

@@ -90,6 +90,6 @@ void remove(Netlink& netlink, const plan::Object& observed) {
 
 }  // namespace
 
-KindOps vlan_kind() { return {plan::kVlan, observe, create, modify, remove}; }
+KindOps vlan_kind() { return {plan::kVlan, observe, create, modify, remove, detail::abandon_link}; }
 
 }  // namespace etherctl::kernel
