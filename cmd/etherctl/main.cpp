@@ -90,6 +90,9 @@ void print_status_table(const nlohmann::json& status) {
 void print_text(const Cli& cli, const etherctl::engine::Report& report) {
   const auto& command = cli.options.command;
   bool color = use_color(cli.color);
+  for (const auto& repair : report.recovered) {
+    fmt::print(stderr, "etherctl: repaired after an interrupted run: {}\n", repair);
+  }
   if (report.outcome == Outcome::Ok || report.outcome == Outcome::Failed) {
     if (command == Command::Validate) {
       fmt::print("{}: valid{}\n", cli.options.site_file,
@@ -242,6 +245,7 @@ int main(int argc, char** argv) {
   if (const char* step = std::getenv("ETHERCTL_TEST_FAIL_AT_STEP")) {
     cli.options.fail_at_step = std::strtoul(step, nullptr, 10);
   }
+  cli.options.trace = std::getenv("ETHERCTL_TEST_TRACE") != nullptr;
 
   // Every command; watch once, at start (a reload does not warn again).
   warn_if_writable_by_others(cli.options.site_file);

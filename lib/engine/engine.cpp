@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,6 +14,8 @@
 
 #include "datapath/datapath.hpp"
 #include "datapath/tunnel_kind.hpp"
+#include "engine/internal.hpp"
+#include "engine/journal.hpp"
 #include "engine/lock.hpp"
 #include "kernel/kind.hpp"
 #include "kernel/snapshot.hpp"
@@ -23,23 +26,26 @@
 
 namespace etherctl::engine {
 
-namespace {
+namespace internal {
 
 using plan::Change;
 using plan::Object;
 using plan::Op;
 
-// A failure that the run reports and that exits 1 (unlike invalid input or a held lock).
-struct RunError {
-  std::string path;
-  std::string message;
-};
+namespace {
 
 std::string hostname() {
   char buffer[256] = {};
   gethostname(buffer, sizeof buffer - 1);
   std::string name = buffer;
   return name.substr(0, name.find('.'));
+}
+
+}  // namespace
+
+void register_kinds() {
+  static const bool registered = (kernel::register_kind(datapath::tunnel_kind_ops()), true);
+  (void)registered;
 }
 
 void enter_netns_or_throw(const std::string& name) {
@@ -64,6 +70,11 @@ std::string lock_path(const std::string& lock_dir) {
   return lock_dir + "/netns-" + std::to_string(st.st_ino) + ".lock";
 }
 
+std::string sibling_path(const std::string& lock_dir, const std::string& suffix) {
+  std::string lock = lock_path(lock_dir);
+  return lock.substr(0, lock.size() - std::string(".lock").size()) + suffix;
+}
+
 plan::Objects observe(const kernel::Snapshot& snapshot, const kernel::Ownership& ownership) {
   plan::Objects observed;
   for (const auto& ops : kernel::kinds()) {
@@ -77,6 +88,8 @@ plan::Objects observe(const kernel::Snapshot& snapshot, const kernel::Ownership&
 plan::Objects observe(kernel::Netlink& netlink, const kernel::Ownership& ownership) {
   return observe(kernel::Snapshot::read(netlink), ownership);
 }
+
+namespace {
 
 // Virtual Location: where each pool member is and the weight it gets. Members in the other
 // data center are quiesced (weight 0) while enough local members remain (location.hpp); the
@@ -128,12 +141,14 @@ nlohmann::json locate_members(const model::Site& site, const model::Device& devi
   return members;
 }
 
-void execute_one(kernel::Netlink& netlink, const Change& change,
-                 const kernel::Ownership& ownership) {
+void execute_one(kernel::Netlink& netlink, const Change& change, const kernel::Ownership& ownership,
+                 Journal& journal) {
   const auto& ops = kernel::kind_ops(change.subject().kind);
   switch (change.op) {
     case Op::Create:
+      journal.begin_create(change.desired);
       ops.create(netlink, change.desired, ownership);
+      journal.end_create();
       break;
     case Op::Modify:
       ops.modify(netlink, change.desired, change.observed);
@@ -153,15 +168,20 @@ std::string describe(const Change& change) {
 // objects are removed, modified ones get their old attributes back, deleted ones come back.
 // Returns the problems met on the way (empty when the kernel is back where it was).
 std::vector<std::string> roll_back(kernel::Netlink& netlink, const std::vector<Change>& done,
-                                   const kernel::Ownership& ownership) {
+                                   const kernel::Ownership& ownership, Journal& journal,
+                                   const Trace& trace) {
   std::vector<std::string> failures;
   for (auto it = done.rbegin(); it != done.rend(); ++it) {
     const Change& change = *it;
+    trace("rollback/" + plan::to_string(change.op) + "/" + change.subject().kind + " " +
+          change.subject().name);
     try {
       const auto& ops = kernel::kind_ops(change.subject().kind);
       if (change.op == Op::Delete) {
         Object again = change.observed;
+        journal.begin_create(again);
         ops.create(netlink, again, ownership);
+        journal.end_create();
         continue;
       }
       // Find the object as the kernel holds it now.
@@ -188,6 +208,64 @@ std::vector<std::string> roll_back(kernel::Netlink& netlink, const std::vector<C
   return failures;
 }
 
+}  // namespace
+
+std::vector<std::string> recover(kernel::Netlink& netlink, const std::string& lock_dir) {
+  std::vector<std::string> repairs =
+      Journal::recover(Journal::path_for(lock_path(lock_dir)), netlink);
+  for (const auto& ops : kernel::kinds()) {
+    if (!ops.repair) continue;
+    for (auto& repair : ops.repair(netlink)) repairs.push_back(std::move(repair));
+  }
+  return repairs;
+}
+
+Execution execute(kernel::Netlink& netlink, const plan::Plan& plan,
+                  const kernel::Ownership& ownership, Journal& journal,
+                  std::optional<size_t> fail_at_step, const Trace& trace,
+                  const std::function<void(size_t, size_t, const Change&)>& on_step) {
+  Execution result;
+  std::vector<Change> done;
+  for (size_t step = 0; step < plan.changes.size(); ++step) {
+    const Change& change = plan.changes[step];
+    result.executed = true;
+    trace("execute/" + plan::to_string(change.op) + "/" + change.subject().kind + " " +
+          change.subject().name + " (" + std::to_string(step + 1) + "/" +
+          std::to_string(plan.changes.size()) + ")");
+    if (on_step) on_step(step, plan.changes.size(), change);
+    try {
+      if (fail_at_step && *fail_at_step == step) {
+        throw std::runtime_error("injected failure (test hook) at step " + std::to_string(step));
+      }
+      execute_one(netlink, change, ownership, journal);
+      done.push_back(change);
+    } catch (const std::exception& e) {
+      // Kernel errors already name the operation and object; others get it here.
+      bool named = dynamic_cast<const kernel::KernelError*>(&e) != nullptr;
+      result.errors.push_back(
+          {change.subject().path.empty() ? change.desired.path : change.subject().path,
+           named ? e.what() : describe(change) + ": " + e.what()});
+      result.failed_step = step;
+      for (const auto& failure : roll_back(netlink, done, ownership, journal, trace)) {
+        result.errors.push_back({"", failure});
+      }
+      result.rolled_back = true;
+      break;
+    }
+  }
+  journal.finish();
+  return result;
+}
+
+}  // namespace internal
+
+namespace {
+
+using namespace internal;
+using plan::Change;
+using plan::Object;
+using plan::Op;
+
 std::string sha256_hex(const std::string& text) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
@@ -213,8 +291,7 @@ std::string configuration_digest(const plan::Objects& desired) {
 
 // What the last successful apply or destroy in this namespace applied (status reports it).
 std::string applied_record_path(const std::string& lock_dir) {
-  std::string lock = lock_path(lock_dir);
-  return lock.substr(0, lock.size() - std::string(".lock").size()) + ".applied.json";
+  return sibling_path(lock_dir, ".applied.json");
 }
 
 void record_applied(const std::string& lock_dir, const nlohmann::json& record) {
@@ -317,13 +394,32 @@ void record_success(const Options& options, const Report& report) {
                   {"at", static_cast<int64_t>(std::time(nullptr))}});
 }
 
+// A hangup of the operator's terminal, Ctrl-C or a stop request must not interrupt a run
+// half-way through its changes: they are held while it executes and verifies, and take
+// effect when it is done (kill -9 cannot be held; the journal covers it).
+class HoldSignals {
+ public:
+  HoldSignals() {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int signal : {SIGHUP, SIGINT, SIGTERM, SIGQUIT}) sigaddset(&set, signal);
+    sigprocmask(SIG_BLOCK, &set, &old_);
+  }
+  ~HoldSignals() { sigprocmask(SIG_SETMASK, &old_, nullptr); }
+  HoldSignals(const HoldSignals&) = delete;
+  HoldSignals& operator=(const HoldSignals&) = delete;
+
+ private:
+  sigset_t old_;
+};
+
 }  // namespace
 
 Report run(const Options& options) {
   auto started = std::chrono::steady_clock::now();
-  // Kinds that live outside lib/kernel join the registry once.
-  static const bool registered = (kernel::register_kind(datapath::tunnel_kind_ops()), true);
-  (void)registered;
+  register_kinds();
+  const Trace trace{options.trace};
+  trace("start");
   Report report;
   auto finish = [&](Outcome outcome) {
     report.outcome = outcome;
@@ -360,6 +456,7 @@ Report run(const Options& options) {
     std::string holder;
     bool writes = options.command == Command::Apply || options.command == Command::Destroy;
     // Read-only commands take the lock too, so they never observe a half-applied state.
+    trace("lock");
     if (!lock.acquire(lock_path(options.lock_dir), options.wait_for_lock, &holder)) {
       report.errors.push_back({"", "the lock " + lock_path(options.lock_dir) + " is held by " +
                                        holder + "; retry later or use --wait"});
@@ -368,11 +465,16 @@ Report run(const Options& options) {
 
     kernel::Ownership ownership{device->name};
     kernel::Netlink netlink;
+    if (writes) {
+      trace("recover");
+      report.recovered = recover(netlink, options.lock_dir);
+    }
     plan::Objects desired = options.command == Command::Destroy
                                 ? plan::Objects{}
                                 : plan::desired_objects(site, *device);
     // The digest covers the file's configuration, not the weights location gives members.
     report.digest = configuration_digest(desired);
+    trace("observe");
     const kernel::Snapshot snapshot = kernel::Snapshot::read(netlink);
     if (options.command != Command::Destroy) {
       report.members =
@@ -380,6 +482,7 @@ Report run(const Options& options) {
                          options.command == Command::Apply && options.resolve_neighbours, desired);
     }
     plan::Objects observed = observe(snapshot, ownership);
+    trace("plan");
     report.plan = plan::make_plan(desired, observed);
     auto count_netlink = [&] {
       report.netlink_requests = netlink.read_requests() + netlink.write_requests();
@@ -391,6 +494,9 @@ Report run(const Options& options) {
       report.status["digest"] = report.digest;
       report.status["in_sync"] = report.plan.empty() && report.plan.conflicts.empty();
       report.status["last_applied"] = read_applied(options.lock_dir);
+      // A run was killed; the next apply or destroy repairs what it left (journal.hpp).
+      report.status["interrupted_run"] =
+          access(Journal::path_for(lock_path(options.lock_dir)).c_str(), F_OK) == 0;
     }
     if (!report.plan.conflicts.empty()) {
       report.errors = report.plan.conflicts;
@@ -402,46 +508,37 @@ Report run(const Options& options) {
       return finish(Outcome::Ok);
     }
 
-    std::vector<Change> done;
-    for (size_t step = 0; step < report.plan.changes.size(); ++step) {
-      const Change& change = report.plan.changes[step];
-      report.executed = true;
-      if (options.on_step) options.on_step(step, report.plan.changes.size(), change);
-      try {
-        if (options.fail_at_step && *options.fail_at_step == step) {
-          throw std::runtime_error("injected failure (test hook) at step " + std::to_string(step));
-        }
-        execute_one(netlink, change, ownership);
-        done.push_back(change);
-      } catch (const std::exception& e) {
-        // Kernel errors already name the operation and object; others get it here.
-        bool named = dynamic_cast<const kernel::KernelError*>(&e) != nullptr;
-        report.errors.push_back(
-            {change.subject().path.empty() ? change.desired.path : change.subject().path,
-             named ? e.what() : describe(change) + ": " + e.what()});
-        report.failed_step = step;
-        for (const auto& failure : roll_back(netlink, done, ownership)) {
-          report.errors.push_back({"", failure});
-        }
-        report.rolled_back = true;
-        count_netlink();
-        return finish(Outcome::Failed);
-      }
+    HoldSignals hold;
+    Journal journal(Journal::path_for(lock_path(options.lock_dir)));
+    Execution execution = execute(netlink, report.plan, ownership, journal, options.fail_at_step,
+                                  trace, options.on_step);
+    report.executed = execution.executed;
+    report.failed_step = execution.failed_step;
+    report.rolled_back = execution.rolled_back;
+    for (auto& error : execution.errors) report.errors.push_back(std::move(error));
+    if (execution.failed_step) {
+      count_netlink();
+      return finish(Outcome::Failed);
     }
 
     // Verify: read the kernel back; the same plan must now be empty.
     if (report.plan.empty()) {
       count_netlink();
+      trace("record");
       record_success(options, report);
+      trace("done");
       return finish(Outcome::Ok);
     }
+    trace("verify");
     plan::Plan after = plan::make_plan(desired, observe(netlink, ownership));
     for (const auto& change : after.changes) {
       report.errors.push_back(
           {change.desired.path, "verify: " + describe(change) + " is still needed after apply"});
     }
     count_netlink();
+    trace("record");
     if (report.errors.empty()) record_success(options, report);
+    trace("done");
     return finish(report.errors.empty() ? Outcome::Ok : Outcome::Failed);
   } catch (const RunError& e) {
     report.errors.push_back({e.path, e.message});
@@ -484,6 +581,7 @@ nlohmann::json report_json(const Report& report, Command command) {
   if (report.rolled_back) out["rolled_back"] = true;
   if (report.failed_step) out["failed_step"] = *report.failed_step;
   if (command == Command::Status) out["status"] = report.status;
+  if (!report.recovered.empty()) out["recovered"] = report.recovered;
   return out;
 }
 

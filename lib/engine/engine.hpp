@@ -37,6 +37,8 @@ struct Options {
   std::string preloaded_sha256;
   // Called before each change of apply or destroy is executed (progress for long plans).
   std::function<void(size_t step, size_t total, const plan::Change& change)> on_step;
+  // Test-only: progress lines on stderr, so a test that kills a run knows its phase.
+  bool trace = false;
 };
 
 // A valid site file read once: what `watch` runs on until a reload succeeds.
@@ -70,6 +72,8 @@ struct Report {
   std::string digest;
   // Virtual Location of every pool member: location, configured and effective weight, why.
   nlohmann::json members = nlohmann::json::array();
+  // Repairs of what an interrupted (killed) run had left, made before observing.
+  std::vector<std::string> recovered;
 
   bool changed() const { return executed && !plan.empty(); }
 };

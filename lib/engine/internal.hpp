@@ -1,0 +1,68 @@
+// Pieces of the pipeline that engine.cpp (run) and confirm.cpp (confirm, the revert) share.
+// Internal to lib/engine.
+#pragma once
+
+#include <cstdio>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/journal.hpp"
+#include "kernel/kind.hpp"
+#include "model/problem.hpp"
+#include "plan/plan.hpp"
+
+namespace etherctl::engine::internal {
+
+// A failure that the run reports and that exits 1 (unlike invalid input or a held lock).
+struct RunError {
+  std::string path;
+  std::string message;
+};
+
+// Kinds that live outside lib/kernel (the datapath's "tunnel") join the registry once.
+void register_kinds();
+
+// Enters /run/netns/<name>; throws RunError naming the namespace.
+void enter_netns_or_throw(const std::string& name);
+
+// The lock file of the caller's network namespace (per inode, so runs in different namespaces
+// proceed), and the files that live next to it ("<lock without .lock><suffix>").
+std::string lock_path(const std::string& lock_dir);
+std::string sibling_path(const std::string& lock_dir, const std::string& suffix);
+
+// Every object of every kind, owned or foreign.
+plan::Objects observe(const kernel::Snapshot& snapshot, const kernel::Ownership& ownership);
+plan::Objects observe(kernel::Netlink& netlink, const kernel::Ownership& ownership);
+
+// Test-only progress lines on stderr ("etherctl-trace: <phase> ..."), so that a test that
+// kills a run knows where it was (ETHERCTL_TEST_TRACE).
+struct Trace {
+  bool enabled = false;
+  void operator()(const std::string& text) const {
+    if (enabled) std::fprintf(stderr, "etherctl-trace: %s\n", text.c_str());
+  }
+};
+
+// Before a run that writes observes: recovers from a killed run (the journal) and repairs
+// what observation cannot show (KindOps::repair). Returns one line per repair.
+std::vector<std::string> recover(kernel::Netlink& netlink, const std::string& lock_dir);
+
+struct Execution {
+  bool executed = false;              // changes were sent to the kernel
+  bool rolled_back = false;           // a failure was undone
+  std::optional<size_t> failed_step;  // index into plan.changes of the change that failed
+  std::vector<model::Problem> errors;
+};
+
+// Executes the plan's changes in order, journaling multi-request creates; when one fails,
+// undoes those done (newest first, against freshly observed state) and reports both.
+// on_step (may be empty) is called before each change. The journal is finished (removed)
+// when this returns.
+Execution execute(kernel::Netlink& netlink, const plan::Plan& plan,
+                  const kernel::Ownership& ownership, Journal& journal,
+                  std::optional<size_t> fail_at_step, const Trace& trace,
+                  const std::function<void(size_t, size_t, const plan::Change&)>& on_step);
+
+}  // namespace etherctl::engine::internal
