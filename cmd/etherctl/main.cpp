@@ -12,6 +12,7 @@
 #include <optional>
 
 #include "agent/agent.hpp"
+#include "engine/confirm.hpp"
 #include "engine/engine.hpp"
 #include "plan/render.hpp"
 
@@ -48,8 +49,27 @@ bool use_color(const std::string& mode) {
 }
 
 std::string error_line(const std::string& site_file, const etherctl::model::Problem& problem) {
-  return problem.path.empty() ? site_file + ": " + problem.message
-                              : problem.path + ": " + problem.message;
+  if (!problem.path.empty()) return problem.path + ": " + problem.message;
+  return site_file.empty() ? problem.message : site_file + ": " + problem.message;
+}
+
+// Confirm-or-revert lines of `status`.
+void print_pending(const nlohmann::json& status) {
+  const auto& pending =
+      status.contains("pending_confirmation") ? status["pending_confirmation"] : nlohmann::json();
+  if (pending.is_object()) {
+    fmt::print("confirmation pending: reverted at {} (in {} s) unless `etherctl confirm` runs\n",
+               pending.value("deadline_text", ""), pending.value("seconds_left", 0));
+    if (!pending.value("waiter_alive", false)) {
+      fmt::print(
+          "warning: the revert waiter (pid {}) is gone: nothing will revert; run "
+          "`etherctl confirm` to clear\n",
+          pending.value("waiter_pid", 0));
+    }
+  }
+  if (status.value("interrupted_run", false)) {
+    fmt::print("an interrupted run left a journal; the next apply or destroy repairs it\n");
+  }
 }
 
 void print_status_table(const nlohmann::json& status) {
@@ -93,7 +113,15 @@ void print_text(const Cli& cli, const etherctl::engine::Report& report) {
   for (const auto& repair : report.recovered) {
     fmt::print(stderr, "etherctl: repaired after an interrupted run: {}\n", repair);
   }
-  if (report.outcome == Outcome::Ok || report.outcome == Outcome::Failed) {
+  if (command == Command::Confirm) {
+    if (report.outcome == Outcome::Ok) {
+      fmt::print("confirmed: the apply of {} (device {}) is kept; its revert is cancelled\n",
+                 report.pending.value("site_file", "?"), report.device);
+      if (!report.pending.value("waiter_alive", true)) {
+        fmt::print("(its revert waiter was already gone)\n");
+      }
+    }
+  } else if (report.outcome == Outcome::Ok || report.outcome == Outcome::Failed) {
     if (command == Command::Validate) {
       fmt::print("{}: valid{}\n", cli.options.site_file,
                  report.device.empty() ? "" : " (device " + report.device + ")");
@@ -102,10 +130,15 @@ void print_text(const Cli& cli, const etherctl::engine::Report& report) {
                  report.status.value("in_sync", false) ? " (in sync)" : " (not in sync)");
       const auto& last =
           report.status.contains("last_applied") ? report.status["last_applied"] : nlohmann::json();
-      if (last.is_object()) {
+      if (last.is_object() && last.value("command", "") == "revert") {
+        fmt::print("last apply, from {}, was not confirmed in time: {} ({} changes)\n",
+                   last.value("site_file", "?"), last.value("outcome", "?"),
+                   last.value("changes", 0));
+      } else if (last.is_object()) {
         fmt::print("last {} digest {} from {}\n", last.value("command", "?"),
                    last.value("digest", ""), last.value("site_file", "?"));
       }
+      print_pending(report.status);
       if (report.status.contains("objects")) print_status_table(report.status);
     } else if (!report.device.empty()) {
       const char* verb = command == Command::Plan ? "Plan"
@@ -123,6 +156,15 @@ void print_text(const Cli& cli, const etherctl::engine::Report& report) {
                    report.plan.changes.size(),
                    report.errors.size() > 1 ? "rolling back was incomplete (see below)"
                                             : "the changes made before it were rolled back");
+      }
+      if (report.pending.is_object()) {
+        fmt::print(
+            "These changes are reverted at {} (in {} s) unless `etherctl{} confirm` runs "
+            "before.\n",
+            report.pending.value("deadline_text", ""), cli.options.confirm_within.value_or(0),
+            cli.options.netns ? " --netns " + *cli.options.netns : "");
+      } else if (cli.options.confirm_within && report.plan.empty() && report.errors.empty()) {
+        fmt::print("Nothing changed, so there is nothing to confirm.\n");
       }
     }
   }
@@ -220,6 +262,27 @@ int main(int argc, char** argv) {
     command->callback([&cli, c = sub.command] { cli.options.command = c; });
   }
 
+  // Confirm or revert (lib/engine/confirm.hpp).
+  app.add_option_function<std::string>(
+         "--confirm-within",
+         [&cli](const std::string& text) {
+           cli.options.confirm_within = etherctl::engine::parse_duration(text);
+           if (!cli.options.confirm_within) {
+             throw CLI::ValidationError("--confirm-within", "\"" + text +
+                                                                "\" is not a duration of 1s..24h "
+                                                                "(120s, 2m, 90)");
+           }
+         },
+         "apply: revert to the previous state unless `etherctl confirm` runs within this "
+         "time (120s, 2m, 90)")
+      ->type_name("DURATION");
+  app.add_subcommand("confirm", "Keep the changes of apply --confirm-within: cancel the revert")
+      ->callback([&cli] { cli.options.command = Command::Confirm; });
+  std::string waiter_record, waiter_token;
+  CLI::App* waiter = app.add_subcommand("_revert-waiter", "")->group("");  // hidden, internal
+  waiter->add_option("record", waiter_record)->required();
+  waiter->add_option("token", waiter_token)->required();
+
   CLI::App* watch = app.add_subcommand(
       "watch", "Keep the kernel matching the site file: react to events, serve metrics");
   watch->add_option("site", cli.options.site_file, "The site file (site.json)")->required();
@@ -246,6 +309,11 @@ int main(int argc, char** argv) {
     cli.options.fail_at_step = std::strtoul(step, nullptr, 10);
   }
   cli.options.trace = std::getenv("ETHERCTL_TEST_TRACE") != nullptr;
+  if (waiter->parsed()) return etherctl::engine::revert_waiter(waiter_record, waiter_token);
+  if (cli.options.confirm_within && (cli.watch || cli.options.command != Command::Apply)) {
+    fmt::print(stderr, "etherctl: --confirm-within is an option of apply only\n");
+    return kExitUsage;
+  }
 
   // Every command; watch once, at start (a reload does not warn again).
   warn_if_writable_by_others(cli.options.site_file);
@@ -290,7 +358,8 @@ int main(int argc, char** argv) {
 
   etherctl::engine::Report report;
   try {
-    report = etherctl::engine::run(cli.options);
+    report = cli.options.command == Command::Confirm ? etherctl::engine::confirm(cli.options)
+                                                     : etherctl::engine::run(cli.options);
   } catch (const std::exception& e) {  // the engine reports errors as values; this is a bug
     fmt::print(stderr, "etherctl: internal error: {}\n", e.what());
     return kExitFailed;

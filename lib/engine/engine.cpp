@@ -14,6 +14,7 @@
 
 #include "datapath/datapath.hpp"
 #include "datapath/tunnel_kind.hpp"
+#include "engine/confirm.hpp"
 #include "engine/internal.hpp"
 #include "engine/journal.hpp"
 #include "engine/lock.hpp"
@@ -413,6 +414,20 @@ class HoldSignals {
   sigset_t old_;
 };
 
+// The caller's own network namespace, open before run() enters another: the revert waiter of
+// `apply --confirm-within` lives there.
+struct HomeNetns {
+  int fd = -1;
+  explicit HomeNetns(bool wanted) {
+    if (wanted) fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+  }
+  ~HomeNetns() {
+    if (fd >= 0) close(fd);
+  }
+  HomeNetns(const HomeNetns&) = delete;
+  HomeNetns& operator=(const HomeNetns&) = delete;
+};
+
 }  // namespace
 
 Report run(const Options& options) {
@@ -451,6 +466,8 @@ Report run(const Options& options) {
   if (options.command == Command::Validate) return finish(Outcome::Ok);
 
   try {
+    const bool confirm = options.command == Command::Apply && options.confirm_within;
+    HomeNetns home(confirm && options.netns);
     if (options.netns) enter_netns_or_throw(*options.netns);
     RunLock lock;
     std::string holder;
@@ -466,6 +483,16 @@ Report run(const Options& options) {
     kernel::Ownership ownership{device->name};
     kernel::Netlink netlink;
     if (writes) {
+      // A pending revert plans from the state before its apply: no other change may come
+      // between (confirm.hpp).
+      nlohmann::json pending = read_pending(options.lock_dir);
+      if (!pending.is_null()) {
+        report.errors.push_back(
+            {"", describe_pending(pending) +
+                     "; run `etherctl confirm` to keep it (or wait for its revert) and apply "
+                     "again"});
+        return finish(Outcome::LockHeld);
+      }
       trace("recover");
       report.recovered = recover(netlink, options.lock_dir);
     }
@@ -494,6 +521,7 @@ Report run(const Options& options) {
       report.status["digest"] = report.digest;
       report.status["in_sync"] = report.plan.empty() && report.plan.conflicts.empty();
       report.status["last_applied"] = read_applied(options.lock_dir);
+      report.status["pending_confirmation"] = pending_status(read_pending(options.lock_dir));
       // A run was killed; the next apply or destroy repairs what it left (journal.hpp).
       report.status["interrupted_run"] =
           access(Journal::path_for(lock_path(options.lock_dir)).c_str(), F_OK) == 0;
@@ -509,6 +537,14 @@ Report run(const Options& options) {
     }
 
     HoldSignals hold;
+    // Armed before the first change: whatever happens to this process from here on, the
+    // waiter reverts at the deadline unless confirmed.
+    nlohmann::json pending;
+    if (confirm && !report.plan.empty()) {
+      pending = arm_revert(options, device->name, report.digest, previous_state(observed, desired),
+                           home.fd);
+      report.pending = pending_status(pending);
+    }
     Journal journal(Journal::path_for(lock_path(options.lock_dir)));
     Execution execution = execute(netlink, report.plan, ownership, journal, options.fail_at_step,
                                   trace, options.on_step);
@@ -517,6 +553,8 @@ Report run(const Options& options) {
     report.rolled_back = execution.rolled_back;
     for (auto& error : execution.errors) report.errors.push_back(std::move(error));
     if (execution.failed_step) {
+      if (!pending.is_null()) disarm_revert(options.lock_dir, pending);  // nothing to revert
+      report.pending = nullptr;
       count_netlink();
       return finish(Outcome::Failed);
     }
@@ -582,6 +620,7 @@ nlohmann::json report_json(const Report& report, Command command) {
   if (report.failed_step) out["failed_step"] = *report.failed_step;
   if (command == Command::Status) out["status"] = report.status;
   if (!report.recovered.empty()) out["recovered"] = report.recovered;
+  if (!report.pending.is_null()) out["pending_confirmation"] = report.pending;
   return out;
 }
 

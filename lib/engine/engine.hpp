@@ -16,7 +16,7 @@
 
 namespace etherctl::engine {
 
-enum class Command { Validate, Plan, Apply, Destroy, Status };
+enum class Command { Validate, Plan, Apply, Destroy, Status, Confirm };
 
 struct Options {
   Command command = Command::Plan;
@@ -37,6 +37,9 @@ struct Options {
   std::string preloaded_sha256;
   // Called before each change of apply or destroy is executed (progress for long plans).
   std::function<void(size_t step, size_t total, const plan::Change& change)> on_step;
+  // Apply: revert to the state before the apply unless `confirm` arrives within this many
+  // seconds (see confirm.hpp).
+  std::optional<int64_t> confirm_within;
   // Test-only: progress lines on stderr, so a test that kills a run knows its phase.
   bool trace = false;
 };
@@ -74,6 +77,9 @@ struct Report {
   nlohmann::json members = nlohmann::json::array();
   // Repairs of what an interrupted (killed) run had left, made before observing.
   std::vector<std::string> recovered;
+  // Apply with confirm_within: the pending confirmation (deadline, ...); Confirm: the apply
+  // that was confirmed.
+  nlohmann::json pending;
 
   bool changed() const { return executed && !plan.empty(); }
 };

@@ -2,12 +2,13 @@
 #
 # Completes the commands and options (tests/schema/test_docs.py checks these lists against
 # `etherctl --help`), the device names of the site file given on the command line (--device),
-# network namespaces (--netns), --color's values and site files (*.json).
+# network namespaces (--netns), --color's values, a few durations for --confirm-within and
+# site files (*.json; not for confirm, which takes none).
 # Plain bash and awk: no jq or python at completion time.
 
-_etherctl_commands="validate plan apply destroy status watch"
-_etherctl_options="-h --help --version --json --device --netns --wait --detailed-exitcodes --color --listen --interval --debounce"
-_etherctl_value_options="--device --netns --color --listen --interval --debounce"
+_etherctl_commands="validate plan apply destroy status watch confirm"
+_etherctl_options="-h --help --version --json --device --netns --wait --detailed-exitcodes --color --listen --interval --debounce --confirm-within"
+_etherctl_value_options="--device --netns --color --listen --interval --debounce --confirm-within"
 
 # Prints the device names of a site file, one a line: the keys of the top-level "devices"
 # object. A small JSON tokenizer (strings, braces, brackets, colons, commas) is all it needs;
@@ -72,7 +73,7 @@ _etherctl() {
     fi
     ((i == COMP_CWORD)) && continue
     case $word in
-      --device | --netns | --color | --listen | --interval | --debounce) skip=1 ;;
+      --device | --netns | --color | --listen | --interval | --debounce | --confirm-within) skip=1 ;;
       -*) ;;
       *)
         if [[ -z $command ]]; then
@@ -98,13 +99,17 @@ _etherctl() {
       mapfile -t COMPREPLY < <(compgen -W "auto always never" -- "$cur")
       return 0
       ;;
+    --confirm-within)
+      mapfile -t COMPREPLY < <(compgen -W "60s 2m 5m" -- "$cur")
+      return 0
+      ;;
   esac
 
   if [[ $cur == -* ]]; then
     mapfile -t COMPREPLY < <(compgen -W "$_etherctl_options" -- "$cur")
   elif [[ -z $command ]]; then
     mapfile -t COMPREPLY < <(compgen -W "$_etherctl_commands" -- "$cur")
-  elif [[ -z $site ]]; then
+  elif [[ -z $site && $command != confirm ]]; then
     compopt -o filenames 2>/dev/null
     # Directories and *.json files, one a line (names with spaces stay whole).
     mapfile -t COMPREPLY < <(compgen -d -- "$cur"; compgen -f -X '!*.json' -- "$cur")

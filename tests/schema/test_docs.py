@@ -309,6 +309,8 @@ class Completion(unittest.TestCase):
         self.assertNotIn("validate", complete(["etherctl", "a"]))
         self.assertIn("--detailed-exitcodes", complete(["etherctl", "--d"]))
         self.assertEqual(complete(["etherctl", "--color", ""]), ["always", "auto", "never"])
+        self.assertIn("confirm", complete(["etherctl", "c"]))
+        self.assertEqual(complete(["etherctl", "apply", "--confirm-within", "2"]), ["2m"])
 
     def test_device_names_from_the_site_file(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -336,3 +338,6 @@ class Completion(unittest.TestCase):
             (pathlib.Path(tmp) / "lab").mkdir()
             self.assertEqual(complete(["etherctl", "apply", ""], cwd=tmp), ["lab", "site.json"])
             self.assertEqual(complete(["etherctl", "apply", "site.json", ""], cwd=tmp), [])
+            self.assertEqual(complete(["etherctl", "confirm", ""], cwd=tmp), [])
+            self.assertEqual(complete(["etherctl", "apply", "--confirm-within", "2m", ""],
+                                      cwd=tmp), ["lab", "site.json"])
