@@ -125,7 +125,7 @@ void print_text(const Cli& cli, const etherctl::engine::Report& report) {
     if (command == Command::Validate) {
       fmt::print("{}: valid{}\n", cli.options.site_file,
                  report.device.empty() ? "" : " (device " + report.device + ")");
-    } else if (command == Command::Status) {
+    } else if (command == Command::Status && report.status.is_object()) {
       fmt::print("device {}\nconfiguration digest {}{}\n", report.device, report.digest,
                  report.status.value("in_sync", false) ? " (in sync)" : " (not in sync)");
       const auto& last =
@@ -140,7 +140,7 @@ void print_text(const Cli& cli, const etherctl::engine::Report& report) {
       }
       print_pending(report.status);
       if (report.status.contains("objects")) print_status_table(report.status);
-    } else if (!report.device.empty()) {
+    } else if (!report.device.empty() && command != Command::Status) {
       const char* verb = command == Command::Plan ? "Plan"
                          : report.failed_step     ? "Planned changes"
                                                   : "Changes";

@@ -317,10 +317,13 @@ class CliTest(CliBase):
 
     def test_unknown_namespace_is_a_clear_error(self):
         path = self.write_site()
-        result = subprocess.run([ETHERCTL, "--netns", "no-such-ns-xyz", "plan", path],
-                                capture_output=True, text=True)
-        self.assertEqual(result.returncode, 1)
-        self.assertIn('network namespace "no-such-ns-xyz" does not exist', result.stderr)
+        for command in ("plan", "apply", "status"):  # status used to abort (core dump)
+            with self.subTest(command):
+                result = subprocess.run([ETHERCTL, "--netns", "no-such-ns-xyz", command, path],
+                                        capture_output=True, text=True)
+                self.assertEqual(result.returncode, 1, result.stderr)
+                self.assertIn('network namespace "no-such-ns-xyz" does not exist',
+                              result.stderr)
 
     def test_device_selection(self):
         self.site["devices"]["dc2"] = {}
