@@ -413,21 +413,27 @@ bool entry_complete(uint32_t key, const etherip_tunnel& value, int peers_fd, int
   return bpf_map_lookup_elem(locals_fd, &ak, &owner) == 0;
 }
 
-// Map ids that some loaded BPF program references.
-std::set<uint32_t> maps_in_use() {
+// Map ids that some loaded BPF program references; nullopt when the programs cannot all be
+// seen (listing and opening programs by id needs CAP_SYS_ADMIN): then no map may be taken for
+// unused.
+std::optional<std::set<uint32_t>> maps_in_use() {
   std::set<uint32_t> used;
   uint32_t id = 0;
   while (bpf_prog_get_next_id(id, &id) == 0) {
     Fd prog(bpf_prog_get_fd_by_id(id));
-    if (prog.get() < 0) continue;
+    if (prog.get() < 0) {
+      if (errno == ENOENT) continue;  // unloaded meanwhile
+      return std::nullopt;
+    }
     uint32_t ids[64] = {};
     bpf_prog_info info{};
     info.nr_map_ids = 64;
     info.map_ids = reinterpret_cast<uint64_t>(ids);
     uint32_t len = sizeof(info);
-    if (bpf_obj_get_info_by_fd(prog.get(), &info, &len) != 0) continue;
+    if (bpf_obj_get_info_by_fd(prog.get(), &info, &len) != 0) return std::nullopt;
     for (uint32_t m = 0; m < info.nr_map_ids && m < 64; ++m) used.insert(ids[m]);
   }
+  if (errno != ENOENT) return std::nullopt;  // the end of the list, or EPERM
   return used;
 }
 
@@ -438,7 +444,7 @@ void collect_orphaned_pins(const Options& options) {
   const std::string own = pin_dir_for(options.bpffs);
   std::error_code ec;
   if (!std::filesystem::is_directory(root, ec)) return;
-  std::set<uint32_t> used;
+  std::optional<std::set<uint32_t>> used;
   bool scanned = false;
   for (const auto& entry : std::filesystem::directory_iterator(root, ec)) {
     if (entry.path() == own || !entry.is_directory(ec)) continue;
@@ -448,8 +454,10 @@ void collect_orphaned_pins(const Options& options) {
       uint32_t len = sizeof(info);
       if (bpf_obj_get_info_by_fd(tunnels.get(), &info, &len) != 0) continue;
       if (!scanned) used = maps_in_use(), scanned = true;
-      // Still used by some program: a live namespace's datapath (or one being set up).
-      if (used.count(info.id)) continue;
+      // Still used by some program: a live namespace's datapath (or one being set up). Without
+      // the full list of programs (no CAP_SYS_ADMIN), every other namespace's pins used to
+      // look orphaned and were removed, live ones included: collect nothing then.
+      if (!used || used->count(info.id)) continue;
     }
     // No program uses these maps any more: their namespace is gone (its links, filters and
     // programs went with it) and only the pins kept the maps alive.
