@@ -30,7 +30,7 @@ namespace {
 
 using namespace internal;
 
-constexpr int64_t kMaxDuration = 24 * 3600;
+constexpr int64_t kMaxDuration = int64_t{24} * 3600;
 
 std::string pending_path(const std::string& lock_dir) {
   return sibling_path(lock_dir, ".pending.json");

@@ -263,7 +263,6 @@ Execution execute(kernel::Netlink& netlink, const plan::Plan& plan,
 namespace {
 
 using namespace internal;
-using plan::Change;
 using plan::Object;
 using plan::Op;
 
