@@ -127,7 +127,6 @@ std::vector<std::string> Journal::recover(const std::string& path, kernel::Netli
       std::erase(unfinished, done);
     }
   }
-  bool failed = false;
   for (const auto& [kind, key] : unfinished) {
     try {
       const auto& ops = kernel::kind_ops(kind);
@@ -135,12 +134,12 @@ std::vector<std::string> Journal::recover(const std::string& path, kernel::Netli
       repairs.push_back("journal: removed what the interrupted create of " + kind + " " + key +
                         " (run " + pid + ") left");
     } catch (const std::exception& e) {
-      failed = true;
-      repairs.push_back("journal: cannot undo the interrupted create of " + kind + " " + key +
-                        " (run " + pid + "): " + e.what());
+      // The journal stays for the next run; this one must not plan around a half-made object.
+      throw std::runtime_error("cannot remove what the interrupted create of " + kind + " " + key +
+                               " (run " + pid + ", journal " + path + ") left: " + e.what());
     }
   }
-  if (!failed) ::unlink(path.c_str());
+  ::unlink(path.c_str());
   return repairs;
 }
 

@@ -43,8 +43,8 @@ class Journal {
   void finish();
 
   // Recovers from a killed run: abandons its unfinished creates and removes the file. Returns
-  // one line per repair (empty when there was no journal). Failures to abandon are reported
-  // in the lines and leave the file for the next run.
+  // one line per repair (empty when there was no journal). Throws std::runtime_error when an
+  // abandon fails; the file then stays for the next run.
   static std::vector<std::string> recover(const std::string& path, kernel::Netlink& netlink);
 
  private:
