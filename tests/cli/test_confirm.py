@@ -1,9 +1,11 @@
 """Confirm or revert: `apply --confirm-within` is undone at the deadline unless confirmed.
 
-The revert is done by a detached waiter process, so these tests wait for it (short deadlines)
-and check that the namespace reads back exactly as before the apply."""
+The revert is done by a detached waiter process, so these tests wait for it (short deadlines,
+stretched by ETHERCTL_TIME_FACTOR for slow builds such as the sanitizer stage) and check that
+the namespace reads back exactly as before the apply."""
 import copy
 import json
+import math
 import os
 import pty
 import select
@@ -16,6 +18,14 @@ from netns import sh
 from test_cli import ETHERCTL, SITE, CliBase
 from test_crash import SITE_A, CrashBase
 from test_rollback import changed_site
+
+
+TIME_FACTOR = float(os.environ.get("ETHERCTL_TIME_FACTOR", "1"))
+
+
+def within(seconds):
+    """A --confirm-within value: `seconds` on an optimised build, more on a slow one."""
+    return f"{math.ceil(seconds * TIME_FACTOR)}s"
 
 
 def pending_path(test):
@@ -47,7 +57,7 @@ def wait_until(condition, timeout, what):
 
 
 class ConfirmBase:
-    def wait_for_revert(self, pid, timeout=15):
+    def wait_for_revert(self, pid, timeout=15 * TIME_FACTOR):
         """The waiter reverts and exits; its record goes."""
         wait_until(lambda: not os.path.exists(pending_path(self)) and not alive(pid), timeout,
                    "the revert")
@@ -66,10 +76,10 @@ class ConfirmTest(ConfirmBase, CliBase):
     def test_not_confirmed_reverts_to_the_previous_generation(self):
         self.apply_json()
         before = self.ns.state()
-        report = self.apply_json("--confirm-within", "2s", site=changed_site())
+        report = self.apply_json("--confirm-within", within(2), site=changed_site())
         self.assertTrue(report["changed"])
         pending = report["pending_confirmation"]
-        self.assertEqual(pending["confirm_within_s"], 2)
+        self.assertEqual(f'{pending["confirm_within_s"]}s', within(2))
         self.assertTrue(pending["waiter_alive"])
         self.assertNotEqual(self.ns.state(), before)
         status = json.loads(self.etherctl("--json", "status", site=changed_site()).stdout)
@@ -88,20 +98,21 @@ class ConfirmTest(ConfirmBase, CliBase):
 
     def test_first_apply_not_confirmed_leaves_nothing(self):
         before = self.ns.state()
-        report = self.apply_json("--confirm-within", "2")  # seconds without a unit
+        # Seconds without a unit.
+        report = self.apply_json("--confirm-within", within(2).rstrip("s"))
         self.assertIn("vmotion", self.ns.links())
         self.wait_for_revert(report["pending_confirmation"]["waiter_pid"])
         self.assertEqual(self.ns.state(), before)  # adopted NICs down again, too
 
     def test_confirm_keeps_the_changes(self):
-        report = self.apply_json("--confirm-within", "2s")
+        report = self.apply_json("--confirm-within", within(2))
         after = self.ns.state()
         pid = report["pending_confirmation"]["waiter_pid"]
         result = self.etherctl("confirm", "--")
         self.assertIn("confirmed: the apply of", result.stdout)
-        wait_until(lambda: not alive(pid), 5, "the waiter to end")
+        wait_until(lambda: not alive(pid), 5 * TIME_FACTOR, "the waiter to end")
         self.assertFalse(os.path.exists(pending_path(self)))
-        time.sleep(2.5)  # past the deadline: nothing happens
+        time.sleep(2 * TIME_FACTOR + 0.5)  # past the deadline: nothing happens
         self.assertEqual(self.ns.state(), after)
         result = self.etherctl("confirm", "--", expect=1)
         self.assertIn("nothing to confirm: no apply awaits confirmation", result.stderr)
@@ -144,7 +155,7 @@ class ConfirmTest(ConfirmBase, CliBase):
         # its third change, after two deletes (a route, an address) that the rollback of the
         # revert re-creates. (Later, a re-created bridge would read back with a new ifindex.)
         self.apply_json()
-        report = self.apply_json("--confirm-within", "1s", site=changed_site(),
+        report = self.apply_json("--confirm-within", within(2), site=changed_site(),
                                  env={"ETHERCTL_TEST_REVERT_FAIL_AT_STEP": "2"})
         after = self.ns.state()
         self.wait_for_revert(report["pending_confirmation"]["waiter_pid"])
@@ -167,7 +178,7 @@ class ConfirmTest(ConfirmBase, CliBase):
         # terminal hangs up (the SSH connection died) and the session gets SIGHUP.
         before = self.ns.state()
         env = dict(os.environ, ETHERCTL_LOCK_DIR=self.lock_dir)
-        script = (f"{ETHERCTL} --netns {self.ns.name} apply --confirm-within 3s "
+        script = (f"{ETHERCTL} --netns {self.ns.name} apply --confirm-within {within(3)} "
                   f"{self.write_site()}; echo APPLIED-$?; exec sleep 60")
         pid, terminal = pty.fork()
         if pid == 0:
@@ -175,7 +186,7 @@ class ConfirmTest(ConfirmBase, CliBase):
         output = b""
         try:
             while b"APPLIED-" not in output:
-                ready, _, _ = select.select([terminal], [], [], 10)
+                ready, _, _ = select.select([terminal], [], [], 10 * TIME_FACTOR)
                 self.assertTrue(ready, f"no output from the apply: {output!r}")
                 output += os.read(terminal, 4096)
             waiter = waiter_pid(self)
@@ -199,7 +210,7 @@ class ConfirmTest(ConfirmBase, CliBase):
         pid = report["pending_confirmation"]["waiter_pid"]
         self.ns.delete()  # the waiter does not keep the namespace
         self.assertFalse(os.path.exists(f"/run/netns/{self.ns.name}"))
-        wait_until(lambda: not alive(pid), 10, "the waiter to end")
+        wait_until(lambda: not alive(pid), 10 * TIME_FACTOR, "the waiter to end")
 
 
 class ConfirmTunnelTest(ConfirmBase, CrashBase):
@@ -212,7 +223,7 @@ class ConfirmTunnelTest(ConfirmBase, CrashBase):
             self.ns.ip("link", "add", vnet, "type", "veth", "peer", "name", f"{vnet}-vm")
             self.ns.ip("link", "set", vnet, "master", "storage")
         world = self.world()
-        result = self.run_etherctl("apply", "B", "--json", "--confirm-within", "2s")
+        result = self.run_etherctl("apply", "B", "--json", "--confirm-within", within(2))
         report = json.loads(result.stdout)
         kinds = {c["kind"] for c in report["changes"]}
         self.assertTrue({"tunnel", "vlan_group", "port"} <= kinds, kinds)
@@ -250,7 +261,7 @@ class ConfirmTunnelTest(ConfirmBase, CrashBase):
         self.run_etherctl("apply", "A")
         before, world = self.ns.state(), self.world()
         report = json.loads(self.run_etherctl("apply", "C", "--json", "--confirm-within",
-                                              "2s").stdout)
+                                              within(2)).stdout)
         self.assertEqual(sorted({(c["op"], c["kind"]) for c in report["changes"]}),
                          [("create", "port"), ("create", "self_ip"), ("create", "tunnel"),
                           ("create", "vlan_group"), ("modify", "route"), ("modify", "tunnel"),
@@ -264,7 +275,7 @@ class ConfirmTunnelTest(ConfirmBase, CrashBase):
         self.run_etherctl("apply", "E")
         world = self.world()
         self.assertIsNone(world["pins"])
-        result = self.run_etherctl("apply", "A", "--json", "--confirm-within", "1s")
+        result = self.run_etherctl("apply", "A", "--json", "--confirm-within", within(2))
         report = json.loads(result.stdout)
         self.assertIsNotNone(self.world()["pins"])
         self.wait_for_revert(report["pending_confirmation"]["waiter_pid"])

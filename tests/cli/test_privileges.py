@@ -13,7 +13,7 @@ import unittest
 
 from netns import Netns
 from test_crash import BPFFS, CrashBase, netns_cookie
-from test_confirm import pending_path, wait_until
+from test_confirm import TIME_FACTOR, pending_path, wait_until, within
 
 SETPRIV = "/usr/bin/setpriv"
 NSENTER = "/usr/bin/nsenter"
@@ -56,10 +56,10 @@ class PrivilegeTest(CrashBase):
         ok("plan", "A", "--detailed-exitcodes")
         self.assertIn("tunnel", ok("status", "A").stdout)
         ok("apply", "B")
-        result = ok("apply", "A", "--json", "--confirm-within", "1s")
+        result = ok("apply", "A", "--json", "--confirm-within", within(1))
         pid = json.loads(result.stdout)["pending_confirmation"]["waiter_pid"]
         wait_until(lambda: not os.path.exists(pending_path(self)) and
-                   not os.path.exists(f"/proc/{pid}"), 15, "the revert")
+                   not os.path.exists(f"/proc/{pid}"), 15 * TIME_FACTOR, "the revert")
         ok("plan", "B", "--detailed-exitcodes")
         ok("apply", "A", "--confirm-within", "30s")
         ok("confirm", "A")  # (without the site file: see command())
