@@ -315,8 +315,8 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
 
-  // Every command; watch once, at start (a reload does not warn again).
-  warn_if_writable_by_others(cli.options.site_file);
+  // Every command; watch once, at start (a reload does not warn again). `confirm` has none.
+  if (!cli.options.site_file.empty()) warn_if_writable_by_others(cli.options.site_file);
 
   if (cli.watch) {
     auto& w = cli.watch_options;
