@@ -13,6 +13,7 @@
 
 #include "agent/agent.hpp"
 #include "engine/confirm.hpp"
+#include "engine/duration.hpp"
 #include "engine/engine.hpp"
 #include "plan/render.hpp"
 
@@ -113,6 +114,10 @@ void print_text(const Cli& cli, const etherctl::engine::Report& report) {
   for (const auto& repair : report.recovered) {
     fmt::print(stderr, "etherctl: repaired after an interrupted run: {}\n", repair);
   }
+  if (!report.held_back.empty()) {
+    fmt::print("device {}: nothing applied: {}.\n", report.device, report.held_back);
+    return;
+  }
   if (command == Command::Confirm) {
     if (report.outcome == Outcome::Ok) {
       fmt::print("confirmed: the apply of {} (device {}) is kept; its revert is cancelled\n",
@@ -207,21 +212,7 @@ int exit_code(const Cli& cli, const etherctl::engine::Report& report) {
   bool changes = !report.plan.empty() &&
                  (cli.options.command == Command::Plan || cli.options.command == Command::Apply ||
                   cli.options.command == Command::Destroy);
-  return cli.detailed_exitcodes && changes ? kExitChanges : kExitOk;
-}
-
-// "30s", "500ms", "2m", "1h" or a plain number of seconds.
-std::optional<std::chrono::milliseconds> parse_duration(const std::string& text) {
-  size_t digits = 0;
-  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
-  if (digits == 0 || digits > 9) return std::nullopt;
-  const long value = std::stol(text.substr(0, digits));
-  const std::string unit = text.substr(digits);
-  if (unit == "ms") return std::chrono::milliseconds(value);
-  if (unit.empty() || unit == "s") return std::chrono::seconds(value);
-  if (unit == "m") return std::chrono::minutes(value);
-  if (unit == "h") return std::chrono::hours(value);
-  return std::nullopt;
+  return cli.detailed_exitcodes && changes && report.held_back.empty() ? kExitChanges : kExitOk;
 }
 
 }  // namespace
@@ -239,6 +230,8 @@ int main(int argc, char** argv) {
                  "Operate inside the named network namespace (like ip -n)");
   app.add_flag("--wait", cli.options.wait_for_lock,
                "Wait for another run's lock instead of exiting 3");
+  app.add_flag("--respect-revert", cli.options.respect_revert,
+               "apply: do nothing if this configuration was reverted for lack of confirmation");
   app.add_flag("--detailed-exitcodes", cli.detailed_exitcodes,
                "plan/apply/destroy exit 2 when there are (or were) changes");
   app.add_option("--color", cli.color, "Colour the plan: auto, always or never")
@@ -266,7 +259,7 @@ int main(int argc, char** argv) {
   app.add_option_function<std::string>(
          "--confirm-within",
          [&cli](const std::string& text) {
-           cli.options.confirm_within = etherctl::engine::parse_duration(text);
+           cli.options.confirm_within = etherctl::engine::parse_confirm_within(text);
            if (!cli.options.confirm_within) {
              throw CLI::ValidationError("--confirm-within", "\"" + text +
                                                                 "\" is not a duration of 1s..24h "
@@ -320,8 +313,8 @@ int main(int argc, char** argv) {
 
   if (cli.watch) {
     auto& w = cli.watch_options;
-    auto interval = parse_duration(cli.interval);
-    auto debounce = parse_duration(cli.debounce);
+    auto interval = etherctl::engine::parse_duration(cli.interval);
+    auto debounce = etherctl::engine::parse_duration(cli.debounce);
     if (!interval || interval->count() < 100 || !debounce) {
       fmt::print(stderr,
                  "etherctl: --interval and --debounce take a duration such as 30s, 500ms "

@@ -86,6 +86,7 @@ class Agent {
   std::set<model::IpAddress> member_addresses_;  // whose neighbour entries matter
   bool has_pools_ = false;
   bool event_reconcile_pending_ = false;
+  std::string held_back_;                      // the revert the agent respects, as last logged
   std::chrono::milliseconds retry_delay_{20};  // after a held lock; doubles up to 1 s
   bool ready_ = false;
   AgentStats stats_;
@@ -100,6 +101,7 @@ engine::Options Agent::engine_options(engine::Command command, bool resolve) con
   o.device = options_.device;
   o.lock_dir = options_.lock_dir;
   o.resolve_neighbours = resolve;
+  o.respect_revert = true;  // never undo a revert of an unconfirmed apply (confirm.hpp)
   o.preloaded_site = site_.site;
   o.preloaded_sha256 = site_.sha256;
   return o;  // no netns: the agent entered it once, at start
@@ -158,7 +160,13 @@ void Agent::reconcile(Trigger trigger) {
   switch (report.outcome) {
     case engine::Outcome::Ok:
       stats_.last_success_unix = stats_.last_reconcile_unix;
-      stats_.in_sync = true;
+      stats_.in_sync = report.held_back.empty();
+      if (!report.held_back.empty()) {
+        if (report.held_back != held_back_) log("{}", report.held_back);  // once, not each run
+        held_back_ = report.held_back;
+        break;
+      }
+      held_back_.clear();
       if (report.changed()) {
         stats_.changes_applied += report.plan.changes.size();
         std::string what;

@@ -20,6 +20,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "engine/duration.hpp"
 #include "engine/internal.hpp"
 #include "engine/journal.hpp"
 #include "engine/lock.hpp"
@@ -236,21 +237,12 @@ Report revert(const nlohmann::json& record, const std::string& lock_dir,
 
 }  // namespace
 
-std::optional<int64_t> parse_duration(const std::string& text) {
-  size_t digits = 0;
-  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
-  if (digits == 0 || digits > 6) return std::nullopt;
-  int64_t value = std::stoll(text.substr(0, digits));
-  std::string unit = text.substr(digits);
-  if (unit == "m" || unit == "min") {
-    value *= 60;
-  } else if (unit == "h") {
-    value *= 3600;
-  } else if (!unit.empty() && unit != "s") {
-    return std::nullopt;
-  }
-  if (value < 1 || value > kMaxDuration) return std::nullopt;
-  return value;
+std::optional<int64_t> parse_confirm_within(const std::string& text) {
+  const auto duration = parse_duration(text);
+  if (!duration || duration->count() % 1000 != 0) return std::nullopt;
+  const int64_t seconds = duration->count() / 1000;
+  if (seconds < 1 || seconds > kMaxDuration) return std::nullopt;
+  return seconds;
 }
 
 nlohmann::json read_pending(const std::string& lock_dir) {

@@ -38,8 +38,9 @@
 
 namespace etherctl::engine {
 
-// "120s", "2m", "1h", "90" (seconds): a duration of 1 s .. 24 h. nullopt when malformed.
-std::optional<int64_t> parse_duration(const std::string& text);
+// A --confirm-within duration (duration.hpp: "120s", "2m", "90") in whole seconds, 1 s .. 24 h;
+// nullopt when malformed or out of range.
+std::optional<int64_t> parse_confirm_within(const std::string& text);
 
 // The pending confirmation of the caller's network namespace, or null (no apply is pending).
 nlohmann::json read_pending(const std::string& lock_dir);

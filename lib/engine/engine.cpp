@@ -534,6 +534,17 @@ Report run(const Options& options) {
       count_netlink();
       return finish(Outcome::Ok);
     }
+    if (options.command == Command::Apply && options.respect_revert && !report.plan.empty()) {
+      const nlohmann::json last = read_applied(options.lock_dir);
+      if (last.is_object() && last.value("command", "") == "revert" &&
+          last.value("reverted_digest", "") == report.digest) {
+        report.held_back = "configuration " + report.digest +
+                           " was reverted for lack of confirmation; not applying it again "
+                           "(change the site file, or run apply without --respect-revert)";
+        count_netlink();
+        return finish(Outcome::Ok);
+      }
+    }
 
     HoldSignals hold;
     // Armed before the first change: whatever happens to this process from here on, the
@@ -620,6 +631,7 @@ nlohmann::json report_json(const Report& report, Command command) {
   if (command == Command::Status) out["status"] = report.status;
   if (!report.recovered.empty()) out["recovered"] = report.recovered;
   if (!report.pending.is_null()) out["pending_confirmation"] = report.pending;
+  if (!report.held_back.empty()) out["held_back"] = report.held_back;
   return out;
 }
 

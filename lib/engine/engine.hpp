@@ -42,6 +42,10 @@ struct Options {
   std::optional<int64_t> confirm_within;
   // Test-only: progress lines on stderr, so a test that kills a run knows its phase.
   bool trace = false;
+  // Apply does nothing when the last run in this namespace reverted this very configuration
+  // for lack of confirmation: a timer or the agent must not undo a revert. An operator's
+  // apply (without it) applies it again; a changed file is a new configuration.
+  bool respect_revert = false;
 };
 
 // A valid site file read once: what `watch` runs on until a reload succeeds.
@@ -80,6 +84,8 @@ struct Report {
   // Apply with confirm_within: the pending confirmation (deadline, ...); Confirm: the apply
   // that was confirmed.
   nlohmann::json pending;
+  // Apply with respect_revert: why nothing was applied ("" when it was).
+  std::string held_back;
 
   bool changed() const { return executed && !plan.empty(); }
 };

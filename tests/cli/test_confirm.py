@@ -96,6 +96,24 @@ class ConfirmTest(ConfirmBase, CliBase):
         self.assertIn("nothing to confirm", result.stderr)
         self.assertIn("was not confirmed in time and was reverted", result.stderr)
 
+    def test_timers_and_agents_respect_a_revert(self):
+        self.apply_json()
+        before = self.ns.state()
+        report = self.apply_json("--confirm-within", within(2), site=changed_site())
+        self.wait_for_revert(report["pending_confirmation"]["waiter_pid"])
+        # What the reconcile timer runs: the reverted configuration stays reverted.
+        held = self.etherctl("--detailed-exitcodes", "--respect-revert", "apply",
+                             site=changed_site(), expect=0)
+        self.assertIn("was reverted for lack of confirmation", held.stdout)
+        held = self.apply_json("--respect-revert", site=changed_site())
+        self.assertFalse(held["changed"])
+        self.assertIn("not applying it again", held["held_back"])
+        self.assertEqual(self.ns.state(), before)
+        # Another configuration is applied; so is the reverted one by an operator's plain apply.
+        self.assertTrue(self.apply_json("--respect-revert")["changed"] is False)
+        self.assertTrue(self.apply_json(site=changed_site())["changed"])
+        self.assertNotEqual(self.ns.state(), before)
+
     def test_first_apply_not_confirmed_leaves_nothing(self):
         before = self.ns.state()
         # Seconds without a unit.

@@ -267,7 +267,7 @@ class Package(unittest.TestCase):
         reconcile = units["etherctl-reconcile.service"]["Service"]
         self.assertEqual(reconcile["Type"], "oneshot")
         self.assertRegex(reconcile["ExecStart"],
-                         r"^/usr/sbin/etherctl .*--detailed-exitcodes apply "
+                         r"^/usr/sbin/etherctl .*--detailed-exitcodes --respect-revert apply "
                          r"/etc/etherctl/site.json$")
         self.assertEqual(reconcile["SuccessExitStatus"], "2")
         self.assertIn("EXIT_STATUS", reconcile["ExecStopPost"])
