@@ -75,12 +75,13 @@ struct SkeletonDeleter {
 };
 using Skeleton = std::unique_ptr<etherip_bpf, SkeletonDeleter>;
 
-// The maps shared by every program instance of a namespace; frag_zero and scratch are private
-// to each loaded instance.
+// The maps shared by every program instance of a namespace (the reassembly table too: pieces
+// of one datagram may reach two instances during a re-apply); zeroes and scratch are private to
+// each loaded instance.
 bool shared_map(const bpf_map* map) {
   std::string_view name = bpf_map__name(map);
   return name == "tunnels" || name == "peers" || name == "locals" || name == "stats" ||
-         name == "frags";
+         name == "frag_buckets" || name == "frag_bufs";
 }
 
 void ensure_bpffs(const std::string& path) {
@@ -367,7 +368,10 @@ std::string pin_dir_for(const std::string& bpffs) {
   return fmt::format("{}/etherctl/{}", bpffs, netns_id());
 }
 
-constexpr std::array<const char*, 5> kPinnedMaps = {"tunnels", "peers", "locals", "stats", "frags"};
+constexpr std::array<const char*, 6> kPinnedMaps = {"tunnels", "peers",        "locals",
+                                                    "stats",   "frag_buckets", "frag_bufs"};
+// Pins of earlier versions, removed with the directory.
+constexpr std::array<const char*, 1> kLegacyPins = {"frags"};
 
 uint32_t map_id(int fd) {
   bpf_map_info info{};
@@ -465,6 +469,7 @@ void collect_orphaned_pins(const Options& options) {
     // No program uses these maps any more: their namespace is gone (its links, filters and
     // programs went with it) and only the pins kept the maps alive.
     for (const char* name : kPinnedMaps) ::unlink((entry.path() / name).c_str());
+    for (const char* name : kLegacyPins) ::unlink((entry.path() / name).c_str());
     ::rmdir(entry.path().c_str());
   }
 }
@@ -513,9 +518,9 @@ std::string eip_name(std::string_view tunnel) {
 
 std::string_view drop_name(Drop reason) {
   static constexpr std::array<std::string_view, kDropReasons> names = {
-      "truncated",   "bad_ip_header", "bad_version",  "reversed_header", "unknown_peer",
-      "wrong_local", "frag_overlap",  "frag_timeout", "frag_oversize",   "frag_malformed",
-      "no_tunnel",   "gso",           "helper_failed"};
+      "truncated",   "bad_ip_header", "bad_version",   "reversed_header", "unknown_peer",
+      "wrong_local", "frag_overlap",  "frag_timeout",  "frag_oversize",   "frag_malformed",
+      "no_tunnel",   "gso",           "helper_failed", "frag_evicted"};
   auto i = static_cast<std::size_t>(reason);
   return i < names.size() ? names[i] : "unknown";
 }
@@ -575,6 +580,7 @@ struct Datapath::Impl {
       if (!shared_map(map)) continue;
       bpf_map__unpin(map, (pin_dir + "/" + bpf_map__name(map)).c_str());
     }
+    for (const char* name : kLegacyPins) ::unlink((pin_dir + "/" + name).c_str());
     ::rmdir(pin_dir.c_str());
   }
 

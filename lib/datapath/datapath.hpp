@@ -49,8 +49,9 @@ enum class Drop : int {
   kNoTunnel,
   kGso,
   kHelper,
+  kFragEvicted,
 };
-inline constexpr std::size_t kDropReasons = 13;
+inline constexpr std::size_t kDropReasons = 14;
 // Stable snake_case name for status output ("unknown_peer", ...).
 std::string_view drop_name(Drop reason);
 

@@ -61,38 +61,97 @@ struct {
   __type(value, struct etherip_stats);
 } stats SEC(".maps");
 
-/* A datagram under reassembly. The buffer is twice the datagram limit so that the verifier
- * can bound "offset < MAX" and "length <= MAX" separately. */
-struct frag_key {
-  __u32 family;
-  __u32 id;
-  __u8 src[16];
-  __u8 dst[16];
+/* Reassembly of outer fragments.
+ *
+ * Fragments of one datagram can be processed at the same moment on different CPUs (RSS or RPS
+ * spreading, several underlay queues, senders pinned to CPUs), so the table must be safe under
+ * concurrency: no datagram lost because two of its pieces raced, none delivered twice, none
+ * delivered with bytes of another datagram. The design:
+ *
+ * - An ARRAY of FRAG_BUCKETS buckets, each a bpf_spin_lock and FRAG_WAYS slots; a datagram
+ *   (tunnel, IP id) belongs to one bucket (hash), so every CPU handling one of its pieces
+ *   takes the same lock and finds or creates the same slot: two racing first pieces cannot
+ *   create two partial datagrams. bpf_spin_lock works in ARRAY and HASH values but not in
+ *   LRU_HASH ones (EOPNOTSUPP on 6.1 and 6.18 alike), and an array's memory is never freed or
+ *   recycled behind our back: hash and LRU elements are reused at once after a delete or an
+ *   eviction (no RCU grace period), so a CPU still copying into one could write into another
+ *   datagram. Slots are recycled only by this code, under the lock.
+ * - The lock is held only for bookkeeping (find/claim a slot, check and mark the 8-byte blocks
+ *   a piece covers, count): no helper may be called while holding it (the verifier refuses),
+ *   and it disables interrupts, so a softirq cannot spin on a lock its own CPU holds. The copy
+ *   into the slot's buffer happens outside the lock, under a reference (`writers`): a slot
+ *   with writers is never recycled, and the blocks a writer marked are its alone (overlapping
+ *   pieces are refused before they copy anything).
+ * - `received` counts bytes whose copy finished; the CPU that makes it equal to the datagram's
+ *   length (known from the last piece) moves the slot to DONE under the lock: exactly one CPU
+ *   delivers, after every copy. It then frees the slot.
+ * Rejected alternatives: lock-free bitmaps (__sync_fetch_and_or) with a per-entry generation in
+ * a hash/LRU map detect a recycled entry only after writing into it; a CAS "assembler" flag
+ * makes a CPU that finds it taken either spin without the interrupt protection of
+ * bpf_spin_lock or drop its piece.
+ * Capacity: FRAG_BUCKETS * FRAG_WAYS datagrams under reassembly. A piece of a new datagram that
+ * finds its bucket full pushes out the oldest incomplete datagram nobody is copying into
+ * (counted: frag_timeout when it was older than ETHERIP_FRAG_TIMEOUT_NS, else frag_evicted). */
+#define FRAG_BUCKET_BITS 6
+#define FRAG_BUCKETS (1 << FRAG_BUCKET_BITS)
+#define FRAG_WAYS 4
+#define FRAG_WORDS ((ETHERIP_FRAG_MAX / 8 + 63) / 64) /* bitmap words: one bit per 8 bytes */
+/* Pieces are copied in chunks so that "offset < MAX" and "chunk <= FRAG_CHUNK" bound every
+ * write for the verifier: the buffer needs FRAG_CHUNK bytes of slack, not another MAX. */
+#define FRAG_CHUNK 512
+#define FRAG_CHUNKS ((ETHERIP_FRAG_MAX + FRAG_CHUNK - 1) / FRAG_CHUNK)
+
+enum frag_state {
+  FRAG_FREE = 0,
+  FRAG_OPEN, /* collecting pieces */
+  FRAG_DONE, /* complete: one CPU is delivering it */
+  FRAG_DEAD, /* dropped while writers were copying: free once the last one leaves */
 };
 
-#define FRAG_BLOCKS (ETHERIP_FRAG_MAX / 8)
-struct frag_entry {
-  __u64 first_ns;
-  __u32 total;    /* datagram payload length, known once the last fragment arrived */
-  __u32 received; /* payload bytes received */
-  __u64 blocks[FRAG_BLOCKS / 64]; /* 8-byte blocks received, to detect overlaps */
-  __u8 buf[2 * ETHERIP_FRAG_MAX];
+struct frag_slot {
+  __u64 ident;    /* tunnel key << 32 | IP identification */
+  __u64 first_ns; /* arrival of the first piece */
+  __u32 total;    /* datagram payload length, known once the last piece arrived; 0 before */
+  __u32 received; /* payload bytes copied into the buffer */
+  __u32 writers;  /* CPUs copying into or delivering from the buffer right now */
+  __u32 state;    /* enum frag_state */
+  __u64 blocks[FRAG_WORDS]; /* 8-byte blocks claimed by pieces, to refuse overlaps */
+};
+
+struct frag_bucket {
+  struct bpf_spin_lock lock;
+  __u32 pad;
+  struct frag_slot slot[FRAG_WAYS];
 };
 
 struct {
-  __uint(type, BPF_MAP_TYPE_LRU_HASH);
-  __uint(max_entries, 256);
-  __type(key, struct frag_key);
-  __type(value, struct frag_entry);
-} frags SEC(".maps");
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, FRAG_BUCKETS);
+  __type(key, __u32);
+  __type(value, struct frag_bucket);
+} frag_buckets SEC(".maps");
 
-/* Never written: the zeroed template for new `frags` entries (too big for the stack). */
+/* Payload of slot `way` of bucket `b`: entry b * FRAG_WAYS + way. */
+struct frag_buf {
+  __u8 data[ETHERIP_FRAG_MAX + FRAG_CHUNK];
+};
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, FRAG_BUCKETS *FRAG_WAYS);
+  __type(key, __u32);
+  __type(value, struct frag_buf);
+} frag_bufs SEC(".maps");
+
+/* Never written: zero bytes for padding short frames. */
+struct zeroes {
+  __u8 bytes[ETH_ZLEN];
+};
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
   __uint(max_entries, 1);
   __type(key, __u32);
-  __type(value, struct frag_entry);
-} frag_zero SEC(".maps");
+  __type(value, struct zeroes);
+} zeroes SEC(".maps");
 
 /* Scratch for the copy path of short frames (see decap_whole). */
 struct scratch {
@@ -132,7 +191,8 @@ struct frag6_hdr {
  * bound on "!= 0", so a size is formed as (len - 1) bounded above, plus one; the second OPAQUE
  * keeps clang from computing the sum before the check. Runs `fail` when len is not in [1, max]. */
 #define BOUNDED_SIZE(var, len, max, fail) \
-  __u32 var = (len) - 1;                  \
+  __u32 var = (__u32)(len);               \
+  var -= 1;                               \
   OPAQUE(var);                            \
   if (var >= (max)) fail;                 \
   OPAQUE(var);                            \
@@ -233,7 +293,7 @@ static __always_inline int encap6_fragments(struct __sk_buff *skb, struct etheri
                                             __u32 key, struct outer6 *h, __u32 inner_len,
                                             __u32 mtu) {
   const __u32 hdr = sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + sizeof(struct frag6_hdr);
-  __u32 len = inner_len + 2;                                     /* fragmentable part */
+  __u32 len = inner_len + 2; /* fragmentable part */
   __u32 first = (mtu - sizeof(struct ipv6hdr) - sizeof(struct frag6_hdr)) & ~7U;
   if (mtu < 1280 || mtu > 65535 || len <= first || len > 2 * first)
     return drop(key, ETHERIP_DROP_FRAG_OVERSIZE);
@@ -241,8 +301,7 @@ static __always_inline int encap6_fragments(struct __sk_buff *skb, struct etheri
   struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
   if (!sc) return drop(key, ETHERIP_DROP_HELPER);
   /* Room for the fragment header: [eth][ip6][frag][0x3000][inner frame]. */
-  if (bpf_skb_change_head(skb, sizeof(struct frag6_hdr), 0))
-    return drop(key, ETHERIP_DROP_HELPER);
+  if (bpf_skb_change_head(skb, sizeof(struct frag6_hdr), 0)) return drop(key, ETHERIP_DROP_HELPER);
   if (bpf_skb_store_bytes(skb, hdr, &h->etherip, 2, 0)) return drop(key, ETHERIP_DROP_HELPER);
   BOUNDED_SIZE(rest, len - first, ETHERIP_FRAG_MAX, return drop(key, ETHERIP_DROP_HELPER));
   if (bpf_skb_load_bytes(skb, hdr + first, sc->buf, rest)) return drop(key, ETHERIP_DROP_HELPER);
@@ -441,10 +500,10 @@ static __always_inline int fix_tail(struct __sk_buff *skb, __u32 len) {
   if (skb->len < want && bpf_skb_change_tail(skb, want, 0)) return -1;
   if (len < ETH_ZLEN) {
     __u32 zero = 0;
-    struct frag_entry *z = bpf_map_lookup_elem(&frag_zero, &zero);
+    struct zeroes *z = bpf_map_lookup_elem(&zeroes, &zero);
     if (!z) return -1;
     BOUNDED_SIZE(pad, ETH_ZLEN - len, ETH_ZLEN, return -1);
-    if (bpf_skb_store_bytes(skb, len, z->buf, pad, BPF_F_RECOMPUTE_CSUM)) return -1;
+    if (bpf_skb_store_bytes(skb, len, z->bytes, pad, BPF_F_RECOMPUTE_CSUM)) return -1;
   }
   if (skb->len > want && bpf_skb_change_tail(skb, want, 0)) return -1;
   return 0;
@@ -465,8 +524,8 @@ static __always_inline int emit(struct __sk_buff *skb, __u8 *buf, __u32 len) {
 }
 
 /* An unfragmented EtherIP payload of plen bytes (EtherIP header included) at offset off. */
-static __always_inline int decap_whole(struct __sk_buff *skb, struct etherip_tunnel *t,
-                                       __u32 key, __u32 off, __u32 plen) {
+static __always_inline int decap_whole(struct __sk_buff *skb, struct etherip_tunnel *t, __u32 key,
+                                       __u32 off, __u32 plen) {
   if (plen < 2 + ETH_HLEN) return drop(key, ETHERIP_DROP_TRUNCATED);
   __be16 h;
   if (bpf_skb_load_bytes(skb, off, &h, sizeof(h))) return drop(key, ETHERIP_DROP_TRUNCATED);
@@ -498,6 +557,7 @@ static __always_inline int decap_whole(struct __sk_buff *skb, struct etherip_tun
   return deliver(t, key, inner);
 }
 
+/* Bits of bitmap word `word` that cover 8-byte blocks first..last. */
 static __always_inline __u64 block_mask(__u32 first, __u32 last, __u32 word) {
   __u32 lo = word * 64, hi = lo + 63;
   if (last < lo || first > hi) return 0;
@@ -508,94 +568,185 @@ static __always_inline __u64 block_mask(__u32 first, __u32 last, __u32 word) {
   return bits << (a - lo);
 }
 
-/* One fragment: payload of plen bytes at skb offset off, belonging at datagram offset foff.
- * Datagrams are kept in an LRU map until complete (Calico keeps IPv4 fragments the same way). */
-static __always_inline int reassemble(struct __sk_buff *skb, struct etherip_tunnel *t,
-                                      __u32 key, struct frag_key *fk, __u32 off, __u32 plen,
-                                      __u32 foff, int more) {
-  if (plen == 0 || (more && (plen & 7))) return drop(key, ETHERIP_DROP_FRAG_MALFORMED);
-  if (plen > ETHERIP_FRAG_MAX || foff >= ETHERIP_FRAG_MAX || foff + plen > ETHERIP_FRAG_MAX) {
-    bpf_map_delete_elem(&frags, fk);
-    return drop(key, ETHERIP_DROP_FRAG_OVERSIZE);
-  }
-  __u64 now = bpf_ktime_get_ns();
-  struct frag_entry *e = bpf_map_lookup_elem(&frags, fk);
-  if (e && now - e->first_ns > ETHERIP_FRAG_TIMEOUT_NS) {
-    /* The stale datagram is dropped; this piece starts a new one. */
-    bpf_map_delete_elem(&frags, fk);
-    drop(key, ETHERIP_DROP_FRAG_TIMEOUT);
-    e = 0;
-  }
-  if (!e) {
-    __u32 zero = 0;
-    struct frag_entry *z = bpf_map_lookup_elem(&frag_zero, &zero);
-    if (!z || bpf_map_update_elem(&frags, fk, z, BPF_ANY)) return drop(key, ETHERIP_DROP_HELPER);
-    e = bpf_map_lookup_elem(&frags, fk);
-    if (!e) return drop(key, ETHERIP_DROP_HELPER);
-    e->first_ns = now;
-  }
+#define SLOT(bk, way) (&(bk)->slot[(way) & (FRAG_WAYS - 1)])
 
-  __u32 end = foff + plen;
-  __u32 first = foff / 8, last = (end - 1) / 8;
-  __u64 m0 = block_mask(first, last, 0), m1 = block_mask(first, last, 1);
-  __u64 m2 = block_mask(first, last, 2), m3 = block_mask(first, last, 3);
-  int bad = 0;
-  if ((e->blocks[0] & m0) | (e->blocks[1] & m1) | (e->blocks[2] & m2) | (e->blocks[3] & m3)) {
-    bad = ETHERIP_DROP_FRAG_OVERLAP;
-  } else if (e->total && end > e->total) {
-    bad = ETHERIP_DROP_FRAG_MALFORMED;
-  } else if (!more) {
-    if (e->total) {
+/* `now` was read before taking the lock, so another CPU may have opened the slot later than
+ * that: signed, or such a fresh datagram would look billions of years old. */
+static __always_inline int expired(const struct frag_slot *s, __u64 now) {
+  return (__s64)(now - s->first_ns) > (__s64)ETHERIP_FRAG_TIMEOUT_NS;
+}
+
+/* A slot whose datagram is dropped or delivered: free now, or once its last writer leaves. */
+static __always_inline void retire(struct frag_slot *s) {
+  s->state = s->writers ? FRAG_DEAD : FRAG_FREE;
+}
+
+/* One fragment of datagram `id` of tunnel `key`: payload of plen bytes at skb offset off,
+ * belonging at datagram offset foff; more: not the last piece. See the comment at frag_buckets
+ * for the locking. A global (not inlined) function: the verifier checks it once on its own, with
+ * arguments as unknown scalars, instead of once per caller and caller state, which keeps the
+ * decap program well within its budget on 6.1. BPF functions take five arguments, hence the
+ * packing: geometry = foff << 32 | plen, off_more = off | more << 31. */
+__noinline int etherip_reassemble(struct __sk_buff *skb, __u32 key, __u32 id, __u64 geometry,
+                                  __u32 off_more) {
+  __u32 plen = (__u32)geometry, foff = (__u32)(geometry >> 32);
+  __u32 off = off_more & 0x7fffffff, more = off_more >> 31;
+  struct etherip_tunnel *t = bpf_map_lookup_elem(&tunnels, &key);
+  if (!skb || !t) return drop(ETHERIP_UNATTRIBUTED, ETHERIP_DROP_NO_TUNNEL);
+  if (plen == 0 || (more && (plen & 7))) return drop(key, ETHERIP_DROP_FRAG_MALFORMED);
+  __u64 ident = ((__u64)key << 32) | id;
+  __u32 b = (__u32)((ident * 0x9E3779B97F4A7C15ULL) >> (64 - FRAG_BUCKET_BITS));
+  struct frag_bucket *bk = bpf_map_lookup_elem(&frag_buckets, &b);
+  if (!bk) return drop(key, ETHERIP_DROP_HELPER);
+  int oversize =
+      plen > ETHERIP_FRAG_MAX || foff >= ETHERIP_FRAG_MAX || foff + plen > ETHERIP_FRAG_MAX;
+  __u32 end = foff + plen, first = foff / 8, last = (end - 1) / 8;
+  __u64 now = bpf_ktime_get_ns();
+
+  /* Under the lock: no helper calls. Drops are counted after unlocking. */
+  int bad = 0, stale = 0, evicted = 0;
+  __u32 victim = 0, way = FRAG_WAYS;
+  bpf_spin_lock(&bk->lock);
+  for (__u32 i = 0; i < FRAG_WAYS; i++)
+    if (bk->slot[i].state == FRAG_OPEN && bk->slot[i].ident == ident) way = i;
+  if (way < FRAG_WAYS && expired(SLOT(bk, way), now)) {
+    /* The stale datagram is dropped; this piece starts a new one. */
+    retire(SLOT(bk, way));
+    stale = 1;
+    way = FRAG_WAYS;
+  }
+  if (oversize) {
+    if (way < FRAG_WAYS) retire(SLOT(bk, way));
+    bad = ETHERIP_DROP_FRAG_OVERSIZE;
+    goto unlock;
+  }
+  if (way >= FRAG_WAYS) {
+    /* A free slot, else the oldest incomplete datagram that nobody is copying into. */
+    __u32 oldest = FRAG_WAYS;
+    for (__u32 i = 0; i < FRAG_WAYS; i++) {
+      struct frag_slot *c = &bk->slot[i];
+      if (c->state == FRAG_FREE) {
+        if (way >= FRAG_WAYS) way = i;
+      } else if (c->state == FRAG_OPEN && c->writers == 0 &&
+                 (oldest >= FRAG_WAYS || c->first_ns < SLOT(bk, oldest)->first_ns)) {
+        oldest = i;
+      }
+    }
+    if (way >= FRAG_WAYS && oldest < FRAG_WAYS) {
+      way = oldest;
+      victim = (__u32)(SLOT(bk, way)->ident >> 32);
+      evicted = expired(SLOT(bk, way), now) ? ETHERIP_DROP_FRAG_TIMEOUT : ETHERIP_DROP_FRAG_EVICTED;
+    }
+    if (way >= FRAG_WAYS) {
+      bad = ETHERIP_DROP_FRAG_EVICTED; /* every slot busy: no room for this datagram */
+      goto unlock;
+    }
+    struct frag_slot *n = SLOT(bk, way);
+    n->ident = ident;
+    n->first_ns = now;
+    n->total = 0;
+    n->received = 0;
+    n->writers = 0;
+    n->state = FRAG_OPEN;
+    for (__u32 w = 0; w < FRAG_WORDS; w++) n->blocks[w] = 0;
+  }
+  {
+    struct frag_slot *s = SLOT(bk, way);
+    __u64 overlap = 0, beyond = 0;
+    for (__u32 w = 0; w < FRAG_WORDS; w++) {
+      overlap |= s->blocks[w] & block_mask(first, last, w);
+      beyond |= s->blocks[w] & block_mask(last + 1, FRAG_WORDS * 64 - 1, w);
+    }
+    if (overlap)
       bad = ETHERIP_DROP_FRAG_OVERLAP;
-    } else {
-      /* Nothing may have arrived beyond the end that this last fragment declares. */
-      __u64 beyond = block_mask(last + 1, FRAG_BLOCKS - 1, 0) & e->blocks[0];
-      beyond |= block_mask(last + 1, FRAG_BLOCKS - 1, 1) & e->blocks[1];
-      beyond |= block_mask(last + 1, FRAG_BLOCKS - 1, 2) & e->blocks[2];
-      beyond |= block_mask(last + 1, FRAG_BLOCKS - 1, 3) & e->blocks[3];
-      if (beyond)
-        bad = ETHERIP_DROP_FRAG_MALFORMED;
-      else
-        e->total = end;
+    else if (s->total && end > s->total)
+      bad = ETHERIP_DROP_FRAG_MALFORMED;
+    else if (!more && s->total)
+      bad = ETHERIP_DROP_FRAG_OVERLAP; /* a second last piece */
+    else if (!more && beyond)
+      bad = ETHERIP_DROP_FRAG_MALFORMED; /* pieces beyond the end this one declares */
+    if (bad) {
+      retire(s);
+      goto unlock;
+    }
+    if (!more) s->total = end;
+    for (__u32 w = 0; w < FRAG_WORDS; w++) s->blocks[w] |= block_mask(first, last, w);
+    s->writers++;
+  }
+unlock:
+  bpf_spin_unlock(&bk->lock);
+  if (stale) drop(key, ETHERIP_DROP_FRAG_TIMEOUT);
+  if (evicted) drop(victim, evicted);
+  if (bad) return drop(key, bad);
+
+  /* Copy the piece into the slot's buffer, outside the lock: the blocks are ours. */
+  __u32 idx = b * FRAG_WAYS + (way & (FRAG_WAYS - 1));
+  struct frag_buf *buf = bpf_map_lookup_elem(&frag_bufs, &idx);
+  int copied = buf != 0;
+  __u32 done = 0;
+  for (int i = 0; i < FRAG_CHUNKS && copied && done < plen; i++) {
+    __u32 pos = foff + done, left = plen - done;
+    OPAQUE(pos);
+    if (pos >= ETHERIP_FRAG_MAX) {
+      copied = 0;
+      break;
+    }
+    BOUNDED_SIZE(n, left > FRAG_CHUNK ? FRAG_CHUNK : left, FRAG_CHUNK, {
+      copied = 0;
+      break;
+    });
+    if (!buf || bpf_skb_load_bytes(skb, off + done, buf->data + pos, n)) copied = 0;
+    done += n;
+  }
+  if (done != plen) copied = 0;
+  struct etherip_stats *st = stats_of(key);
+  if (copied && st) st->rx_fragments++;
+
+  int complete = 0;
+  __u32 total = 0;
+  bpf_spin_lock(&bk->lock);
+  {
+    struct frag_slot *s = SLOT(bk, way);
+    s->writers--;
+    if (s->state == FRAG_OPEN && !copied) {
+      retire(s);
+    } else if (s->state == FRAG_OPEN) {
+      s->received += plen;
+      if (s->total && s->received == s->total) {
+        s->state = FRAG_DONE;
+        s->writers++;
+        complete = 1;
+        total = s->total;
+      }
+    } else if (s->state == FRAG_DEAD && s->writers == 0) {
+      s->state = FRAG_FREE;
     }
   }
-  if (bad) {
-    bpf_map_delete_elem(&frags, fk);
-    return drop(key, bad);
-  }
+  bpf_spin_unlock(&bk->lock);
+  if (!copied) return drop(key, buf ? ETHERIP_DROP_TRUNCATED : ETHERIP_DROP_HELPER);
+  /* Held: not a drop, the datagram is still incomplete (or another piece dropped it). */
+  if (!complete || !buf) return TC_ACT_STOLEN;
 
-  OPAQUE(foff);
-  if (foff >= ETHERIP_FRAG_MAX) return TC_ACT_SHOT;
-  BOUNDED_SIZE(n, plen, ETHERIP_FRAG_MAX, return TC_ACT_SHOT);
-  if (bpf_skb_load_bytes(skb, off, e->buf + foff, n)) {
-    bpf_map_delete_elem(&frags, fk);
-    return drop(key, ETHERIP_DROP_TRUNCATED);
-  }
-  e->blocks[0] |= m0;
-  e->blocks[1] |= m1;
-  e->blocks[2] |= m2;
-  e->blocks[3] |= m3;
-  e->received += plen;
-  struct etherip_stats *s = stats_of(key);
-  if (s) s->rx_fragments++;
-  /* Held: not a drop, the datagram is still incomplete. */
-  if (!e->total || e->received != e->total) return TC_ACT_STOLEN;
-
-  __u32 total = e->total;
+  /* This CPU completed the datagram: every other piece's copy finished before its count. */
+  int verdict;
   if (total < 2 + ETH_HLEN || total > ETHERIP_FRAG_MAX) {
-    bpf_map_delete_elem(&frags, fk);
-    return drop(key, ETHERIP_DROP_TRUNCATED);
+    verdict = drop(key, ETHERIP_DROP_TRUNCATED);
+  } else if (!version_ok(t, key, *(__be16 *)buf->data)) {
+    verdict = TC_ACT_SHOT;
+  } else if (emit(skb, buf->data + 2, total - 2)) {
+    verdict = drop(key, ETHERIP_DROP_HELPER);
+  } else {
+    if (st) st->reassembled++;
+    verdict = deliver(t, key, total - 2);
   }
-  __be16 h = *(__be16 *)e->buf;
-  if (!version_ok(t, key, h)) {
-    bpf_map_delete_elem(&frags, fk);
-    return TC_ACT_SHOT;
+  bpf_spin_lock(&bk->lock);
+  {
+    struct frag_slot *s = SLOT(bk, way);
+    s->writers--;
+    retire(s);
   }
-  int err = emit(skb, e->buf + 2, total - 2);
-  bpf_map_delete_elem(&frags, fk);
-  if (err) return drop(key, ETHERIP_DROP_HELPER);
-  if (s) s->reassembled++;
-  return deliver(t, key, total - 2);
+  bpf_spin_unlock(&bk->lock);
+  return verdict;
 }
 
 /* EtherIP that matches no tunnel: to a tunnel's local address from a stranger, or to another
@@ -655,10 +806,10 @@ static __always_inline int decap4(struct __sk_buff *skb) {
   __u32 plen = tot - ihl;
   __u16 frag = bpf_ntohs(ip.frag_off);
   if (frag & (IP_MF | IP_OFFSET)) {
-    struct frag_key fk = {.family = ETHERIP_FAMILY_V4, .id = bpf_ntohs(ip.id)};
-    __builtin_memcpy(fk.src, &ip.saddr, 4);
-    __builtin_memcpy(fk.dst, &ip.daddr, 4);
-    return reassemble(skb, t, key, &fk, off, plen, (frag & IP_OFFSET) * 8, frag & IP_MF);
+    /* The tunnel stands for (source, destination, protocol 97): with the IP id, the datagram. */
+    return etherip_reassemble(skb, key, bpf_ntohs(ip.id),
+                              (__u64)((frag & IP_OFFSET) * 8) << 32 | plen,
+                              off | (frag & IP_MF ? 1u << 31 : 0));
   }
   return decap_whole(skb, t, key, off, plen);
 }
@@ -695,10 +846,9 @@ static __always_inline int decap6(struct __sk_buff *skb) {
   __u16 fo = bpf_ntohs(fh.frag_off);
   /* An atomic fragment (offset 0, no more fragments) is a whole datagram (RFC 6946). */
   if ((fo & ~7) == 0 && !(fo & 1)) return decap_whole(skb, t, key, off + sizeof(fh), plen - 8);
-  struct frag_key fk = {.family = ETHERIP_FAMILY_V6, .id = fh.id};
-  __builtin_memcpy(fk.src, &ip.saddr, 16);
-  __builtin_memcpy(fk.dst, &ip.daddr, 16);
-  return reassemble(skb, t, key, &fk, off + sizeof(fh), plen - sizeof(fh), fo & ~7, fo & 1);
+  return etherip_reassemble(skb, key, bpf_ntohl(fh.id),
+                            (__u64)(fo & ~7) << 32 | (plen - sizeof(fh)),
+                            (off + sizeof(fh)) | (fo & 1 ? 1u << 31 : 0));
 }
 
 SEC("tc")

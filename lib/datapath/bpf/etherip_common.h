@@ -42,12 +42,14 @@ enum etherip_drop {
   ETHERIP_DROP_UNKNOWN_PEER,   /* to a tunnel's local address from a source that is no peer */
   ETHERIP_DROP_WRONG_LOCAL,    /* to another local address of this host */
   ETHERIP_DROP_FRAG_OVERLAP,   /* overlapping or duplicate fragment: whole datagram dropped */
-  ETHERIP_DROP_FRAG_TIMEOUT,   /* datagram incomplete after ETHERIP_FRAG_TIMEOUT_NS */
+  ETHERIP_DROP_FRAG_TIMEOUT,   /* datagram incomplete after ETHERIP_FRAG_TIMEOUT_NS (counted
+                                  when it is found: its next piece, or its slot is needed) */
   ETHERIP_DROP_FRAG_OVERSIZE,  /* datagram longer than ETHERIP_FRAG_MAX */
   ETHERIP_DROP_FRAG_MALFORMED, /* empty or misaligned piece, data past the last fragment */
   ETHERIP_DROP_NO_TUNNEL,      /* program attached to a device without configuration */
   ETHERIP_DROP_GSO,            /* GSO packet reached the encap program (offloads left on) */
   ETHERIP_DROP_HELPER,         /* a resize/copy/redirect helper failed */
+  ETHERIP_DROP_FRAG_EVICTED,   /* incomplete datagram pushed out of a full reassembly table */
   ETHERIP_DROP_MAX,
 };
 
@@ -60,7 +62,7 @@ struct etherip_tunnel {
   __u32 ip_id;  /* next outer IPv4 identification; incremented atomically by encap */
   __u8 local[16];
   __u8 remote[16];
-  __u8 mac[6]; /* eip end's own MAC: outer destination so its ingress accepts the packet */
+  __u8 mac[6];     /* eip end's own MAC: outer destination so its ingress accepts the packet */
   __u16 clamp_mtu; /* underlay MTU that TCP SYNs' MSS is clamped to fit, 0: no clamping */
   __u32 underlay[ETHERIP_MAX_UNDERLAY]; /* ifindexes carrying the decap program (0 = unused) */
 };
