@@ -4,6 +4,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fmt/format.h>
+#include <linux/if_ether.h>
 #include <linux/magic.h>
 #include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
@@ -532,6 +533,10 @@ uint64_t Counters::total_drops() const {
 }
 
 static_assert(kDropReasons == ETHERIP_DROP_MAX, "Drop must mirror enum etherip_drop");
+static_assert(kMaxTunnelMtu + ETH_HLEN + 8 + 2 <= ETHERIP_FRAG_MAX,
+              "a double-tagged frame of the largest tunnel MTU must fit a reassembled datagram");
+static_assert(ETHERIP_FRAG6_MAX_PIECES * ((1280 - 40 - 8) & ~7) >= ETHERIP_FRAG_MAX,
+              "the IPv6 send path must cut the largest datagram for a 1280-byte path");
 
 struct Datapath::Impl {
   Skeleton skel;

@@ -31,6 +31,10 @@ class DatapathError : public std::runtime_error {
 
 // Longest tunnel name: "eip-" + name must fit IFNAMSIZ - 1.
 inline constexpr std::size_t kMaxTunnelName = 11;
+// Largest tunnel (bridge port) MTU the datapath carries: its frames, with up to two VLAN tags,
+// plus the EtherIP header fit the largest datagram it reassembles and, over IPv6, fragments
+// (ETHERIP_FRAG_MAX, 9240 bytes, in at most 8 fragments on a 1280-byte path).
+inline constexpr int kMaxTunnelMtu = 9216;
 // The veth end that carries the encap program.
 std::string eip_name(std::string_view tunnel);
 

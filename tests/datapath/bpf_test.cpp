@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <set>
@@ -41,6 +42,9 @@ Bytes padded(Bytes frame) {
   if (frame.size() < 60) frame.resize(60, 0);
   return frame;
 }
+
+// Inside the stock-kernel VM (tests/vm): one vCPU, TCG, several times slower.
+bool in_vm() { return std::getenv("ETHERCTL_IN_VM") != nullptr; }
 
 void sh(const std::string& cmd) { ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd; }
 
@@ -63,7 +67,7 @@ class DatapathTest : public ::testing::Test {
     sh("ip route add 203.0.113.0/24 via 192.0.2.254");
     // A router: transit EtherIP must pass (with forwarding off it could only be dropped).
     sh("sysctl -qw net.ipv4.conf.u0.forwarding=1");
-    for (const char* t : {"dcx", "dcx6", "rev", "mss"}) {
+    for (const char* t : {"dcx", "dcx6", "rev", "mss", "jumbo6"}) {
       sh(std::string("ip link add ") + t + " type veth peer name eip-" + t);
       // No IPv6 chatter (RS, MLD) from the bridge-port end: it would run through the attached
       // encap program and disturb the exact counter checks.
@@ -76,6 +80,14 @@ class DatapathTest : public ::testing::Test {
     dp_->apply({"dcx", "192.0.2.1", "192.0.2.2", {"u0"}, false});
     dp_->apply({"dcx6", "2001:db8::1", "2001:db8::2", {"u0"}, false});
     dp_->apply({"rev", "192.0.2.1", "192.0.2.3", {"u0"}, true});
+    // A jumbo tunnel over a 1280-byte IPv6 path to a peer that answers no neighbour solicitation:
+    // its outer fragments leave through u0 and are captured on u1. The route's MTU is locked:
+    // bpf_fib_lookup (ip6_mtu_from_fib6) and IPv6 forwarding both ignore an unlocked route MTU
+    // and use the device's.
+    sh("ip link set jumbo6 mtu 9000 && ip link set eip-jumbo6 mtu 9000");
+    sh("ip -6 route add 2001:db8::5/128 dev u0 mtu lock 1280");
+    sh("ip -6 neigh add 2001:db8::5 lladdr 02:aa:00:00:00:05 dev u0 nud permanent");
+    dp_->apply({"jumbo6", "2001:db8::1", "2001:db8::5", {"u0"}, false});
     TunnelSpec mss{"mss", "192.0.2.1", "192.0.2.4", {"u0"}};
     mss.clamp_tcp_mss = true;
     dp_->apply(mss);
@@ -88,7 +100,7 @@ class DatapathTest : public ::testing::Test {
   static Result run(int prog, const Bytes& in, int ifindex, uint32_t mark = 0,
                     uint32_t gso_size = 0) {
     Result r;
-    r.out.resize(in.size() + 4096);
+    r.out.resize(std::max<size_t>(in.size() + 4096, ETHERIP_FRAG_MAX + 64));  // reassembled
     __sk_buff ctx{};
     ctx.ifindex = static_cast<uint32_t>(ifindex);
     ctx.ingress_ifindex = static_cast<uint32_t>(ifindex);
@@ -222,6 +234,164 @@ TEST_F(DatapathTest, EncapIpv6FragmentsWhatExceedsTheRouteMtu) {
   EXPECT_EQ(Bytes(r.out.begin() + 62, r.out.end()), Bytes(payload.begin() + first, payload.end()));
   EXPECT_EQ(r.ctx.mark, ETHERIP_MARK);
   EXPECT_EQ(counters("dcx6").tx_packets - before.tx_packets, 1u);
+}
+
+// A packet socket on an interface, for frames that really left through the stack.
+class PacketCapture {
+ public:
+  explicit PacketCapture(const char* ifname) {
+    fd_ = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+    sockaddr_ll where{};
+    where.sll_family = AF_PACKET;
+    where.sll_protocol = htons(ETH_P_ALL);
+    where.sll_ifindex = static_cast<int>(if_nametoindex(ifname));
+    int rcvbuf = 64 << 20;
+    if (fd_ >= 0) {
+      ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf));
+      if (::bind(fd_, reinterpret_cast<sockaddr*>(&where), sizeof(where)) != 0) {
+        ::close(fd_);
+        fd_ = -1;
+      }
+    }
+  }
+  ~PacketCapture() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  PacketCapture(const PacketCapture&) = delete;
+  PacketCapture& operator=(const PacketCapture&) = delete;
+  bool ok() const { return fd_ >= 0; }
+  // Frames for which keep() holds, until `count` of them or the deadline.
+  template <typename Keep>
+  std::vector<Bytes> collect(size_t count, std::chrono::milliseconds within, Keep keep) {
+    std::vector<Bytes> out;
+    Bytes buf(65536);
+    auto deadline = std::chrono::steady_clock::now() + within;
+    while (out.size() < count && std::chrono::steady_clock::now() < deadline) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      ssize_t n = ::recv(fd_, buf.data(), buf.size(), MSG_DONTWAIT);
+      if (n <= 0) continue;
+      Bytes frame(buf.begin(), buf.begin() + n);
+      if (keep(frame)) out.push_back(std::move(frame));
+    }
+    return out;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// An IPv6 fragment of EtherIP to `dst` (fixed header, then the fragment header).
+bool is_frag6_to(const Bytes& f, const char* dst) {
+  auto a = ip6(dst);
+  return f.size() >= 62 && f[12] == 0x86 && f[13] == 0xdd && f[20] == 44 && f[54] == 97 &&
+         std::equal(a.begin(), a.end(), f.begin() + 38);
+}
+
+struct Frag6 {
+  uint32_t offset, length, id;
+  bool more;
+};
+Frag6 frag6_of(const Bytes& f) {
+  uint16_t fo = static_cast<uint16_t>((f[56] << 8) | f[57]);
+  uint32_t id = (uint32_t{f[58]} << 24) | (f[59] << 16) | (f[60] << 8) | f[61];
+  uint32_t payload = static_cast<uint32_t>((f[18] << 8) | f[19]);
+  return {static_cast<uint32_t>(fo & ~7u), payload - 8, id, (fo & 1) != 0};
+}
+
+// The outer fragments of one datagram, in any order: they must tile [0, total) in pieces of at
+// most `mtu` bytes on the wire (IPv6 header included), all but the last with M set.
+void check_fragments6(std::vector<Bytes> frags, size_t total, size_t mtu, size_t count) {
+  ASSERT_EQ(frags.size(), count);
+  std::sort(frags.begin(), frags.end(),
+            [](const Bytes& a, const Bytes& b) { return frag6_of(a).offset < frag6_of(b).offset; });
+  uint32_t at = 0, id = frag6_of(frags[0]).id;
+  for (size_t i = 0; i < frags.size(); ++i) {
+    Frag6 f = frag6_of(frags[i]);
+    EXPECT_EQ(f.offset, at) << i;
+    EXPECT_EQ(f.id, id) << i;
+    EXPECT_EQ(f.more, i + 1 < frags.size()) << i;
+    EXPECT_LE(40 + 8 + f.length, mtu) << i;
+    EXPECT_EQ(frags[i].size(), 14 + 40 + 8 + f.length) << i;
+    if (f.more) {
+      EXPECT_EQ(f.length % 8, 0u) << i;
+    }
+    at += f.length;
+  }
+  EXPECT_EQ(at, total);
+}
+
+// The fragments as if the peer had sent them to us (IPv6 has no header checksum to fix).
+std::vector<Bytes> reversed6(std::vector<Bytes> frags) {
+  for (auto& f : frags) std::swap_ranges(f.begin() + 22, f.begin() + 38, f.begin() + 38);
+  return frags;
+}
+
+TEST_F(DatapathTest, EncapIpv6CutsAsManyFragmentsAsTheRouteMtuNeeds) {
+  // 3000 + 2 bytes on a 1280-byte path: pieces of 1232, 1232 and 538 bytes. The first two (the
+  // clones) went through the stack out of u0; the program's own output is the third.
+  PacketCapture wire("u1");
+  ASSERT_TRUE(wire.ok());
+  Bytes frame = inner_frame(3000, 0x0800, 3);
+  auto before = counters("jumbo6");
+  auto r = encap(frame, "jumbo6");
+  ASSERT_EQ(r.verdict, static_cast<uint32_t>(TC_ACT_REDIRECT));
+  EXPECT_EQ(r.ctx.mark, ETHERIP_MARK);
+  ASSERT_TRUE(is_frag6_to(r.out, "2001:db8::5"));
+  auto frags = wire.collect(2, std::chrono::seconds(5),
+                            [](const Bytes& f) { return is_frag6_to(f, "2001:db8::5"); });
+  frags.push_back(r.out);
+  check_fragments6(frags, 3002, 1280, 3);
+  auto after = counters("jumbo6");
+  EXPECT_EQ(after.tx_packets - before.tx_packets, 1u);
+  EXPECT_EQ(after.tx_bytes - before.tx_bytes, 3000u);
+  EXPECT_EQ(after.total_drops(), before.total_drops());
+  // Back through decap, last piece first: the frame again.
+  auto back = reversed6(frags);
+  EXPECT_EQ(decap(back[2]).verdict, static_cast<uint32_t>(TC_ACT_STOLEN));
+  EXPECT_EQ(decap(back[0]).verdict, static_cast<uint32_t>(TC_ACT_STOLEN));
+  auto d = decap(back[1]);
+  ASSERT_EQ(d.verdict, static_cast<uint32_t>(TC_ACT_REDIRECT));
+  EXPECT_EQ(d.out, frame);
+}
+
+TEST_F(DatapathTest, JumboFrameLeavesAsEightIpv6FragmentsAndComesBackWhole) {
+  // A 9014-byte frame (9000-byte MTU) really sent into the tunnel's bridge port: the encap
+  // program cuts 9016 bytes into 8 fragments for the 1280-byte path (7 clones, then itself),
+  // the stack forwards them out of u0. BPF_PROG_TEST_RUN cannot take a frame this big.
+  PacketCapture wire("u1");
+  ASSERT_TRUE(wire.ok());
+  Bytes frame = inner_frame(9014, 0x0800, 8);
+  auto before = counters("jumbo6");
+  int fd = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_ll to{};
+  to.sll_family = AF_PACKET;
+  to.sll_ifindex = index("jumbo6");
+  to.sll_halen = 6;
+  ssize_t sent =
+      ::sendto(fd, frame.data(), frame.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof(to));
+  ::close(fd);
+  ASSERT_EQ(sent, static_cast<ssize_t>(frame.size())) << std::strerror(errno);
+  auto ours = [](const Bytes& f) { return is_frag6_to(f, "2001:db8::5"); };
+  auto frags = wire.collect(8, std::chrono::seconds(in_vm() ? 20 : 5), ours);
+  auto extra = wire.collect(1, std::chrono::milliseconds(300), ours);
+  frags.insert(frags.end(), extra.begin(), extra.end());
+  check_fragments6(frags, 9016, 1280, 8);
+  auto after = counters("jumbo6");
+  EXPECT_EQ(after.tx_packets - before.tx_packets, 1u);
+  EXPECT_EQ(after.total_drops(), before.total_drops());
+  // And back: our own decap program puts them together (in the order they arrived, reversed).
+  auto back = reversed6(frags);
+  std::reverse(back.begin(), back.end());
+  auto rx_before = counters("jumbo6");
+  Result last;
+  for (const auto& f : back) last = decap(f);
+  ASSERT_EQ(last.verdict, static_cast<uint32_t>(TC_ACT_REDIRECT));
+  EXPECT_EQ(last.out, frame);
+  auto rx_after = counters("jumbo6");
+  EXPECT_EQ(rx_after.reassembled - rx_before.reassembled, 1u);
+  EXPECT_EQ(rx_after.rx_fragments - rx_before.rx_fragments, 8u);
 }
 
 TEST_F(DatapathTest, EncapDropsGsoPackets) {
@@ -502,10 +672,10 @@ TEST_F(DatapathTest, OverlappingFragmentsDropTheDatagram) {
 
 TEST_F(DatapathTest, OversizeAndMalformedFragmentsAreDropped) {
   auto before = counters("dcx");
-  Bytes big(3000, 0x42);
-  auto frags = fragments4(big, {1480}, 400);  // 3000 bytes: beyond the 2048-byte limit
+  Bytes big(10000, 0x42);  // beyond the 9240-byte limit (ETHERIP_FRAG_MAX)
+  auto frags = fragments4(big, {1480, 2960, 4440, 5920, 7400, 8880}, 400);
   EXPECT_EQ(decap(frags[0]).verdict, static_cast<uint32_t>(TC_ACT_STOLEN));
-  EXPECT_EQ(decap(frags[1]).verdict, static_cast<uint32_t>(TC_ACT_SHOT));
+  EXPECT_EQ(decap(frags[6]).verdict, static_cast<uint32_t>(TC_ACT_SHOT));
   EXPECT_EQ(counters("dcx").drop(Drop::kFragOversize) - before.drop(Drop::kFragOversize), 1u);
 
   auto odd = fragments4(etherip(inner_frame(1000)), {501}, 401);  // non-last not 8-aligned
@@ -581,8 +751,6 @@ void pin_to_cpu(int cpu) {
   CPU_SET(cpu, &set);
   pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
 }
-
-bool in_vm() { return std::getenv("ETHERCTL_IN_VM") != nullptr; }
 
 // An inner frame that names its datagram: sequence number right after the Ethernet header, then
 // a pattern seeded by it, so that a frame put together from pieces of two datagrams matches
@@ -786,7 +954,7 @@ TEST_F(DatapathTest, ConcurrentFragmentsOnSeveralCpusAreReassembledExactlyOnce) 
   const size_t threads = std::clamp<size_t>(cpus.size(), 2, 8);
   const size_t count = in_vm() ? 6000 : 40000;
   constexpr size_t kGroup = 32;  // datagrams in flight at once, well below the table's capacity
-  const size_t max_frame = std::min<size_t>(ETHERIP_FRAG_MAX - 2, 9018);
+  const size_t max_frame = ETHERIP_FRAG_MAX - 2;  // 9238: a 9216-byte MTU, two VLAN tags
   std::mt19937 rng(20261125);
   const auto datagrams = numbered_datagrams(0, count, max_frame, Families::kBoth, rng);
   size_t fragments[2] = {0, 0};
@@ -1106,7 +1274,7 @@ TEST_F(DatapathTest, OverfullReassemblyTableLosesDatagramsVisiblyButNeverMixesTh
 TEST_F(DatapathTest, ReapplyReplacesInPlaceAndListsTunnels) {
   dp_->apply({"dcx", "192.0.2.1", "192.0.2.2", {"u0"}, false});
   auto tunnels = dp_->tunnels();
-  ASSERT_EQ(tunnels.size(), 4u);
+  ASSERT_EQ(tunnels.size(), 5u);
   bool found = false;
   for (const auto& t : tunnels)
     if (t.name == "dcx") {
@@ -1120,7 +1288,7 @@ TEST_F(DatapathTest, ReapplyReplacesInPlaceAndListsTunnels) {
   Options options;
   options.bpffs = "/tmp/ectest-bpffs-" + std::to_string(::getpid());
   Datapath second = Datapath::open(options);
-  EXPECT_EQ(second.tunnels().size(), 4u);
+  EXPECT_EQ(second.tunnels().size(), 5u);
   EXPECT_EQ(second.pin_dir(), dp_->pin_dir());
 }
 

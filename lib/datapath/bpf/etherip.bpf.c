@@ -285,58 +285,65 @@ static __always_inline void clamp_mss(struct __sk_buff *skb, struct etherip_tunn
   bpf_l4_csum_replace(skb, l4 + 16, old_mss, new_mss, sizeof(new_mss));
 }
 
-/* Sends an IPv6 EtherIP packet as two fragments (a full 1518-byte frame needs two on a
- * 1280-byte path). The skb holds sizeof(outer6) bytes of room, then the inner frame. Both
- * fragments enter the stack through eip's ingress like any encapsulated packet: the first as
- * a clone, the second as the skb itself. */
+/* Sends an IPv6 EtherIP packet as fragments of the route MTU: up to ETHERIP_FRAG6_MAX_PIECES
+ * (8) of them, enough for ETHERIP_FRAG_MAX bytes on a 1280-byte path. The skb holds
+ * sizeof(outer6) bytes of room, then the inner frame. The fragmentable part (EtherIP header and
+ * frame) is saved to the per-CPU scratch buffer; each fragment is then cut from it behind the
+ * same headers and enters the stack through eip's ingress like any encapsulated packet: all
+ * but the last as clones, the last as the skb itself. */
 static __always_inline int encap6_fragments(struct __sk_buff *skb, struct etherip_tunnel *t,
                                             __u32 key, struct outer6 *h, __u32 inner_len,
                                             __u32 mtu) {
   const __u32 hdr = sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + sizeof(struct frag6_hdr);
   __u32 len = inner_len + 2; /* fragmentable part */
-  __u32 first = (mtu - sizeof(struct ipv6hdr) - sizeof(struct frag6_hdr)) & ~7U;
-  if (mtu < 1280 || mtu > 65535 || len <= first || len > 2 * first)
+  if (mtu < 1280 || mtu > 65535 || len > ETHERIP_FRAG_MAX)
     return drop(key, ETHERIP_DROP_FRAG_OVERSIZE);
+  __u32 per = (mtu - sizeof(struct ipv6hdr) - sizeof(struct frag6_hdr)) & ~7U; /* >= 1232 */
   __u32 zero = 0;
   struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
   if (!sc) return drop(key, ETHERIP_DROP_HELPER);
   /* Room for the fragment header: [eth][ip6][frag][0x3000][inner frame]. */
   if (bpf_skb_change_head(skb, sizeof(struct frag6_hdr), 0)) return drop(key, ETHERIP_DROP_HELPER);
   if (bpf_skb_store_bytes(skb, hdr, &h->etherip, 2, 0)) return drop(key, ETHERIP_DROP_HELPER);
-  BOUNDED_SIZE(rest, len - first, ETHERIP_FRAG_MAX, return drop(key, ETHERIP_DROP_HELPER));
-  if (bpf_skb_load_bytes(skb, hdr + first, sc->buf, rest)) return drop(key, ETHERIP_DROP_HELPER);
+  BOUNDED_SIZE(all, len, ETHERIP_FRAG_MAX, return drop(key, ETHERIP_DROP_HELPER));
+  if (bpf_skb_load_bytes(skb, hdr, sc->buf, all)) return drop(key, ETHERIP_DROP_HELPER);
 
   struct frag6_hdr fh = {.nexthdr = ETHERIP_IPPROTO};
   fh.id = bpf_htonl(__sync_fetch_and_add(&t->ip_id, 1));
   h->ip.nexthdr = IPPROTO_FRAGMENT_HDR;
-  h->ip.payload_len = bpf_htons(sizeof(fh) + first);
-  fh.frag_off = bpf_htons(1); /* offset 0, more fragments */
-  if (bpf_skb_store_bytes(skb, 0, h, sizeof(struct ethhdr) + sizeof(struct ipv6hdr), 0) ||
-      bpf_skb_store_bytes(skb, hdr - sizeof(fh), &fh, sizeof(fh), 0) ||
-      bpf_skb_change_tail(skb, hdr + first, 0))
-    return drop(key, ETHERIP_DROP_HELPER);
-  skb->mark = ETHERIP_MARK;
-  if (bpf_clone_redirect(skb, key, BPF_F_INGRESS)) return drop(key, ETHERIP_DROP_HELPER);
-
-  /* The second fragment: the saved tail behind the same headers. The kernel refuses to trim
-   * an skb below its transport header, which the sender's stack may have set deep into the
-   * inner frame (an inner IPv4 TCP/UDP/ICMP packet: 64 + 14 + 20 bytes from here on). Then the
-   * skb keeps its length: the IPv6 payload length says where the fragment ends, and the stack
-   * that receives it (through eip's ingress) trims the rest before it is sent. */
-  h->ip.payload_len = bpf_htons(sizeof(fh) + rest);
-  fh.frag_off = bpf_htons(first); /* offset in bytes = offset in 8-byte units << 3 */
-  bpf_skb_change_tail(skb, hdr + rest, 0);
-  if (bpf_skb_store_bytes(skb, hdr, sc->buf, rest, 0) ||
-      bpf_skb_store_bytes(skb, 0, h, sizeof(struct ethhdr) + sizeof(struct ipv6hdr), 0) ||
-      bpf_skb_store_bytes(skb, hdr - sizeof(fh), &fh, sizeof(fh), 0))
-    return drop(key, ETHERIP_DROP_HELPER);
-  struct etherip_stats *s = stats_of(key);
-  if (s) {
-    s->tx_packets++;
-    s->tx_bytes += inner_len;
+  __u32 at = 0;
+  for (int i = 0; i < ETHERIP_FRAG6_MAX_PIECES; i++) {
+    OPAQUE(at);
+    if (at >= ETHERIP_FRAG_MAX || at >= len) break;
+    __u32 left = len - at;
+    int more = left > per;
+    BOUNDED_SIZE(size, more ? per : left, ETHERIP_FRAG_MAX, break);
+    h->ip.payload_len = bpf_htons(sizeof(fh) + size);
+    fh.frag_off = bpf_htons(at | (more ? 1 : 0)); /* offset in 8-byte units << 3, M flag */
+    /* The first piece is in place already; later ones come from the saved copy. The kernel
+     * refuses to trim an skb below its transport header, which the sender's stack may have set
+     * deep into the inner frame (an inner IPv4 TCP/UDP/ICMP packet: 64 + 14 + 20 bytes into the
+     * skb), so a short last piece may keep a longer skb: the IPv6 payload length says where the
+     * fragment ends, and the stack that receives it (through eip's ingress) trims the rest
+     * before it is sent. */
+    if ((bpf_skb_change_tail(skb, hdr + size, 0) && skb->len < hdr + size) ||
+        (at && bpf_skb_store_bytes(skb, hdr, sc->buf + at, size, 0)) ||
+        bpf_skb_store_bytes(skb, 0, h, sizeof(struct ethhdr) + sizeof(struct ipv6hdr), 0) ||
+        bpf_skb_store_bytes(skb, hdr - sizeof(fh), &fh, sizeof(fh), 0))
+      return drop(key, ETHERIP_DROP_HELPER);
+    skb->mark = ETHERIP_MARK;
+    if (!more) {
+      struct etherip_stats *s = stats_of(key);
+      if (s) {
+        s->tx_packets++;
+        s->tx_bytes += inner_len;
+      }
+      return bpf_redirect(key, BPF_F_INGRESS);
+    }
+    if (bpf_clone_redirect(skb, key, BPF_F_INGRESS)) return drop(key, ETHERIP_DROP_HELPER);
+    at += size;
   }
-  skb->mark = ETHERIP_MARK;
-  return bpf_redirect(key, BPF_F_INGRESS);
+  return drop(key, ETHERIP_DROP_HELPER); /* not reached: the pieces cover len */
 }
 
 SEC("tc")
@@ -557,15 +564,33 @@ static __always_inline int decap_whole(struct __sk_buff *skb, struct etherip_tun
   return deliver(t, key, inner);
 }
 
-/* Bits of bitmap word `word` that cover 8-byte blocks first..last. */
+/* Bitmap arithmetic without branches: each branch in a loop over FRAG_WORDS words multiplies
+ * the paths the verifier walks (with branches, frag_claim exceeded its million instructions). The
+ * OPAQUEs keep clang from turning the arithmetic back into comparisons. */
+
+/* x clamped to [0, 64]. */
+static __always_inline __u64 clamp64(__s64 x) {
+  __s64 sign = x >> 63;
+  OPAQUE(sign);
+  x &= ~sign; /* negative: 0 */
+  __s64 over = 64 - x;
+  __s64 over_sign = over >> 63;
+  OPAQUE(over_sign);
+  x += over & over_sign; /* above 64: 64 */
+  return (__u64)x;
+}
+
+/* Bits 0..n-1 set, n in [0, 64] (two shifts: a shift by 64 is undefined). */
+static __always_inline __u64 low_bits(__u64 n) {
+  __u64 half = n >> 1;
+  return ~((~0ULL << half) << (n - half));
+}
+
+/* Bits of bitmap word `word` that cover 8-byte blocks first..last (none when last < first). */
 static __always_inline __u64 block_mask(__u32 first, __u32 last, __u32 word) {
-  __u32 lo = word * 64, hi = lo + 63;
-  if (last < lo || first > hi) return 0;
-  __u32 a = first > lo ? first : lo;
-  __u32 b = last < hi ? last : hi;
-  __u32 n = b - a + 1;
-  __u64 bits = n >= 64 ? ~0ULL : ((1ULL << n) - 1);
-  return bits << (a - lo);
+  __s64 lo = (__s64)word * 64;
+  __u64 from = clamp64((__s64)first - lo), to = clamp64((__s64)last + 1 - lo);
+  return low_bits(to) & ~low_bits(from);
 }
 
 #define SLOT(bk, way) (&(bk)->slot[(way) & (FRAG_WAYS - 1)])
@@ -581,27 +606,30 @@ static __always_inline void retire(struct frag_slot *s) {
   s->state = s->writers ? FRAG_DEAD : FRAG_FREE;
 }
 
-/* One fragment of datagram `id` of tunnel `key`: payload of plen bytes at skb offset off,
- * belonging at datagram offset foff; more: not the last piece. See the comment at frag_buckets
- * for the locking. A global (not inlined) function: the verifier checks it once on its own, with
- * arguments as unknown scalars, instead of once per caller and caller state, which keeps the
- * decap program well within its budget on 6.1. BPF functions take five arguments, hence the
- * packing: geometry = foff << 32 | plen, off_more = off | more << 31. */
-__noinline int etherip_reassemble(struct __sk_buff *skb, __u32 key, __u32 id, __u64 geometry,
-                                  __u32 off_more) {
-  __u32 plen = (__u32)geometry, foff = (__u32)(geometry >> 32);
-  __u32 off = off_more & 0x7fffffff, more = off_more >> 31;
-  struct etherip_tunnel *t = bpf_map_lookup_elem(&tunnels, &key);
-  if (!skb || !t) return drop(ETHERIP_UNATTRIBUTED, ETHERIP_DROP_NO_TUNNEL);
-  if (plen == 0 || (more && (plen & 7))) return drop(key, ETHERIP_DROP_FRAG_MALFORMED);
-  __u64 ident = ((__u64)key << 32) | id;
-  __u32 b = (__u32)((ident * 0x9E3779B97F4A7C15ULL) >> (64 - FRAG_BUCKET_BITS));
-  struct frag_bucket *bk = bpf_map_lookup_elem(&frag_buckets, &b);
-  if (!bk) return drop(key, ETHERIP_DROP_HELPER);
+static __always_inline struct frag_bucket *bucket_of(__u64 ident, __u32 *b) {
+  *b = (__u32)((ident * 0x9E3779B97F4A7C15ULL) >> (64 - FRAG_BUCKET_BITS));
+  return bpf_map_lookup_elem(&frag_buckets, b);
+}
+
+/* The reassembly steps are global (not inlined) functions: the verifier checks each once on its
+ * own, with arguments as unknown scalars, rather than once per caller and caller state, which
+ * keeps the decap program within its budget on 6.1 (inlined, the 19-word bitmap and 19-chunk
+ * copy loops exceeded the million instructions). BPF functions take at most five arguments.
+ *
+ * Step 1, under the bucket lock: finds the datagram's slot or opens one, checks the piece
+ * (datagram offset foff, plen bytes, more: not the last piece) against the blocks claimed so
+ * far, claims its blocks and takes a writer reference. Returns the slot (0..FRAG_WAYS-1), or -1
+ * when the piece is refused (counted). */
+__noinline int frag_claim(__u64 ident, __u32 foff, __u32 plen, __u32 more, __u64 now) {
+  __u32 key = (__u32)(ident >> 32), b;
+  struct frag_bucket *bk = bucket_of(ident, &b);
+  if (!bk) {
+    drop(key, ETHERIP_DROP_HELPER);
+    return -1;
+  }
   int oversize =
       plen > ETHERIP_FRAG_MAX || foff >= ETHERIP_FRAG_MAX || foff + plen > ETHERIP_FRAG_MAX;
   __u32 end = foff + plen, first = foff / 8, last = (end - 1) / 8;
-  __u64 now = bpf_ktime_get_ns();
 
   /* Under the lock: no helper calls. Drops are counted after unlocking. */
   int bad = 0, stale = 0, evicted = 0;
@@ -677,59 +705,101 @@ unlock:
   bpf_spin_unlock(&bk->lock);
   if (stale) drop(key, ETHERIP_DROP_FRAG_TIMEOUT);
   if (evicted) drop(victim, evicted);
-  if (bad) return drop(key, bad);
+  if (bad) {
+    drop(key, bad);
+    return -1;
+  }
+  return way & (FRAG_WAYS - 1);
+}
 
-  /* Copy the piece into the slot's buffer, outside the lock: the blocks are ours. */
-  __u32 idx = b * FRAG_WAYS + (way & (FRAG_WAYS - 1));
+/* Step 2, without the lock: copies the piece (plen bytes at skb offset off) to datagram offset
+ * foff in buffer idx; the claimed blocks are this writer's alone. Returns 1 when copied. */
+__noinline int frag_copy(struct __sk_buff *skb, __u32 idx, __u32 off, __u32 foff, __u32 plen) {
   struct frag_buf *buf = bpf_map_lookup_elem(&frag_bufs, &idx);
-  int copied = buf != 0;
+  if (!skb || !buf) return 0;
   __u32 done = 0;
-  for (int i = 0; i < FRAG_CHUNKS && copied && done < plen; i++) {
+  for (int i = 0; i < FRAG_CHUNKS && done < plen; i++) {
     __u32 pos = foff + done, left = plen - done;
     OPAQUE(pos);
-    if (pos >= ETHERIP_FRAG_MAX) {
-      copied = 0;
-      break;
-    }
-    BOUNDED_SIZE(n, left > FRAG_CHUNK ? FRAG_CHUNK : left, FRAG_CHUNK, {
-      copied = 0;
-      break;
-    });
-    if (!buf || bpf_skb_load_bytes(skb, off + done, buf->data + pos, n)) copied = 0;
+    if (pos >= ETHERIP_FRAG_MAX) return 0;
+    BOUNDED_SIZE(n, left > FRAG_CHUNK ? FRAG_CHUNK : left, FRAG_CHUNK, return 0);
+    if (bpf_skb_load_bytes(skb, off + done, buf->data + pos, n)) return 0;
     done += n;
   }
-  if (done != plen) copied = 0;
-  struct etherip_stats *st = stats_of(key);
-  if (copied && st) st->rx_fragments++;
+  return done == plen;
+}
 
-  int complete = 0;
-  __u32 total = 0;
+/* Step 3, under the lock: drops the writer reference of slot `way` and counts the piece's plen
+ * bytes when it was copied. Returns the datagram's length when this piece completed it: the
+ * slot is then DONE and this CPU holds a reference to deliver it. Else 0. */
+__noinline int frag_written(__u64 ident, __u32 way, __u32 plen, __u32 copied) {
+  __u32 b, total = 0;
+  struct frag_bucket *bk = bucket_of(ident, &b);
+  if (!bk) return 0;
   bpf_spin_lock(&bk->lock);
-  {
-    struct frag_slot *s = SLOT(bk, way);
-    s->writers--;
-    if (s->state == FRAG_OPEN && !copied) {
-      retire(s);
-    } else if (s->state == FRAG_OPEN) {
-      s->received += plen;
-      if (s->total && s->received == s->total) {
-        s->state = FRAG_DONE;
-        s->writers++;
-        complete = 1;
-        total = s->total;
-      }
-    } else if (s->state == FRAG_DEAD && s->writers == 0) {
-      s->state = FRAG_FREE;
+  struct frag_slot *s = SLOT(bk, way);
+  s->writers--;
+  if (s->state == FRAG_OPEN && !copied) {
+    retire(s);
+  } else if (s->state == FRAG_OPEN) {
+    s->received += plen;
+    if (s->total && s->received == s->total) {
+      s->state = FRAG_DONE;
+      s->writers++;
+      total = s->total;
     }
+  } else if (s->state == FRAG_DEAD && s->writers == 0) {
+    s->state = FRAG_FREE;
   }
   bpf_spin_unlock(&bk->lock);
-  if (!copied) return drop(key, buf ? ETHERIP_DROP_TRUNCATED : ETHERIP_DROP_HELPER);
+  return total;
+}
+
+/* Step 4: the datagram was delivered (or dropped): frees its slot. */
+__noinline int frag_release(__u64 ident, __u32 way) {
+  __u32 b;
+  struct frag_bucket *bk = bucket_of(ident, &b);
+  if (!bk) return 0;
+  bpf_spin_lock(&bk->lock);
+  struct frag_slot *s = SLOT(bk, way);
+  s->writers--;
+  retire(s);
+  bpf_spin_unlock(&bk->lock);
+  return 0;
+}
+
+/* One fragment of datagram `id` of tunnel `key`: payload of plen bytes at skb offset off,
+ * belonging at datagram offset foff; more: not the last piece. See the comment at frag_buckets
+ * for the locking. Global too, packed arguments: geometry = foff << 32 | plen,
+ * off_more = off | more << 31. */
+__noinline int etherip_reassemble(struct __sk_buff *skb, __u32 key, __u32 id, __u64 geometry,
+                                  __u32 off_more) {
+  __u32 plen = (__u32)geometry, foff = (__u32)(geometry >> 32);
+  __u32 off = off_more & 0x7fffffff, more = off_more >> 31;
+  struct etherip_tunnel *t = bpf_map_lookup_elem(&tunnels, &key);
+  if (!skb || !t) return drop(ETHERIP_UNATTRIBUTED, ETHERIP_DROP_NO_TUNNEL);
+  if (plen == 0 || (more && (plen & 7))) return drop(key, ETHERIP_DROP_FRAG_MALFORMED);
+  __u64 ident = ((__u64)key << 32) | id;
+  int way = frag_claim(ident, foff, plen, more, bpf_ktime_get_ns());
+  if (way < 0) return TC_ACT_SHOT;
+  way &= FRAG_WAYS - 1;
+  __u32 b;
+  if (!bucket_of(ident, &b)) return drop(key, ETHERIP_DROP_HELPER); /* not reached */
+  __u32 idx = b * FRAG_WAYS + way;
+  int copied = frag_copy(skb, idx, off, foff, plen);
+  struct etherip_stats *st = stats_of(key);
+  if (copied && st) st->rx_fragments++;
+  __u32 total = frag_written(ident, way, plen, copied);
+  if (!copied) return drop(key, ETHERIP_DROP_TRUNCATED);
   /* Held: not a drop, the datagram is still incomplete (or another piece dropped it). */
-  if (!complete || !buf) return TC_ACT_STOLEN;
+  if (!total) return TC_ACT_STOLEN;
 
   /* This CPU completed the datagram: every other piece's copy finished before its count. */
   int verdict;
-  if (total < 2 + ETH_HLEN || total > ETHERIP_FRAG_MAX) {
+  struct frag_buf *buf = bpf_map_lookup_elem(&frag_bufs, &idx);
+  if (!buf) {
+    verdict = drop(key, ETHERIP_DROP_HELPER);
+  } else if (total < 2 + ETH_HLEN || total > ETHERIP_FRAG_MAX) {
     verdict = drop(key, ETHERIP_DROP_TRUNCATED);
   } else if (!version_ok(t, key, *(__be16 *)buf->data)) {
     verdict = TC_ACT_SHOT;
@@ -739,13 +809,7 @@ unlock:
     if (st) st->reassembled++;
     verdict = deliver(t, key, total - 2);
   }
-  bpf_spin_lock(&bk->lock);
-  {
-    struct frag_slot *s = SLOT(bk, way);
-    s->writers--;
-    retire(s);
-  }
-  bpf_spin_unlock(&bk->lock);
+  frag_release(ident, way);
   return verdict;
 }
 

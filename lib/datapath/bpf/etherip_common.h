@@ -22,9 +22,13 @@
 /* Encapsulated IPv4 packets that fit the route MTU bypass the stack (bpf_fib_lookup). */
 #define ETHERIP_FLAG_FAST_PATH (1u << 1)
 
-/* Largest reassembled outer payload (EtherIP header + inner frame): a 1518-byte tagged frame
- * fits with room to spare; bigger datagrams are dropped as oversize. */
-#define ETHERIP_FRAG_MAX 2048
+/* Largest outer payload (EtherIP header + inner frame) that is reassembled, and that the IPv6
+ * send path fragments: the frame of a 9216-byte tunnel MTU with two VLAN tags (9216 + 14 + 8)
+ * plus the 2-byte header. Bigger datagrams are dropped as oversize. */
+#define ETHERIP_FRAG_MAX 9240
+/* The IPv6 send path cuts at most this many fragments: ETHERIP_FRAG_MAX bytes in pieces of
+ * 1232 bytes, what the IPv6 minimum MTU (1280) leaves after the fixed and fragment headers. */
+#define ETHERIP_FRAG6_MAX_PIECES ((ETHERIP_FRAG_MAX + 1231) / 1232)
 /* Incomplete datagrams older than this are dropped (counted when their next piece arrives). */
 #define ETHERIP_FRAG_TIMEOUT_NS (5ULL * 1000 * 1000 * 1000)
 
