@@ -88,11 +88,11 @@ def ref(name: str) -> dict:
     return {"$ref": f"#/$defs/{name}"}
 
 
-def mtu(what: str) -> dict:
+def mtu(what: str, maximum: int = 65535, why: str = "") -> dict:
     return {
-        "description": f"MTU of {what}, 68..65535 bytes. Absent: etherctl leaves the MTU alone "
-                       "(the kernel's default on creation).",
-        "type": "integer", "minimum": 68, "maximum": 65535, "examples": [1500, 9000],
+        "description": f"MTU of {what}, 68..{maximum} bytes{why}. Absent: etherctl leaves the "
+                       "MTU alone (the kernel's default on creation).",
+        "type": "integer", "minimum": 68, "maximum": maximum, "examples": [1500, 9000],
     }
 
 
@@ -352,7 +352,10 @@ def build() -> dict:
                           {"additionalProperties": {"pattern": IPV6_ADDRESS}}],
                 "examples": [{"dc1-edge": "198.51.100.1", "dc2-edge": "203.0.113.1"}],
             },
-            "mtu": mtu("the tunnel's bridge port"),
+            "mtu": mtu("the tunnel's bridge port", 9216,
+                       " (the EtherIP datapath reassembles outer datagrams of up to 9240 bytes: "
+                       "a 9216-byte packet in a double-tagged Ethernet frame plus the EtherIP "
+                       "header)"),
             "accept_reversed_header": {
                 "description": "Also accept EtherIP headers written as 0x0300 (old FreeBSD and "
                                "NetBSD peers) besides RFC 3378's 0x3000.",

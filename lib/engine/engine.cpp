@@ -312,6 +312,9 @@ nlohmann::json read_applied(const std::string& lock_dir) {
 
 }  // namespace
 
+static_assert(model::kMaxTunnelMtu == datapath::kMaxTunnelMtu,
+              "the site validator must refuse tunnel MTUs the datapath cannot carry");
+
 nlohmann::json tunnel_counters() {
   nlohmann::json out = nlohmann::json::object();
   for (const auto& tunnel : datapath::inspect()) {

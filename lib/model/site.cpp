@@ -358,6 +358,14 @@ Tunnel parse_tunnel(const std::string& name, const json& value, const std::strin
     }
   }
   tunnel.mtu = parse_mtu(fields);
+  if (tunnel.mtu && *tunnel.mtu > kMaxTunnelMtu) {
+    fields.problem("mtu", std::to_string(*tunnel.mtu) + " is above " +
+                              std::to_string(kMaxTunnelMtu) +
+                              ", the largest tunnel MTU (the EtherIP datapath reassembles outer "
+                              "datagrams of up to 9240 bytes: a 9216-byte packet in a "
+                              "double-tagged Ethernet frame plus the EtherIP header)");
+    tunnel.mtu.reset();
+  }
   tunnel.accept_reversed_header = fields.boolean("accept_reversed_header").value_or(false);
   tunnel.fast_path = fields.boolean("fast_path").value_or(false);
   tunnel.clamp_tcp_mss = fields.boolean("clamp_tcp_mss").value_or(true);

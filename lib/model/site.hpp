@@ -13,6 +13,10 @@
 namespace etherctl::model {
 
 inline constexpr int kSchemaVersion = 1;
+// Largest tunnel MTU: the EtherIP datapath reassembles (and, over IPv6, fragments) outer
+// datagrams of up to 9240 bytes, a 9216-byte packet in a double-tagged Ethernet frame plus the
+// EtherIP header (engine.cpp checks it against datapath::kMaxTunnelMtu).
+inline constexpr int kMaxTunnelMtu = 9216;
 
 struct Vlan {
   std::string name;

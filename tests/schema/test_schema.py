@@ -437,7 +437,7 @@ INTERESTING = [
 # Values near the edges of each field's rules, so that many mutants stay valid.
 BOUNDARY = {
     "tag": [1, 4094, 0, 4095, 100, 100.0],
-    "mtu": [68, 67, 65535, 65536, 1500, 9000],
+    "mtu": [68, 67, 65535, 65536, 1500, 9000, 9216, 9217],
     "etherctl": [1, 2, 1.0, "1"],
     "interface": ["eth0", "eth9", "a" * 15, "a" * 16, "e:1", "e/1", ".", "...", "e 1",
                   "\u00e9" * 7, "\u00e9" * 8],
@@ -616,7 +616,7 @@ class Differential(unittest.TestCase):
                     self.compare(doc)
             # Optional fields added where they are absent.
             for path, key in leaves(base):
-                if path[-1:] == ("vlans",) or path[-1:] == ("vlan_groups",):
+                if path[-1:] in (("vlans",), ("vlan_groups",), ("tunnels",)):
                     for extra, values in (("tag", BOUNDARY["tag"]), ("mtu", BOUNDARY["mtu"])):
                         for value in values:
                             doc = copy.deepcopy(base)
