@@ -294,6 +294,65 @@ class TunnelTest(unittest.TestCase):
         self.assertGreaterEqual(after["tx_packets"] - before["tx_packets"], 5)
         self.assertGreaterEqual(after["rx_packets"] - before["rx_packets"], 5)
 
+    def test_07b_jumbo_frames_over_a_1500_byte_wan(self):
+        """A 9000-byte tunnel MTU over the 1500-byte WAN: 9014-byte frames cross in 7 outer
+        fragments, cut by the stack (IPv4 outer) or by the datapath itself (IPv6 outer), and are
+        reassembled in BPF; tshark on the WAN reassembles the IPv6 ones independently."""
+        links = {"e1": ["dcx", "eip-dcx", "vm1", "br0", "dcx6", "eip-dcx6", "vm1b", "br6"],
+                 "e2": ["dcx", "eip-dcx", "vm2", "br0", "dcx6", "eip-dcx6", "vm2b", "br6"],
+                 "v1": ["eth0", "eth1"], "v2": ["eth0", "eth1"]}
+
+        def set_mtu(mtu):
+            for name, devs in links.items():
+                for dev in devs:
+                    ip("-n", ns(name), "link", "set", dev, "mtu", str(mtu))
+
+        set_mtu(9000)
+        try:
+            before = {e: {t: counters(e, t) for t in ("dcx", "dcx6")} for e in ("e1", "e2")}
+            r = nsrun("v1", "ping", "-M", "do", "-s", "8972", "-c", "3", "-i", "0.2", "-w", "15",
+                      "10.0.0.2")
+            self.assertIn("3 received", r.stdout)
+            cap = subprocess.Popen(
+                ["ip", "netns", "exec", ns("e1"), "tshark", "-l", "-n", "-i", "wan1", "-a",
+                 "duration:60", "-f", "ip6 and src 2001:db8::1", "-T", "fields", "-E",
+                 "separator=|", "-e", "ipv6.fraghdr.offset", "-e", "ipv6.fraghdr.more",
+                 "-e", "etherip.ver", "-e", "icmp.type", "-e", "data.len", "-e", "frame.len"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                line = cap.stderr.readline()
+                if not line or "Capturing on" in line:
+                    break
+            time.sleep(0.5)
+            r = nsrun("v1", "ping", "-M", "do", "-s", "8972", "-c", "3", "-i", "0.2", "-w", "15",
+                      "10.6.0.2")
+            self.assertIn("3 received", r.stdout)
+            time.sleep(1.0)
+            cap.send_signal(signal.SIGINT)
+            out, err = cap.communicate(timeout=60)
+            lines = [line.split("|") for line in out.splitlines() if line.strip()]
+            pieces = [f for f in lines if f[0] or f[1]]
+            self.assertEqual(len(pieces), 3 * 7, out + err)  # 3 echo requests, 7 fragments each
+            self.assertTrue(all(int(f[5]) <= 1514 for f in pieces), out)
+            # tshark put each request back together (shown on its last fragment): EtherIP
+            # version 3, ICMP echo, 8964 bytes of data after the 8-byte timestamp.
+            whole = [f for f in pieces if f[2]]
+            self.assertEqual(len(whole), 3, out)
+            self.assertTrue(all(f[2] == "3" and f[3] == "8" and f[4] == "8964" for f in whole),
+                            out)
+            after = {e: {t: counters(e, t) for t in ("dcx", "dcx6")} for e in ("e1", "e2")}
+            for e in ("e1", "e2"):
+                for t in ("dcx", "dcx6"):
+                    d = {k: after[e][t][k] - before[e][t][k]
+                         for k in ("reassembled", "rx_fragments", "rx_packets")}
+                    self.assertGreaterEqual(d["reassembled"], 3, (e, t, d))
+                    self.assertGreaterEqual(d["rx_fragments"], 21, (e, t, d))
+                    self.assertEqual(sum(after[e][t]["drops"].values()),
+                                     sum(before[e][t]["drops"].values()), (e, t))
+        finally:
+            set_mtu(1500)
+
     def test_08_scapy_peer(self):
         e1_mac = mac_of("e1", "wsp")
         sp_mac = mac_of("sp", "wan")
