@@ -298,6 +298,9 @@ class TwoDcTest(unittest.TestCase):
                   f"{ {k: v for k, v in c['drops'].items() if v} }", flush=True)
             self.assertGreater(c["tx_packets"], 0, c)
             self.assertGreater(c["rx_packets"], 0, c)
+            # Every drop reason of the datapath is reported, the reassembly ones included.
+            for reason in ("frag_overlap", "frag_timeout", "frag_evicted", "frag_oversize"):
+                self.assertIn(reason, c["drops"], c)
             if reassembled is True:
                 self.assertGreater(c["reassembled"], 0, c)
             elif reassembled is False:
