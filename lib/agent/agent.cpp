@@ -88,6 +88,7 @@ class Agent {
   bool event_reconcile_pending_ = false;
   std::string held_back_;                      // the revert the agent respects, as last logged
   std::chrono::milliseconds retry_delay_{20};  // after a held lock; doubles up to 1 s
+  bool lock_wait_logged_ = false;
   bool ready_ = false;
   AgentStats stats_;
   engine::Report last_;
@@ -185,9 +186,11 @@ void Agent::reconcile(Trigger trigger) {
     case engine::Outcome::LockHeld:
       // cron, an operator or a monitoring `plan` holds the lock: try again soon, whatever
       // woke us, backing off from 20 ms to 1 s while it stays held.
-      if (retry_delay_ >= std::chrono::milliseconds(1000)) {
+      if (retry_delay_ >= std::chrono::milliseconds(1000) && !lock_wait_logged_) {
+        // Once per wait: a pending confirmation can hold runs off for hours.
         log("reconcile ({}): {}; retrying every second", trigger_name(trigger),
             report.errors.empty() ? "lock held" : report.errors.front().message);
+        lock_wait_logged_ = true;
       }
       retry_timer_.expires_after(retry_delay_);
       retry_delay_ = std::min(retry_delay_ * 2, std::chrono::milliseconds(1000));
@@ -206,6 +209,7 @@ void Agent::reconcile(Trigger trigger) {
   }
   if (report.outcome != engine::Outcome::LockHeld) {
     retry_delay_ = std::chrono::milliseconds(20);
+    lock_wait_logged_ = false;
     last_ = std::move(report);
     have_last_ = true;
   }
