@@ -2,17 +2,26 @@
 localhost inside a throwaway network namespace: check mode, apply, idempotent re-run, diff
 mode, a failing apply, and state=absent.
 
-Needs root (network namespaces), ansible-core and ETHERCTL (the binary under test).
+Needs root (network namespaces), ansible-core and ETHERCTL (the binary under test). The
+documentation tests (ModuleDocumentation) need neither root nor etherctl: ansible-doc renders
+the module, and its DOCUMENTATION, EXAMPLES and RETURN blocks (read with a YAML parser) list
+exactly the module's options (its real argument_spec) and the values it returns (the module run
+against a stand-in etherctl).
 """
 
+import importlib.util
 import json
 import os
 import pathlib
 import shutil
+import stat
 import subprocess
+import sys
 import tempfile
 import unittest
 import uuid
+
+import yaml
 
 SOURCE = pathlib.Path(__file__).resolve().parents[2]
 LIBRARY = SOURCE / "packaging" / "ansible" / "library"
@@ -30,6 +39,123 @@ SITE = {
                               "gateway": "198.51.100.254"}},
     }},
 }
+
+
+MODULE = LIBRARY / "etherctl.py"
+# What AnsibleModule itself adds to every result (not the module's own return values).
+ANSIBLE_ADDED = {"invocation", "failed", "msg", "warnings", "deprecations"}
+
+
+def module_blocks():
+    """DOCUMENTATION, EXAMPLES, RETURN and the argument_spec that AnsibleModule gets, from the
+    module itself (imported: main() only runs as a script)."""
+    spec = importlib.util.spec_from_file_location("etherctl_ansible_module", MODULE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return {name: getattr(module, name)
+            for name in ("DOCUMENTATION", "EXAMPLES", "RETURN", "ARGUMENT_SPEC")}
+
+
+def run_module(tmp, args, report, rc=0, check=False, diff=False):
+    """Runs the module as Ansible does (python3 module.py ARGS_FILE) with a stand-in etherctl
+    that prints `report` and exits `rc`; returns the module's JSON result."""
+    fake = tmp / "etherctl"
+    fake.write_text("#!/bin/sh\ncat <<'EOF'\n" + json.dumps(report) + "\nEOF\nexit " +
+                    str(rc) + "\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    site = tmp / "site.json"
+    site.write_text("{}")
+    arguments = {"site": str(site), "executable": str(fake), **args,
+                 "_ansible_check_mode": check, "_ansible_diff": diff,
+                 "_ansible_tmpdir": str(tmp), "_ansible_remote_tmp": str(tmp),
+                 "_ansible_keep_remote_files": False}
+    args_file = tmp / "args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": arguments}))
+    result = subprocess.run([sys.executable, str(MODULE), str(args_file)], capture_output=True,
+                            text=True, timeout=60,
+                            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    return json.loads(result.stdout)
+
+
+class ModuleDocumentation(unittest.TestCase):
+    def setUp(self):
+        self.blocks = module_blocks()
+        self.documentation = yaml.safe_load(self.blocks["DOCUMENTATION"])
+        self.returns = yaml.safe_load(self.blocks["RETURN"])
+        self.tmp = tempfile.TemporaryDirectory(prefix="etherctl-ansible-doc-")
+        self.dir = pathlib.Path(self.tmp.name)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    @unittest.skipUnless(shutil.which("ansible-doc"), "ansible-core is not installed")
+    def test_ansible_doc_renders_the_module(self):
+        result = subprocess.run(
+            ["ansible-doc", "-t", "module", "etherctl"], capture_output=True, text=True,
+            timeout=120, env={**os.environ, "ANSIBLE_LIBRARY": str(LIBRARY),
+                              "ANSIBLE_HOME": str(self.dir / "home"), "ANSIBLE_NOCOLOR": "1",
+                              "PAGER": "cat"})
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual(result.stderr.strip(), "")
+        self.assertIn("> ETHERCTL", result.stdout)
+        self.assertIn("reports exactly what changed", " ".join(result.stdout.split()))
+        for option in self.documentation["options"]:
+            self.assertIn(option, result.stdout)
+        for value in self.returns:
+            self.assertIn(value, result.stdout)
+
+    def test_documented_options_are_the_argument_spec(self):
+        self.assertEqual(self.documentation["module"], "etherctl")
+        spec = self.blocks["ARGUMENT_SPEC"]
+        options = self.documentation["options"]
+        self.assertEqual(sorted(options), sorted(spec))
+        for name, documented in options.items():
+            with self.subTest(option=name):
+                real = spec[name]
+                self.assertTrue(documented.get("description"))
+                self.assertEqual(documented.get("type", "str"), real.get("type", "str"))
+                self.assertEqual(documented.get("required", False), real.get("required", False))
+                self.assertEqual(documented.get("default"), real.get("default"))
+                self.assertEqual(documented.get("choices"), real.get("choices"))
+
+    def test_examples_use_documented_options_only(self):
+        examples = yaml.safe_load(self.blocks["EXAMPLES"])
+        self.assertTrue(examples)
+        for task in examples:
+            with self.subTest(task=task["name"]):
+                self.assertLessEqual(set(task["etherctl"]), set(self.documentation["options"]))
+                self.assertIn("site", task["etherctl"])
+
+    def returned(self, result):
+        return set(result) - ANSIBLE_ADDED
+
+    def test_documented_return_values_are_what_the_module_returns(self):
+        report = {"changed": True, "device": "edge", "summary": {"create": 1},
+                  "changes": [{"op": "create", "kind": "vlan", "name": "wan", "path": "/x",
+                               "before": None, "after": {"mtu": 1500}}],
+                  "errors": [], "digest": "sha256:" + "0" * 64}
+        documented = set(self.returns)
+        for check, diff in ((False, False), (True, False), (False, True), (True, True)):
+            with self.subTest(check=check, diff=diff):
+                result = run_module(self.dir, {}, report, check=check, diff=diff)
+                self.assertNotIn("failed", result, result)
+                got = self.returned(result)
+                always = {k for k, v in self.returns.items() if v["returned"] == "always"}
+                self.assertLessEqual(always, got)
+                self.assertLessEqual(got, documented, "returned but not documented")
+                self.assertEqual("diff" in got, diff)
+        failed = run_module(self.dir, {}, {**report, "changed": False, "errors": [
+            {"path": "/devices/edge", "message": "boom"}]}, rc=1)
+        self.assertTrue(failed.get("failed"), failed)
+        self.assertEqual(failed["msg"], "/devices/edge: boom")
+        self.assertLessEqual(self.returned(failed), documented, "returned but not documented")
+        self.assertTrue({"rc", "errors", "cmd", "rolled_back"} <= set(failed))
+        # Every documented value says when it is returned, and each one is seen above.
+        for name, value in self.returns.items():
+            with self.subTest(value=name):
+                self.assertTrue(value.get("description"))
+                self.assertIn("type", value)
+                self.assertIn("returned", value)
 
 
 @unittest.skipUnless(ETHERCTL, "ETHERCTL not set")

@@ -9,10 +9,10 @@ short_description: Make this host's network match an etherctl site file
 description:
   - Runs C(etherctl apply) (I(state=present)) or C(etherctl destroy) (I(state=absent)) for
     this host's device of a site file, and reports exactly what changed.
-  - In check mode runs C(etherctl plan) (present) or C(etherctl status) (absent): nothing is
-    changed, the result tells what would change.
-  - With C(--diff), returns C(diff.before) and C(diff.after): the attributes of every object
-    that changes, keyed by kind and name.
+  - "In check mode runs C(etherctl plan) (present) or C(etherctl status) (absent): nothing is
+    changed, the result tells what would change."
+  - "With C(--diff), returns C(diff.before) and C(diff.after): the attributes of every object
+    that changes, keyed by kind and name."
   - A second run of the same file reports C(changed=false).
 options:
   site:
@@ -60,30 +60,56 @@ RETURN = r"""
 changed:
   description: Whether objects were (or, in check mode, would be) created, changed or deleted.
   type: bool
+  returned: always
 device:
   description: The device of the site file that was applied.
   type: str
+  returned: always
+  sample: dc1-edge
 changes:
   description: etherctl's changes (op, kind, name, path, before, after).
   type: list
+  elements: dict
+  returned: always
 summary:
   description: Counts of creations, modifications and deletions.
   type: dict
+  returned: success
 errors:
-  description: etherctl's errors (path, message) when it failed.
+  description: etherctl's errors (path, message); empty on success.
   type: list
+  elements: dict
+  returned: always
 rc:
   description: etherctl's exit code.
   type: int
+  returned: always
 digest:
   description: SHA-256 digest of the device's effective configuration (the part of the file
     that applies to it, normalised); equal on every host that applies the same device of the
     same configuration.
   type: str
+  returned: success
+  sample: sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
 site_sha256:
   description: SHA-256 of the site file's bytes; equal on every host that runs the same
     generation of the file.
   type: str
+  returned: success
+diff:
+  description: The attributes of every object that changes (or would change), keyed by kind
+    and name; C(before) is the kernel, C(after) the file.
+  type: dict
+  returned: success, in diff mode
+cmd:
+  description: The etherctl command that failed.
+  type: list
+  elements: str
+  returned: failure
+rolled_back:
+  description: Whether etherctl undid the changes of a failed apply.
+  type: bool
+  returned: failure
 """
 
 import hashlib
@@ -93,22 +119,22 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 
+ARGUMENT_SPEC = dict(
+    site=dict(type="path", required=True),
+    device=dict(type="str"),
+    netns=dict(type="str"),
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+    wait=dict(type="bool", default=True),
+    executable=dict(type="path", default="etherctl"),
+)
+
+
 def object_key(change):
     return f"{change.get('kind')} {change.get('name')}"
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            site=dict(type="path", required=True),
-            device=dict(type="str"),
-            netns=dict(type="str"),
-            state=dict(type="str", choices=["present", "absent"], default="present"),
-            wait=dict(type="bool", default=True),
-            executable=dict(type="path", default="etherctl"),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     executable = p["executable"]
     if not os.path.isabs(executable):
