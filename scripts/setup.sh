@@ -13,7 +13,7 @@ packages=(
   # kernel tests, oracles and the lab
   iproute2 iputils-ping iputils-arping ethtool tshark tcpdump python3 python3-scapy iperf3 ipvsadm jq
   # schema, packaging and Ansible tests
-  python3-jsonschema lintian ansible-core systemd
+  python3-jsonschema python3-yaml lintian ansible-core systemd
   # the stock-kernel test VM
   qemu-system-x86 busybox-static cpio kmod
 )
