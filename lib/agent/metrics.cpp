@@ -126,7 +126,10 @@ std::string render_metrics(const AgentStats& stats, const nlohmann::json& member
     if (c.help) w.family(c.metric, "counter", c.help);
     for (const auto& [tunnel, t] : tunnels.items()) {
       std::string labels = label("tunnel", tunnel);
-      if (c.direction) labels += "," + label("direction", c.direction);
+      if (c.direction) {
+        labels += ',';  // not `"," + label(...)`: GCC 12 -O3 misjudges it (false -Wrestrict)
+        labels += label("direction", c.direction);
+      }
       w.sample(c.metric, labels, t.value(c.field, uint64_t{0}));
     }
   }

@@ -157,8 +157,7 @@ class DatapathTest : public ::testing::Test {
 
 TEST_F(DatapathTest, EncapIpv4WrapsArpAndRedirectsIntoOwnIngress) {
   Mac bcast = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, vm = {0x02, 0, 0, 0, 0, 1};
-  Bytes arp = ether(bcast, vm, 0x0806);
-  arp.resize(42, 0x11);
+  Bytes arp = ether(bcast, vm, 0x0806, 42, 0x11);
   auto before = counters("dcx");
   auto r = encap(arp, "dcx");
   ASSERT_EQ(r.verdict, static_cast<uint32_t>(TC_ACT_REDIRECT));
@@ -506,8 +505,7 @@ TEST_F(DatapathTest, NonEtheripPassesUntouched) {
   Bytes udp = ether(kUnderlayMac, kPeerMac, 0x0800);
   append(udp, ipv4("192.0.2.2", "192.0.2.1", 17, Bytes(30, 0x55)));
   Bytes udp6 = outer6("2001:db8::2", "2001:db8::1", Bytes(30, 0x55), 17);
-  Bytes arp = ether(kUnderlayMac, kPeerMac, 0x0806);
-  arp.resize(42, 0x22);
+  Bytes arp = ether(kUnderlayMac, kPeerMac, 0x0806, 42, 0x22);
   for (const Bytes& pkt : {udp, udp6, arp}) {
     auto r = decap(pkt);
     EXPECT_EQ(r.verdict, kUnspec);
