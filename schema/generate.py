@@ -84,6 +84,12 @@ SCHEDULERS = ["rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq"
 
 # --- Building blocks ---------------------------------------------------------------------------
 
+def endpoint_of_family(pattern: str) -> dict:
+    """A tunnel endpoint (string or object) whose address matches `pattern`."""
+    return {"anyOf": [{"type": "string", "pattern": pattern},
+                      {"type": "object", "properties": {"address": {"pattern": pattern}}}]}
+
+
 def ref(name: str) -> dict:
     return {"$ref": f"#/$defs/{name}"}
 
@@ -332,6 +338,21 @@ def build() -> dict:
         },
     }
 
+    defs["tunnelEndpoint"] = {
+        "description": "A tunnel endpoint written as an object: a peer that etherctl does not "
+                       "manage (\"managed\": false), or a device's self IP (\"managed\": true, "
+                       "the same as the plain string).",
+        "type": "object", "required": ["address"], "additionalProperties": False,
+        "properties": {
+            "address": {**ref("address"), "description": "The endpoint's IPv4 or IPv6 address "
+                                                         "(outer source or destination)."},
+            "managed": {"description": "false: the peer is not a device of this file; etherctl "
+                                       "configures only its own end (the datapath accepts this "
+                                       "peer's packets).",
+                        "type": "boolean", "default": True},
+        },
+        "examples": [{"address": "203.0.113.7", "managed": False}],
+    }
     defs["tunnel"] = {
         "description": "An EtherIP tunnel between two devices; a VLAN group on each device "
                        "lists it as a member.",
@@ -342,15 +363,23 @@ def build() -> dict:
                 "const": "etherip", "examples": ["etherip"],
             },
             "endpoints": {
-                "description": "Exactly two endpoints: device name -> that device's endpoint "
-                               "address, which must be one of its self IPs. Both of one "
-                               "address family, distinct.",
+                "description": "Exactly two endpoints, by name. A device of the file: its "
+                               "endpoint address, which must be one of its self IPs (a string). "
+                               "A peer that etherctl does not manage (a BIG-IP, an OpenBSD "
+                               "etherip(4), a FreeBSD gif(4)): {\"address\": ..., \"managed\": "
+                               "false}, named anything but a device of the file. One managed "
+                               "and one unmanaged endpoint, or two managed. Both of one address "
+                               "family, distinct.",
                 "type": "object", "minProperties": 2, "maxProperties": 2,
                 "propertyNames": ref("deviceName"),
-                "additionalProperties": ref("address"),
-                "anyOf": [{"additionalProperties": {"pattern": IPV4_ADDRESS}},
-                          {"additionalProperties": {"pattern": IPV6_ADDRESS}}],
-                "examples": [{"dc1-edge": "198.51.100.1", "dc2-edge": "203.0.113.1"}],
+                "additionalProperties": {"oneOf": [ref("address"), ref("tunnelEndpoint")]},
+                "anyOf": [{"additionalProperties": endpoint_of_family(IPV4_ADDRESS)},
+                          {"additionalProperties": endpoint_of_family(IPV6_ADDRESS)}],
+                "not": {"additionalProperties": {"type": "object", "required": ["managed"],
+                                                 "properties": {"managed": {"const": False}}}},
+                "examples": [{"dc1-edge": "198.51.100.1", "dc2-edge": "203.0.113.1"},
+                             {"dc1-edge": "198.51.100.1",
+                              "bigip-dc2": {"address": "203.0.113.7", "managed": False}}],
             },
             "mtu": mtu("the tunnel's bridge port", 9216,
                        " (the EtherIP datapath reassembles outer datagrams of up to 9240 bytes: "

@@ -317,6 +317,41 @@ Device parse_device(const std::string& name, const json& value, const std::strin
   return device;
 }
 
+// "198.51.100.1" (a device's self IP), or {"address": "203.0.113.7", "managed": false} (a
+// peer that etherctl does not manage; "managed": true is the same as the string).
+std::optional<TunnelEndpoint> parse_tunnel_endpoint(const json& value, const std::string& path,
+                                                    Problems& problems) {
+  TunnelEndpoint endpoint;
+  std::optional<std::string> text;
+  std::string address_path = path;
+  if (value.is_string()) {
+    text = value.get<std::string>();
+  } else if (value.is_object()) {
+    const size_t known_problems = problems.size();
+    Fields fields(value, path, problems, {"address", "managed"});
+    if (!fields.ok()) return std::nullopt;
+    text = fields.string("address", true);
+    endpoint.managed = fields.boolean("managed").value_or(true);
+    address_path = fields.path_of("address");
+    // A misspelt key ("manged") would make a peer look like an unknown device: one problem.
+    if (problems.size() != known_problems) return std::nullopt;
+  } else {
+    problems.push_back({path,
+                        "must be the device's endpoint address (a string) or an object "
+                        "{\"address\": ..., \"managed\": false} for a peer etherctl does not "
+                        "manage, not " +
+                            json_type_name(value)});
+  }
+  if (!text) return std::nullopt;
+  auto address = IpAddress::parse(*text);
+  if (!address) {
+    problems.push_back({address_path, "\"" + *text + "\" is not an IPv4 or IPv6 address"});
+    return std::nullopt;
+  }
+  endpoint.address = *address;
+  return endpoint;
+}
+
 Tunnel parse_tunnel(const std::string& name, const json& value, const std::string& path,
                     Problems& problems) {
   Tunnel tunnel{name, path, "etherip", {}, std::nullopt, false};
@@ -339,22 +374,11 @@ Tunnel parse_tunnel(const std::string& name, const json& value, const std::strin
                      "an EtherIP tunnel needs exactly two endpoints (one per device), not " +
                          std::to_string(endpoints->size()));
     }
-    for (const auto& [device, address_value] : endpoints->items()) {
+    for (const auto& [device, value] : endpoints->items()) {
       std::string endpoint_path = pointer_append(fields.path_of("endpoints"), device);
-      if (!address_value.is_string()) {
-        problems.push_back({endpoint_path,
-                            "must be the device's endpoint address (a string), "
-                            "not " +
-                                json_type_name(address_value)});
-        continue;
+      if (auto endpoint = parse_tunnel_endpoint(value, endpoint_path, problems)) {
+        tunnel.endpoints.emplace(device, *endpoint);
       }
-      auto address = IpAddress::parse(address_value.get<std::string>());
-      if (!address) {
-        problems.push_back({endpoint_path, "\"" + address_value.get<std::string>() +
-                                               "\" is not an IPv4 or IPv6 address"});
-        continue;
-      }
-      tunnel.endpoints.emplace(device, *address);
     }
   }
   tunnel.mtu = parse_mtu(fields);

@@ -87,11 +87,19 @@ struct Device {
   std::map<std::string, Pool> pools;
 };
 
+// One end of a tunnel: a device of the site file (managed: its self IP), or a peer that
+// etherctl does not manage (a BIG-IP, an OpenBSD etherip(4), a FreeBSD gif(4), ...), named by
+// the file but not a device of it: `{"address": "203.0.113.7", "managed": false}`.
+struct TunnelEndpoint {
+  IpAddress address;
+  bool managed = true;
+};
+
 struct Tunnel {
   std::string name;
   std::string path;
-  std::string profile;                         // "etherip"
-  std::map<std::string, IpAddress> endpoints;  // device name -> endpoint address
+  std::string profile;                              // "etherip"
+  std::map<std::string, TunnelEndpoint> endpoints;  // device (or peer) name -> endpoint
   std::optional<int> mtu;
   bool accept_reversed_header = false;  // accept 0x0300 from old FreeBSD/NetBSD peers
   bool fast_path = false;               // route fitting outer packets in BPF (bpf_fib_lookup)

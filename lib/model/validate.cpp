@@ -11,6 +11,15 @@ namespace etherctl::model {
 
 namespace {
 
+// Device names, and the names of tunnel peers that etherctl does not manage (the same name
+// space: a name is a device or a peer).
+constexpr const char* kDeviceNameRule = "must be at most 63 letters, digits, '.', '_' or '-'";
+bool is_device_name(const std::string& name) {
+  return name.size() <= 63 && std::all_of(name.begin(), name.end(), [](char c) {
+           return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+         });
+}
+
 // Tunnels that have an endpoint on `device`.
 std::vector<const Tunnel*> tunnels_of(const Site& site, const std::string& device) {
   std::vector<const Tunnel*> tunnels;
@@ -185,13 +194,10 @@ void validate_tunnel(const Site& site, const Tunnel& tunnel, Problems& problems)
   std::string endpoints_path = pointer_append(tunnel.path, "endpoints");
   int family = 0;
   std::set<IpAddress> seen;
-  for (const auto& [device_name, address] : tunnel.endpoints) {
-    std::string path = pointer_append(endpoints_path, device_name);
-    auto device = site.devices.find(device_name);
-    if (device == site.devices.end()) {
-      problems.push_back({path, unknown("device", device_name, keys_of(site.devices))});
-      continue;
-    }
+  int unmanaged = 0;
+  for (const auto& [name, endpoint] : tunnel.endpoints) {
+    std::string path = pointer_append(endpoints_path, name);
+    const IpAddress& address = endpoint.address;
     if (family != 0 && address.family != family) {
       problems.push_back({path,
                           "both endpoints must be of the same address family (IPv4 or "
@@ -201,14 +207,38 @@ void validate_tunnel(const Site& site, const Tunnel& tunnel, Problems& problems)
     if (!seen.insert(address).second) {
       problems.push_back({path, "both endpoints have address " + address.str()});
     }
-    const IpAddress& endpoint = address;  // lambdas cannot capture structured bindings (C++17)
+    auto device = site.devices.find(name);
+    if (!endpoint.managed) {
+      ++unmanaged;
+      if (name.empty() || !is_device_name(name)) {
+        problems.push_back({path, "peer name \"" + name + "\" " + kDeviceNameRule});
+      }
+      if (device != site.devices.end()) {
+        problems.push_back({path, "\"" + name +
+                                      "\" is a device of this file, so etherctl manages it; drop "
+                                      "\"managed\": false, or name the unmanaged peer otherwise"});
+      }
+      continue;
+    }
+    if (device == site.devices.end()) {
+      problems.push_back({path, unknown("device", name, keys_of(site.devices)) +
+                                    " (a peer that etherctl does not manage is written "
+                                    "{\"address\": \"" +
+                                    address.str() + "\", \"managed\": false})"});
+      continue;
+    }
     bool is_self_ip =
         std::any_of(device->second.self_ips.begin(), device->second.self_ips.end(),
-                    [&](const auto& entry) { return entry.second.address.address == endpoint; });
+                    [&](const auto& entry) { return entry.second.address.address == address; });
     if (!is_self_ip) {
-      problems.push_back({path, address.str() + " is not a self IP of device \"" + device_name +
+      problems.push_back({path, address.str() + " is not a self IP of device \"" + name +
                                     "\"; a tunnel endpoint must be one of the device's self IPs"});
     }
+  }
+  if (unmanaged > 1) {
+    problems.push_back({endpoints_path,
+                        "both endpoints are unmanaged; a tunnel joins a device of this file to "
+                        "its peer (one managed and one unmanaged endpoint, or two managed)"});
   }
 }
 
@@ -216,14 +246,8 @@ void validate_tunnel(const Site& site, const Tunnel& tunnel, Problems& problems)
 
 void validate(const Site& site, Problems& problems) {
   for (const auto& [name, device] : site.devices) {
-    bool name_ok =
-        name.size() <= 63 && std::all_of(name.begin(), name.end(), [](char c) {
-          return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
-        });
-    if (!name_ok) {
-      problems.push_back({device.path, "device name \"" + name +
-                                           "\" must be at most 63 letters, digits, '.', '_' or "
-                                           "'-'"});
+    if (!is_device_name(name)) {
+      problems.push_back({device.path, "device name \"" + name + "\" " + kDeviceNameRule});
     }
     validate_device(site, device, problems);
     validate_pools(device, problems);

@@ -67,15 +67,16 @@ Objects desired_objects(const model::Site& site, const model::Device& device) {
   for (const auto& [name, tunnel] : site.tunnels) {
     auto local = tunnel.endpoints.find(device.name);
     if (local == tunnel.endpoints.end()) continue;
+    // The other end: a device of the file or a peer etherctl does not manage, alike.
     const model::IpAddress* remote = nullptr;
-    for (const auto& [peer, address] : tunnel.endpoints) {
-      if (peer != device.name) remote = &address;
+    for (const auto& [peer, endpoint] : tunnel.endpoints) {
+      if (peer != device.name) remote = &endpoint.address;
     }
     Object o{kTunnel,
              name,
              name,
              tunnel.path,
-             {{"local", local->second.str()},
+             {{"local", local->second.address.str()},
               {"remote", remote ? remote->str() : ""},
               {"accept_reversed", tunnel.accept_reversed_header},
               {"fast_path", tunnel.fast_path},

@@ -7,9 +7,13 @@ Lab (all namespaces named ectest-<pid>-*, removed at exit even on failure):
   v1 ─ br6[vm1b, dcx6]  (IPv6 outer)                br6[dcx6, vm2b] ─ v2
   v3 ─ brs[vm3, sp0] e1 wsp ══ sp (scapy.contrib.etherip as an independent EtherIP peer)
 
-The programs are attached with dp_tool (the loader library); everything else is set up with
-ip(8). Independent oracles: tshark's etherip dissector on the WAN, and scapy as a peer.
-Usage: e2e_test.py --dp-tool PATH [unittest args]
+The programs of dcx and dcx6 are attached with dp_tool (the loader library); everything else
+of those is set up with ip(8). e1's side of sp0 (the bridge brs, its ports, the self IP on wsp
+and the tunnel) is made by `etherctl apply` from a site file in which the scapy peer is an
+endpoint etherctl does not manage ({"address": ..., "managed": false}), as an operator would
+declare an OpenBSD or FreeBSD peer. Independent oracles: tshark's etherip dissector on the WAN,
+and scapy as a peer.
+Usage: e2e_test.py --dp-tool PATH --etherctl PATH [unittest args]
 """
 import argparse
 import atexit
@@ -19,8 +23,10 @@ import os
 import random
 import signal
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -30,6 +36,21 @@ from scapy.contrib.etherip import EtherIP  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 PREFIX = f"ectest-{os.getpid()}"
 DP_TOOL = None
+ETHERCTL = None
+STATE = tempfile.mkdtemp(prefix="ectest-etherctl-")  # site file, lock directory
+# e1 as etherctl's device; the scapy peer is not a device of the file.
+SCAPY_PEER_SITE = {
+    "etherctl": 1,
+    "devices": {"e1": {
+        "vlans": {"wsp": {"interface": "wsp"}, "vm3": {"interface": "vm3"}},
+        "vlan_groups": {"brs": {"members": ["vm3", "sp0"]}},
+        "self_ips": {"wsp-self": {"address": "198.51.100.1/24", "vlan": "wsp"}},
+    }},
+    "tunnels": {"sp0": {"profile": "etherip", "endpoints": {
+        "e1": "198.51.100.1",
+        "scapy-peer": {"address": "198.51.100.2", "managed": False},
+    }}},
+}
 NAMESPACES = ["e1", "e2", "v1", "v2", "v3", "sp"]
 MAC = {
     "v1": "02:00:00:00:00:01", "v2": "02:00:00:00:00:02", "v3": "02:00:00:00:09:01",
@@ -68,6 +89,18 @@ def counters(edge, tunnel):
 def cleanup():
     for n in NAMESPACES:
         subprocess.run(["ip", "netns", "del", ns(n)], capture_output=True)
+    shutil.rmtree(STATE, ignore_errors=True)
+
+
+def etherctl(*args):
+    site = os.path.join(STATE, "site.json")
+    with open(site, "w") as f:
+        json.dump(SCAPY_PEER_SITE, f)
+    r = subprocess.run([ETHERCTL, "--netns", ns("e1"), "--device", "e1", *args, site],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, ETHERCTL_LOCK_DIR=os.path.join(STATE, "run")))
+    assert r.returncode == 0, f"etherctl {' '.join(args)} failed ({r.returncode}): {r.stdout}{r.stderr}"
+    return r
 
 
 def build_lab():
@@ -84,8 +117,6 @@ def build_lab():
     # Link to the scapy peer.
     ip("link", "add", "wsp", "netns", ns("e1"), "type", "veth", "peer", "name", "wan",
        "netns", ns("sp"))
-    ip("-n", ns("e1"), "addr", "add", "198.51.100.1/24", "dev", "wsp")
-    ip("-n", ns("e1"), "link", "set", "wsp", "up")
     ip("-n", ns("sp"), "addr", "add", "198.51.100.2/24", "dev", "wan")
     ip("-n", ns("sp"), "link", "set", "wan", "up")
 
@@ -108,7 +139,12 @@ def build_lab():
     bridge("e2", "br0", "dcx", "vm2", "v2", "eth0", MAC["v2"], "10.0.0.2/24")
     bridge("e1", "br6", "dcx6", "vm1b", "v1", "eth1", MAC["v1b"], "10.6.0.1/24")
     bridge("e2", "br6", "dcx6", "vm2b", "v2", "eth1", MAC["v2b"], "10.6.0.2/24")
-    bridge("e1", "brs", "sp0", "vm3", "v3", "eth0", MAC["v3"], "10.9.0.1/24")
+    # e1's side of brs (the port to v3, the tunnel to the scapy peer): etherctl's, below.
+    ip("link", "add", "vm3", "netns", ns("e1"), "type", "veth", "peer", "name", "eth0",
+       "netns", ns("v3"))
+    ip("-n", ns("v3"), "link", "set", "eth0", "address", MAC["v3"])
+    ip("-n", ns("v3"), "addr", "add", "10.9.0.1/24", "dev", "eth0")
+    ip("-n", ns("v3"), "link", "set", "eth0", "up")
     # The scapy peer answers no ARP: give the VM its neighbour entry.
     ip("-n", ns("v3"), "neigh", "add", "10.9.0.2", "lladdr", MAC["peer"], "dev", "eth0")
 
@@ -121,7 +157,11 @@ def build_lab():
     dp("e2", "apply", "dcx", "192.0.2.2", "192.0.2.1", "wan2")
     dp("e1", "apply", "dcx6", "2001:db8::1", "2001:db8::2", "wan1")
     dp("e2", "apply", "dcx6", "2001:db8::2", "2001:db8::1", "wan2")
-    dp("e1", "apply", "sp0", "198.51.100.1", "198.51.100.2", "wsp")
+    applied = json.loads(etherctl("--json", "apply").stdout)
+    tunnel = [c for c in applied["changes"] if c["kind"] == "tunnel"]
+    assert [(c["op"], c["name"], c["after"]["remote"]) for c in tunnel] == \
+        [("create", "sp0", "198.51.100.2")], applied["changes"]
+    assert not json.loads(etherctl("--json", "apply").stdout)["changed"], "apply is idempotent"
     for edge, value in (("e1", "2"), ("e2", "1")):
         out = nsrun(edge, "sysctl", "-n", "net.ipv4.conf.wan1.rp_filter"
                     if edge == "e1" else "net.ipv4.conf.wan2.rp_filter").stdout.strip()
@@ -525,11 +565,13 @@ def wan_frag_creates():
 
 
 def main():
-    global DP_TOOL
+    global DP_TOOL, ETHERCTL
     parser = argparse.ArgumentParser()
     parser.add_argument("--dp-tool", required=True)
+    parser.add_argument("--etherctl", required=True)
     args, rest = parser.parse_known_args()
     DP_TOOL = os.path.abspath(args.dp_tool)
+    ETHERCTL = os.path.abspath(args.etherctl)
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
         return 1

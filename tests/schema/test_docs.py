@@ -43,6 +43,7 @@ SECTIONS = {
     "#/$defs/poolMember": "Pool members",
     "#/$defs/pool/properties/monitor": "Pool monitor",
     "#/$defs/tunnel": "Tunnels",
+    "#/$defs/tunnelEndpoint": "Tunnel endpoints",
 }
 
 
@@ -341,3 +342,44 @@ class Completion(unittest.TestCase):
             self.assertEqual(complete(["etherctl", "confirm", ""], cwd=tmp), [])
             self.assertEqual(complete(["etherctl", "apply", "--confirm-within", "2m", ""],
                                       cwd=tmp), ["lab", "site.json"])
+
+
+class ReadmeFirstCommands(unittest.TestCase):
+    """The README's two commands are the first a newcomer types, as root on a fresh Debian 12,
+    which has no sudo: they must run as written there."""
+
+    def commands(self):
+        readme = (SOURCE / "README.md").read_text()
+        section = readme.split("## The two commands", 1)[1].split("\n## ", 1)[0]
+        blocks = re.findall(r"```\n(.*?)```", section, re.S)
+        return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+    def test_commands_run_as_root_without_sudo(self):
+        commands = self.commands()
+        self.assertEqual(len(commands), 2, commands)
+        for command in commands:
+            with self.subTest(command=command):
+                program = command.split()[0]
+                self.assertNotEqual(program, "sudo", "a fresh Debian 12 root shell has no sudo")
+                script = SOURCE / program
+                self.assertTrue(script.is_file(), program)
+                self.assertTrue(os.access(script, os.X_OK), f"{program} is not executable")
+                self.assertEqual(script.read_text().splitlines()[0], "#!/usr/bin/env bash")
+
+    def test_scripts_they_run_never_call_sudo(self):
+        for script in sorted((SOURCE / "scripts").glob("*.sh")):
+            with self.subTest(script=script.name):
+                code = "\n".join(line for line in script.read_text().splitlines()
+                                 if not line.lstrip().startswith("#"))
+                self.assertIsNone(re.search(r"(^|[;&|(`]|\$\()\s*sudo\s", code, re.M),
+                                  "calls sudo")
+
+    def test_a_non_root_user_is_told_what_to_do(self):
+        readme = (SOURCE / "README.md").read_text()
+        section = readme.split("## The two commands", 1)[1].split("\n## ", 1)[0]
+        self.assertIn("sudo scripts/", section)  # the note for a non-root user with sudo
+        # setup.sh, which both run first, stops a non-root user with that advice instead of
+        # an apt-get permission error.
+        setup = (SOURCE / "scripts" / "setup.sh").read_text()
+        self.assertIn("EUID", setup)
+        self.assertIn("run it as root", setup)

@@ -63,6 +63,7 @@ SEMANTIC_ONLY = {
     "selfip-on-member": "a self IP on a VLAN that is a group member (self-IP membership)",
     "tunnel-unknown-device": "an endpoint on a device that is not in the file",
     "tunnel-not-self-ip": "an endpoint address that is not a self IP of its device",
+    "tunnel-unmanaged-is-device": "an unmanaged endpoint named like a device of the file",
     # Arithmetic on addresses.
     "route-host-bits": "a destination with host bits set",
     "selfip-network-address": "a self IP that is its subnet's network address",

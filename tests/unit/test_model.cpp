@@ -201,3 +201,55 @@ TEST(Model, TaggedVlanOnATunnelIsRefused) {
         << dump(result.problems);
   }
 }
+
+// Endpoints: a device of the file (string, or {"address", "managed": true}) or a peer etherctl
+// does not manage ({"address", "managed": false}); one of each, or two devices.
+TEST(Model, UnmanagedTunnelEndpoints) {
+  auto load = [](const std::string& endpoints) {
+    return load_site(R"({"etherctl": 1, "devices": {
+      "d": {"vlans": {"w": {"interface": "eth0"}},
+            "self_ips": {"s": {"address": "10.0.0.1/24", "vlan": "w"}}}},
+      "tunnels": {"t": {"profile": "etherip", "endpoints": )" +
+                     endpoints + "}}}");
+  };
+  auto ok = load(R"({"d": "10.0.0.1", "bsd": {"address": "10.0.0.2", "managed": false}})");
+  ASSERT_TRUE(ok.site) << dump(ok.problems);
+  EXPECT_FALSE(ok.site->tunnels.at("t").endpoints.at("bsd").managed);
+  EXPECT_EQ(ok.site->tunnels.at("t").endpoints.at("bsd").address.str(), "10.0.0.2");
+
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      // Both unmanaged: no device of the file would carry it.
+      {R"({"a": {"address": "10.0.0.1", "managed": false},
+           "b": {"address": "10.0.0.2", "managed": false}})",
+       "/tunnels/t/endpoints: both endpoints are unmanaged"},
+      // A device of the file cannot be an unmanaged peer.
+      {R"({"d": {"address": "10.0.0.1", "managed": false}, "x": "10.0.0.2"})",
+       "/tunnels/t/endpoints/d: \"d\" is a device of this file"},
+      // A managed endpoint that is no device: the message says how to declare a peer.
+      {R"({"d": "10.0.0.1", "bsd": "10.0.0.2"})",
+       "/tunnels/t/endpoints/bsd: unknown device \"bsd\""},
+      {R"({"d": "10.0.0.1", "bsd": {"address": "10.0.0.300", "managed": false}})",
+       "/tunnels/t/endpoints/bsd/address: \"10.0.0.300\" is not an IPv4 or IPv6 address"},
+      {R"({"d": "10.0.0.1", "bsd": {"address": "10.0.0.2", "manged": false}})",
+       "/tunnels/t/endpoints/bsd/manged"},
+      {R"({"d": "10.0.0.1", "bsd": {"managed": false}})",
+       "/tunnels/t/endpoints/bsd: missing required key \"address\""},
+      {R"({"d": "10.0.0.1", "bsd": {"address": "2001:db8::2", "managed": false}})",
+       "same address family"},
+      {R"({"d": "10.0.0.1", "bsd": {"address": "10.0.0.1", "managed": false}})",
+       "both endpoints have address 10.0.0.1"},
+      {R"({"d": "10.0.0.1", "bsd": ["10.0.0.2"]})",
+       "/tunnels/t/endpoints/bsd: must be the device's endpoint address (a string) or an "
+       "object"},
+  };
+  for (const auto& [endpoints, expected] : bad) {
+    auto result = load(endpoints);
+    EXPECT_FALSE(result.site) << endpoints;
+    EXPECT_NE(dump(result.problems).find(expected), std::string::npos) << endpoints << "\n"
+                                                                       << dump(result.problems);
+  }
+  auto unknown = load(R"({"d": "10.0.0.1", "bsd": "10.0.0.2"})");
+  EXPECT_NE(dump(unknown.problems).find("{\"address\": \"10.0.0.2\", \"managed\": false}"),
+            std::string::npos)
+      << dump(unknown.problems);
+}

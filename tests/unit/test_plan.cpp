@@ -198,3 +198,35 @@ TEST(Plan, JsonChangesCarryPathsAndValues) {
   EXPECT_EQ(summary_json(plan)["create"], 7);
   (void)find;
 }
+
+// A tunnel to a peer that etherctl does not manage (a BIG-IP, an OpenBSD etherip(4), a FreeBSD
+// gif(4)): the same tunnel object as between two devices of the file, its remote the peer's
+// address; the same with the string and the object form of the managed endpoint.
+TEST(Plan, TunnelToAnUnmanagedPeerIsAnOrdinaryTunnel) {
+  const std::string devices = R"("devices": {"d": {
+    "vlans": {"w": {"interface": "eth0"}, "s": {"interface": "eth1"}},
+    "vlan_groups": {"g": {"members": ["s", "t"]}},
+    "self_ips": {"ws": {"address": "198.51.100.1/24", "vlan": "w"}}}})";
+  Objects by_form[2];
+  int i = 0;
+  for (const std::string local :
+       {R"("198.51.100.1")", R"({"address": "198.51.100.1", "managed": true})"}) {
+    auto result = etherctl::model::load_site(
+        R"({"etherctl": 1, )" + devices + R"(, "tunnels": {"t": {"profile": "etherip",
+        "accept_reversed_header": true, "endpoints": {"d": )" +
+        local + R"(, "obsd": {"address": "203.0.113.7", "managed": false}}}}})");
+    ASSERT_TRUE(result.site) << (result.problems.empty() ? "" : result.problems[0].message);
+    const auto& endpoints = result.site->tunnels.at("t").endpoints;
+    EXPECT_TRUE(endpoints.at("d").managed);
+    EXPECT_FALSE(endpoints.at("obsd").managed);
+    by_form[i++] = desired_objects(*result.site, result.site->devices.at("d"));
+  }
+  const Object& tunnel = find(by_form[0], kTunnel, "t");
+  EXPECT_EQ(tunnel.attrs["local"], "198.51.100.1");
+  EXPECT_EQ(tunnel.attrs["remote"], "203.0.113.7");
+  EXPECT_EQ(tunnel.attrs["accept_reversed"], true);
+  EXPECT_EQ(tunnel.path, "/tunnels/t");
+  EXPECT_EQ(nlohmann::json(by_form[0].size()), nlohmann::json(by_form[1].size()));
+  EXPECT_EQ(find(by_form[1], kTunnel, "t").attrs, tunnel.attrs);
+  find(by_form[0], kPort, "g/t");  // a port of its VLAN group, as any tunnel
+}
