@@ -10,6 +10,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
+if [[ $EUID -ne 0 ]]; then
+  echo "test.sh: the tests create network namespaces and load BPF programs: run it as root" \
+    "(or with sudo: sudo scripts/test.sh)" >&2
+  exit 1
+fi
 scripts/setup.sh
 scripts/build.sh default
 rc=0

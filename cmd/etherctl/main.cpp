@@ -54,6 +54,18 @@ std::string error_line(const std::string& site_file, const etherctl::model::Prob
   return site_file.empty() ? problem.message : site_file + ": " + problem.message;
 }
 
+// What the last apply, destroy or revert in this namespace did.
+void print_last_applied(const nlohmann::json& status) {
+  const auto& last = status.contains("last_applied") ? status["last_applied"] : nlohmann::json();
+  if (last.is_object() && last.value("command", "") == "revert") {
+    fmt::print("last apply, from {}, was not confirmed in time: {} ({} changes)\n",
+               last.value("site_file", "?"), last.value("outcome", "?"), last.value("changes", 0));
+  } else if (last.is_object()) {
+    fmt::print("last {} digest {} from {}\n", last.value("command", "?"), last.value("digest", ""),
+               last.value("site_file", "?"));
+  }
+}
+
 // Confirm-or-revert lines of `status`.
 void print_pending(const nlohmann::json& status) {
   const auto& pending =
@@ -70,6 +82,25 @@ void print_pending(const nlohmann::json& status) {
   }
   if (status.value("interrupted_run", false)) {
     fmt::print("an interrupted run left a journal; the next apply or destroy repairs it\n");
+  }
+}
+
+// Datapath counters of each tunnel (status, with or without a site file).
+void print_tunnel_counters(const nlohmann::json& status) {
+  for (const auto& o : status["objects"]) {
+    if (!o.contains("counters")) continue;
+    const auto& c = o["counters"];
+    std::string drops;
+    for (const auto& [reason, count] : c["drops"].items()) {
+      if (count.get<uint64_t>() > 0) drops += fmt::format(" {}={}", reason, count.get<uint64_t>());
+    }
+    fmt::print(
+        "\ntunnel {}: tx {} packets {} bytes, rx {} packets {} bytes, {} fragments received, {} "
+        "reassembled, drops:{}\n",
+        o["name"].get<std::string>(), c["tx_packets"].get<uint64_t>(),
+        c["tx_bytes"].get<uint64_t>(), c["rx_packets"].get<uint64_t>(),
+        c["rx_bytes"].get<uint64_t>(), c["rx_fragments"].get<uint64_t>(),
+        c["reassembled"].get<uint64_t>(), drops.empty() ? " none" : drops);
   }
 }
 
@@ -91,20 +122,28 @@ void print_status_table(const nlohmann::json& status) {
                  m["reason"].get<std::string>());
     }
   }
-  for (const auto& o : status["objects"]) {
-    if (!o.contains("counters")) continue;
-    const auto& c = o["counters"];
-    std::string drops;
-    for (const auto& [reason, count] : c["drops"].items()) {
-      if (count.get<uint64_t>() > 0) drops += fmt::format(" {}={}", reason, count.get<uint64_t>());
+  print_tunnel_counters(status);
+}
+
+// `status` without a site file: what etherctl owns here, by the kernel's own marks.
+void print_owned(const nlohmann::json& status) {
+  const auto& objects = status["objects"];
+  fmt::print("etherctl's objects in this network namespace (from the kernel's marks):\n");
+  if (objects.empty()) {
+    fmt::print("none\n");
+    return;
+  }
+  fmt::print("{:<13} {:<40} {:<12} {}\n", "KIND", "NAME", "DEVICE", "DETAILS");
+  for (const auto& o : objects) {
+    std::string details;
+    for (const auto& [attr, value] : o["attrs"].items()) {
+      if (attr == "type" || attr == "service" || attr == "family") continue;
+      details += fmt::format("{}{}={}", details.empty() ? "" : " ", attr,
+                             value.is_string() ? value.get<std::string>() : value.dump());
     }
-    fmt::print(
-        "\ntunnel {}: tx {} packets {} bytes, rx {} packets {} bytes, {} fragments received, {} "
-        "reassembled, drops:{}\n",
-        o["name"].get<std::string>(), c["tx_packets"].get<uint64_t>(),
-        c["tx_bytes"].get<uint64_t>(), c["rx_packets"].get<uint64_t>(),
-        c["rx_bytes"].get<uint64_t>(), c["rx_fragments"].get<uint64_t>(),
-        c["reassembled"].get<uint64_t>(), drops.empty() ? " none" : drops);
+    const std::string device = o.value("device", "");
+    fmt::print("{:<13} {:<40} {:<12} {}\n", o["kind"].get<std::string>(),
+               o["name"].get<std::string>(), device.empty() ? "-" : device, details);
   }
 }
 
@@ -130,19 +169,20 @@ void print_text(const Cli& cli, const etherctl::engine::Report& report) {
     if (command == Command::Validate) {
       fmt::print("{}: valid{}\n", cli.options.site_file,
                  report.device.empty() ? "" : " (device " + report.device + ")");
+    } else if (command == Command::Status && report.status.is_object() &&
+               report.status.contains("site_file") && report.status["site_file"].is_null()) {
+      print_owned(report.status);
+      print_last_applied(report.status);
+      print_pending(report.status);
+      print_tunnel_counters(report.status);
+      fmt::print(
+          "\nGive the site file (etherctl status site.json) to compare: each object's state "
+          "(in sync, missing, drifted, not in the file), the configuration digest, pool "
+          "members.\n");
     } else if (command == Command::Status && report.status.is_object()) {
       fmt::print("device {}\nconfiguration digest {}{}\n", report.device, report.digest,
                  report.status.value("in_sync", false) ? " (in sync)" : " (not in sync)");
-      const auto& last =
-          report.status.contains("last_applied") ? report.status["last_applied"] : nlohmann::json();
-      if (last.is_object() && last.value("command", "") == "revert") {
-        fmt::print("last apply, from {}, was not confirmed in time: {} ({} changes)\n",
-                   last.value("site_file", "?"), last.value("outcome", "?"),
-                   last.value("changes", 0));
-      } else if (last.is_object()) {
-        fmt::print("last {} digest {} from {}\n", last.value("command", "?"),
-                   last.value("digest", ""), last.value("site_file", "?"));
-      }
+      print_last_applied(report.status);
       print_pending(report.status);
       if (report.status.contains("objects")) print_status_table(report.status);
     } else if (!report.device.empty() && command != Command::Status) {
@@ -247,11 +287,16 @@ int main(int argc, char** argv) {
       {"plan", "Show what apply would change", Command::Plan},
       {"apply", "Make the kernel match the site file", Command::Apply},
       {"destroy", "Remove everything etherctl owns for the device", Command::Destroy},
-      {"status", "Show what etherctl owns and its state", Command::Status},
+      {"status",
+       "Show what etherctl owns and its state (without a site file: what it owns in this "
+       "namespace)",
+       Command::Status},
   };
   for (const auto& sub : subs) {
     CLI::App* command = app.add_subcommand(sub.name, sub.help);
-    command->add_option("site", cli.options.site_file, "The site file (site.json)")->required();
+    CLI::Option* site =
+        command->add_option("site", cli.options.site_file, "The site file (site.json)");
+    if (sub.command != Command::Status) site->required();
     command->callback([&cli, c = sub.command] { cli.options.command = c; });
   }
 

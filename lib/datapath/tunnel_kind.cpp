@@ -100,11 +100,10 @@ plan::Objects observe(const kernel::Snapshot& snapshot, const kernel::Ownership&
   } catch (const DatapathError&) {
     // No readable datapath: every tunnel shows as unconfigured and gets re-applied.
   }
-  const std::string alias = ownership.link_alias();
   plan::Objects objects;
   for (const kernel::LinkInfo& link : snapshot.links) {
     // Ours only: foreign veths are adoptable "vlan" links (see lib/kernel/vlan.cpp).
-    if (link.type != "veth" || link.alias != alias) continue;
+    if (link.type != "veth" || !ownership.owns_link(link.alias)) continue;
     if (link.name.rfind("eip-", 0) == 0) continue;  // the programs' end, part of its tunnel
     plan::Object& object = objects.emplace_back();
     object.kind = plan::kTunnel;
@@ -121,7 +120,7 @@ plan::Objects observe(const kernel::Snapshot& snapshot, const kernel::Ownership&
     // map entries are all there (TunnelStatus::complete), so that what an interrupted run left
     // half-done is planned as a modify and completed; a detached filter is "attached": false.
     auto it = configured.find(link.name);
-    if (it == configured.end() || !eip || eip->alias != alias) continue;
+    if (it == configured.end() || !eip || eip->alias != link.alias) continue;
     const TunnelSpec& spec = it->second.spec;
     object.attrs["local"] = spec.local;
     object.attrs["remote"] = spec.remote;

@@ -24,6 +24,7 @@
 #include "engine/internal.hpp"
 #include "engine/journal.hpp"
 #include "engine/lock.hpp"
+#include "engine/state_dir.hpp"
 
 namespace etherctl::engine {
 
@@ -32,32 +33,6 @@ namespace {
 using namespace internal;
 
 constexpr int64_t kMaxDuration = int64_t{24} * 3600;
-
-std::string pending_path(const std::string& lock_dir) {
-  return sibling_path(lock_dir, ".pending.json");
-}
-
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return nullptr;
-  auto value = nlohmann::json::parse(in, nullptr, false);
-  return value.is_discarded() ? nlohmann::json() : value;
-}
-
-// Atomic: a reader (or a kill) never sees half a record.
-void write_json(const std::string& path, const nlohmann::json& value) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << value.dump() << "\n";
-    if (!out.flush()) throw std::runtime_error("cannot write " + tmp);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    int error = errno;
-    ::unlink(tmp.c_str());
-    throw std::runtime_error("cannot write " + path + ": " + std::strerror(error));
-  }
-}
 
 double now_epoch() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -183,14 +158,14 @@ void stop_waiter(const nlohmann::json& pending) {
 
 // Reverts the namespace (entered, locked) to the record's previous state: the same journal,
 // rollback and verify as an apply.
-Report revert(const nlohmann::json& record, const std::string& lock_dir,
+Report revert(const nlohmann::json& record, const StateDir& state,
               std::optional<size_t> fail_at_step, const Trace& trace) {
   Report report;
   report.device = record.value("device", "");
   kernel::Ownership ownership{report.device};
   kernel::Netlink netlink;
   trace("recover");
-  report.recovered = recover(netlink, lock_dir);
+  report.recovered = recover(netlink, state);
   trace("observe");
   plan::Objects observed = observe(netlink, ownership);
   plan::Objects previous = from_json(record["previous"]);
@@ -215,7 +190,7 @@ Report revert(const nlohmann::json& record, const std::string& lock_dir,
     report.outcome = Outcome::Failed;
     return report;
   }
-  Journal journal(Journal::path_for(lock_path(lock_dir)));
+  Journal journal(state.journal());
   Execution execution =
       execute(netlink, report.plan, ownership, journal, fail_at_step, trace, nullptr);
   report.executed = execution.executed;
@@ -245,8 +220,8 @@ std::optional<int64_t> parse_confirm_within(const std::string& text) {
   return seconds;
 }
 
-nlohmann::json read_pending(const std::string& lock_dir) {
-  auto record = read_json(pending_path(lock_dir));
+nlohmann::json read_pending(const StateDir& state) {
+  auto record = StateDir::read(state.pending());
   return record.is_object() && record.contains("token") ? record : nlohmann::json();
 }
 
@@ -317,17 +292,17 @@ plan::Objects previous_state(const plan::Objects& observed, const plan::Objects&
   return previous;
 }
 
-nlohmann::json arm_revert(const Options& options, const std::string& device,
+nlohmann::json arm_revert(const Options& options, const StateDir& state, const std::string& device,
                           const std::string& digest, const plan::Objects& previous,
                           int home_netns) {
-  const std::string path = pending_path(options.lock_dir);
+  const std::string path = state.pending();
   double now = now_epoch();
   nlohmann::json record = {{"etherctl_pending", 1},
                            {"token", random_token()},
                            {"device", device},
                            {"netns", options.netns ? nlohmann::json(*options.netns) : nullptr},
                            {"netns_inode", static_cast<uint64_t>(netns_inode())},
-                           {"lock_dir", options.lock_dir},
+                           {"lock_dir", state.lock_dir()},
                            {"site_file", options.site_file},
                            {"digest", digest},
                            {"applied_at", now},
@@ -337,10 +312,10 @@ nlohmann::json arm_revert(const Options& options, const std::string& device,
                            {"waiter_pid", 0},
                            {"previous", to_json(previous)}};
   // The record first (a waiter that finds none exits), then the waiter, then its pid.
-  write_json(path, record);
+  StateDir::write(path, record);
   try {
     record["waiter_pid"] = spawn_waiter(path, record["token"], home_netns);
-    write_json(path, record);
+    StateDir::write(path, record);
   } catch (...) {
     stop_waiter(record);
     ::unlink(path.c_str());
@@ -349,8 +324,8 @@ nlohmann::json arm_revert(const Options& options, const std::string& device,
   return record;
 }
 
-void disarm_revert(const std::string& lock_dir, const nlohmann::json& pending) {
-  ::unlink(pending_path(lock_dir).c_str());
+void disarm_revert(const StateDir& state, const nlohmann::json& pending) {
+  ::unlink(state.pending().c_str());
   stop_waiter(pending);
 }
 
@@ -358,20 +333,19 @@ Report confirm(const Options& options) {
   Report report;
   try {
     if (options.netns) enter_netns_or_throw(*options.netns);
+    const StateDir state = StateDir::of_current_netns(options.lock_dir);
     RunLock lock;
-    std::string holder;
-    if (!lock.acquire(lock_path(options.lock_dir), options.wait_for_lock, &holder)) {
-      report.errors.push_back({"", "the lock " + lock_path(options.lock_dir) + " is held by " +
-                                       holder + "; retry later or use --wait"});
+    if (!lock.acquire(state.lock(), options.wait_for_lock)) {
+      report.errors.push_back({"", lock.refusal()});
       report.outcome = Outcome::LockHeld;
       return report;
     }
-    nlohmann::json pending = read_pending(options.lock_dir);
+    nlohmann::json pending = read_pending(state);
     if (pending.is_null()) {
       std::string text =
           "nothing to confirm: no apply awaits confirmation in this network "
           "namespace";
-      auto last = read_json(sibling_path(options.lock_dir, ".applied.json"));
+      auto last = StateDir::read(state.applied());
       if (last.is_object() && last.value("command", "") == "revert") {
         text += " (the last apply, of " + last.value("site_file", std::string("?")) +
                 ", was not confirmed in time and was reverted at " +
@@ -391,7 +365,7 @@ Report confirm(const Options& options) {
       report.outcome = Outcome::Failed;
       return report;
     }
-    disarm_revert(options.lock_dir, pending);
+    disarm_revert(state, pending);
     report.outcome = Outcome::Ok;
   } catch (const RunError& e) {
     report.errors.push_back({e.path, e.message});
@@ -406,7 +380,7 @@ Report confirm(const Options& options) {
 int revert_waiter(const std::string& record_path, const std::string& token) {
   ::openlog("etherctl", LOG_PID, LOG_DAEMON);
   auto current = [&] {
-    auto record = read_json(record_path);
+    auto record = StateDir::read(record_path);
     return record.is_object() && record.value("token", "") == token ? record : nlohmann::json();
   };
   nlohmann::json record = current();
@@ -429,9 +403,9 @@ int revert_waiter(const std::string& record_path, const std::string& token) {
     if (static_cast<uint64_t>(netns_inode()) != record.value("netns_inode", uint64_t{0})) {
       throw RunError{"", "the network namespace is not the one applied to any more"};
     }
+    const StateDir state = StateDir::of_current_netns(lock_dir);
     RunLock lock;
-    std::string holder;
-    lock.acquire(lock_path(lock_dir), true, &holder);
+    lock.acquire(state.lock(), true);
     record = current();  // under the lock: a confirm may have come first
     if (record.is_null()) return 0;
     trace("revert");
@@ -440,19 +414,19 @@ int revert_waiter(const std::string& record_path, const std::string& token) {
     if (const char* step = std::getenv("ETHERCTL_TEST_REVERT_FAIL_AT_STEP")) {
       fail_at_step = std::strtoul(step, nullptr, 10);
     }
-    Report report = revert(record, lock_dir, fail_at_step, trace);
+    Report report = revert(record, state, fail_at_step, trace);
     nlohmann::json errors = nlohmann::json::array();
     for (const auto& e : report.errors) errors.push_back(e.message);
-    write_json(sibling_path(lock_dir, ".applied.json"),
-               {{"device", report.device},
-                {"command", "revert"},
-                {"digest", ""},
-                {"site_file", site},
-                {"reverted_digest", record.value("digest", "")},
-                {"outcome", report.outcome == Outcome::Ok ? "reverted" : "revert failed"},
-                {"changes", report.plan.changes.size()},
-                {"errors", errors},
-                {"at", now_epoch()}});
+    StateDir::write(state.applied(),
+                    {{"device", report.device},
+                     {"command", "revert"},
+                     {"digest", ""},
+                     {"site_file", site},
+                     {"reverted_digest", record.value("digest", "")},
+                     {"outcome", report.outcome == Outcome::Ok ? "reverted" : "revert failed"},
+                     {"changes", report.plan.changes.size()},
+                     {"errors", errors},
+                     {"at", now_epoch()}});
     ::unlink(record_path.c_str());
     if (report.outcome == Outcome::Ok) {
       ::syslog(LOG_WARNING,

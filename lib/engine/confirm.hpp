@@ -6,7 +6,7 @@
 // network change tends to cause, so the revert depends on nothing of the apply process:
 //
 // - Before executing anything, the apply writes a record next to the lock
-//   (<lock dir>/netns-<inode>.pending.json): the deadline, a random token, and the previous
+//   (StateDir::pending(), state_dir.hpp): the deadline, a random token, and the previous
 //   state (the objects etherctl owned before the apply, with the attributes that re-create
 //   them, and the MTU and up state of the interfaces the apply adopts).
 // - It then starts a detached waiter: the etherctl binary itself (a hidden command), in a new
@@ -34,6 +34,7 @@
 #include <string>
 
 #include "engine/engine.hpp"
+#include "engine/state_dir.hpp"
 #include "plan/object.hpp"
 
 namespace etherctl::engine {
@@ -42,8 +43,8 @@ namespace etherctl::engine {
 // nullopt when malformed or out of range.
 std::optional<int64_t> parse_confirm_within(const std::string& text);
 
-// The pending confirmation of the caller's network namespace, or null (no apply is pending).
-nlohmann::json read_pending(const std::string& lock_dir);
+// The pending confirmation of the namespace, or null (no apply is pending).
+nlohmann::json read_pending(const StateDir& state);
 // Whether the record's waiter still runs.
 bool waiter_alive(const nlohmann::json& pending);
 // What `status` shows of it: deadline, seconds left, site file, waiter pid and liveness.
@@ -58,11 +59,11 @@ plan::Objects previous_state(const plan::Objects& observed, const plan::Objects&
 // Records the pending confirmation and starts its waiter (in the network namespace open as
 // `home_netns`, or the current one when it is -1). Called under the lock, before the apply
 // executes. Throws std::runtime_error when the waiter cannot be started (nothing changed).
-nlohmann::json arm_revert(const Options& options, const std::string& device,
+nlohmann::json arm_revert(const Options& options, const StateDir& state, const std::string& device,
                           const std::string& digest, const plan::Objects& previous, int home_netns);
 // The apply failed and rolled back: there is nothing to revert. Removes the record, ends the
 // waiter.
-void disarm_revert(const std::string& lock_dir, const nlohmann::json& pending);
+void disarm_revert(const StateDir& state, const nlohmann::json& pending);
 
 // `etherctl confirm`: keeps the pending apply. Outcome Failed (exit 1) with a message when
 // nothing is pending or the deadline has passed; LockHeld when another run holds the lock.

@@ -4,7 +4,6 @@
 #include <openssl/evp.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -62,18 +61,6 @@ void enter_netns_or_throw(const std::string& name) {
   if (rc != 0) {
     throw RunError{"", "cannot enter network namespace \"" + name + "\": " + std::strerror(saved)};
   }
-}
-
-// The lock is per network namespace (its inode), so runs in different namespaces proceed.
-std::string lock_path(const std::string& lock_dir) {
-  struct stat st {};
-  if (stat("/proc/self/ns/net", &st) != 0) return lock_dir + "/etherctl.lock";
-  return lock_dir + "/netns-" + std::to_string(st.st_ino) + ".lock";
-}
-
-std::string sibling_path(const std::string& lock_dir, const std::string& suffix) {
-  std::string lock = lock_path(lock_dir);
-  return lock.substr(0, lock.size() - std::string(".lock").size()) + suffix;
 }
 
 plan::Objects observe(const kernel::Snapshot& snapshot, const kernel::Ownership& ownership) {
@@ -211,9 +198,8 @@ std::vector<std::string> roll_back(kernel::Netlink& netlink, const std::vector<C
 
 }  // namespace
 
-std::vector<std::string> recover(kernel::Netlink& netlink, const std::string& lock_dir) {
-  std::vector<std::string> repairs =
-      Journal::recover(Journal::path_for(lock_path(lock_dir)), netlink);
+std::vector<std::string> recover(kernel::Netlink& netlink, const StateDir& state) {
+  std::vector<std::string> repairs = Journal::recover(state.journal(), netlink);
   for (const auto& ops : kernel::kinds()) {
     if (!ops.repair) continue;
     for (auto& repair : ops.repair(netlink)) repairs.push_back(std::move(repair));
@@ -289,25 +275,10 @@ std::string configuration_digest(const plan::Objects& desired) {
   return "sha256:" + sha256_hex(objects.dump());
 }
 
-// What the last successful apply or destroy in this namespace applied (status reports it).
-std::string applied_record_path(const std::string& lock_dir) {
-  return sibling_path(lock_dir, ".applied.json");
-}
-
-void record_applied(const std::string& lock_dir, const nlohmann::json& record) {
-  std::string path = applied_record_path(lock_dir);
-  std::ofstream out(path + ".tmp");
-  out << record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)  // file name
-      << "\n";
-  out.close();
-  if (out) std::rename((path + ".tmp").c_str(), path.c_str());  // atomic: never half a record
-}
-
-nlohmann::json read_applied(const std::string& lock_dir) {
-  std::ifstream in(applied_record_path(lock_dir));
-  if (!in) return nullptr;
-  auto record = nlohmann::json::parse(in, nullptr, false);
-  return record.is_discarded() ? nlohmann::json() : record;
+std::string file_sha256(const std::string& path) {
+  std::ifstream site(path, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(site)), std::istreambuf_iterator<char>());
+  return "sha256:" + sha256_hex(text);
 }
 
 }  // namespace
@@ -379,22 +350,39 @@ nlohmann::json status_of(const plan::Objects& desired, const plan::Objects& obse
   return {{"objects", objects}, {"members", members}};
 }
 
-std::string file_sha256(const std::string& path) {
-  std::ifstream site(path, std::ios::binary);
-  std::string text((std::istreambuf_iterator<char>(site)), std::istreambuf_iterator<char>());
-  return "sha256:" + sha256_hex(text);
-}
-
-void record_success(const Options& options, const Report& report) {
-  bool destroyed = options.command == Command::Destroy;
-  record_applied(options.lock_dir,
-                 {{"device", report.device},
-                  {"command", destroyed ? "destroy" : "apply"},
-                  {"digest", destroyed ? std::string() : report.digest},
-                  {"site_file", options.site_file},
-                  {"site_sha256", options.preloaded_site ? options.preloaded_sha256
-                                                         : file_sha256(options.site_file)},
-                  {"at", static_cast<int64_t>(std::time(nullptr))}});
+// `status` without a site file: what etherctl owns here, from the kernel's own marks (link alias
+// etherctl:<device>, address and route protocol 231, the IPVS timeout mark), like `wg show`.
+// Each object names the device whose mark its link carries (the site file's device name).
+nlohmann::json owned_objects(const plan::Objects& observed, const kernel::Snapshot& snapshot) {
+  const std::string_view prefix = kernel::Ownership::kLinkAliasPrefix;
+  std::map<std::string, std::string> device_of_link;
+  for (const auto& link : snapshot.links) {
+    if (link.alias.starts_with(prefix))
+      device_of_link[link.name] = link.alias.substr(prefix.size());
+  }
+  const nlohmann::json counters = tunnel_counters();
+  nlohmann::json objects = nlohmann::json::array();
+  for (const auto& o : observed) {
+    // Ports of etherctl's bridges count too: those of the interfaces it adopts carry no mark
+    // of their own (nor do those a hypervisor adds, which it never touches).
+    const bool port_of_ours =
+        o.kind == plan::kPort && device_of_link.count(o.attrs.value("bridge", "")) > 0;
+    if (!o.owned && !port_of_ours) continue;
+    const std::string link = plan::kind_traits(o.kind).is_link ? o.key
+                             : o.kind == plan::kPort           ? o.attrs.value("bridge", "")
+                                                               : o.attrs.value("interface", "");
+    auto device = device_of_link.find(link);
+    nlohmann::json attrs = o.attrs;
+    attrs.erase("ifindex");
+    nlohmann::json object = {
+        {"kind", o.kind},   {"name", o.name},
+        {"key", o.key},     {"device", device == device_of_link.end() ? "" : device->second},
+        {"owned", o.owned}, {"state", o.owned ? "owned" : "port of an etherctl bridge"},
+        {"attrs", attrs}};
+    if (o.kind == plan::kTunnel && counters.contains(o.key)) object["counters"] = counters[o.key];
+    objects.push_back(std::move(object));
+  }
+  return objects;
 }
 
 // A hangup of the operator's terminal, Ctrl-C or a stop request must not interrupt a run
@@ -430,173 +418,263 @@ struct HomeNetns {
   HomeNetns& operator=(const HomeNetns&) = delete;
 };
 
-}  // namespace
-
-Report run(const Options& options) {
-  auto started = std::chrono::steady_clock::now();
-  register_kinds();
+// What one run carries from step to step. The steps below are in the order run() calls them;
+// each returns false when the run stops there (report.outcome says why).
+struct Run {
+  explicit Run(const Options& run_options) : options(run_options) {}
+  const Options& options;
   const Trace trace{options.trace};
-  trace("start");
+  const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   Report report;
-  auto finish = [&](Outcome outcome) {
+  std::shared_ptr<const model::Site> site;
+  const model::Device* device = nullptr;
+  std::optional<HomeNetns> home;  // apply --confirm-within: where its waiter lives
+  std::optional<StateDir> state;  // of the namespace the run acts on
+  RunLock lock;
+  std::optional<kernel::Netlink> netlink;
+  kernel::Ownership ownership;
+  plan::Objects desired;
+  plan::Objects observed;
+
+  // `status` without a site file lists what etherctl owns (any device's marks), compares nothing.
+  bool without_site() const { return !site; }
+  bool writes() const {
+    return options.command == Command::Apply || options.command == Command::Destroy;
+  }
+  bool confirm() const { return options.command == Command::Apply && options.confirm_within; }
+  bool stop(Outcome outcome) {
     report.outcome = outcome;
+    return false;
+  }
+  Report finish() {
+    if (netlink) {
+      report.netlink_requests = netlink->read_requests() + netlink->write_requests();
+      report.netlink_writes = netlink->write_requests();
+    }
     report.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                              std::chrono::steady_clock::now() - started)
                              .count();
-    return report;
-  };
-
-  std::shared_ptr<const model::Site> site_ptr = options.preloaded_site;
-  if (!site_ptr) {
-    model::LoadResult loaded = model::load_site_file(options.site_file);
-    if (!loaded.site) {
-      report.errors = loaded.problems;
-      return finish(Outcome::Invalid);
-    }
-    site_ptr = std::make_shared<const model::Site>(std::move(*loaded.site));
+    return std::move(report);
   }
-  const model::Site& site = *site_ptr;
-  // The file is valid as a whole; a device only matters when one is asked for.
-  if (options.command == Command::Validate && !options.device) return finish(Outcome::Ok);
+};
+
+// Parse and validate the site file (or take the one `watch` keeps).
+bool parse(Run& run) {
+  run.site = run.options.preloaded_site;
+  if (run.site) return true;
+  if (run.options.command == Command::Status && run.options.site_file.empty()) return true;
+  model::LoadResult loaded = model::load_site_file(run.options.site_file);
+  if (!loaded.site) {
+    run.report.errors = loaded.problems;
+    return run.stop(Outcome::Invalid);
+  }
+  run.site = std::make_shared<const model::Site>(std::move(*loaded.site));
+  return true;
+}
+
+// The device of the site file this host is.
+bool select(Run& run) {
+  if (run.without_site()) return true;  // every device's objects (Ownership{""})
   std::string error;
-  const model::Device* device = model::select_device(site, options.device, hostname(), &error);
-  if (!device) {
-    report.errors.push_back({"/devices", error});
-    return finish(Outcome::Invalid);
+  run.device = model::select_device(*run.site, run.options.device, hostname(), &error);
+  if (!run.device) {
+    run.report.errors.push_back({"/devices", error});
+    return run.stop(Outcome::Invalid);
   }
-  report.device = device->name;
-  if (options.command == Command::Validate) return finish(Outcome::Ok);
+  run.report.device = run.device->name;
+  run.ownership = kernel::Ownership{run.device->name};
+  return true;
+}
 
+// Enter the namespace and take its lock. Read-only commands lock too, so they never observe a
+// half-applied state.
+bool lock(Run& run) {
+  run.home.emplace(run.confirm() && run.options.netns);
+  if (run.options.netns) enter_netns_or_throw(*run.options.netns);
+  run.state = StateDir::of_current_netns(run.options.lock_dir);
+  run.trace("lock");
+  if (!run.lock.acquire(run.state->lock(), run.options.wait_for_lock)) {
+    run.report.errors.push_back({"", run.lock.refusal()});
+    return run.stop(Outcome::LockHeld);
+  }
+  run.netlink.emplace();
+  return true;
+}
+
+// Runs that write: refuse while an apply awaits confirmation (its revert plans from the state
+// before it: no other change may come between, confirm.hpp), then repair what a killed run
+// left (journal.hpp).
+bool recover(Run& run) {
+  if (!run.writes()) return true;
+  nlohmann::json pending = read_pending(*run.state);
+  if (!pending.is_null()) {
+    run.report.errors.push_back(
+        {"", describe_pending(pending) +
+                 "; run `etherctl confirm` to keep it (or wait for its revert) and apply again"});
+    return run.stop(Outcome::LockHeld);
+  }
+  run.trace("recover");
+  run.report.recovered = internal::recover(*run.netlink, *run.state);
+  return true;
+}
+
+// Desired objects of the device, and every object the kernel holds (one dump per family).
+void observe(Run& run, const kernel::Snapshot& snapshot) {
+  run.observed = internal::observe(snapshot, run.ownership);
+  if (run.without_site()) return;
+  if (run.options.command != Command::Destroy) {
+    run.desired = plan::desired_objects(*run.site, *run.device);
+  }
+  // The digest covers the file's configuration, not the weights location gives members.
+  run.report.digest = configuration_digest(run.desired);
+}
+
+// Virtual Location of pool members: their effective weights join the desired objects.
+void locate(Run& run, const kernel::Snapshot& snapshot) {
+  if (run.options.command == Command::Destroy || run.without_site()) return;
+  const bool resolve = run.options.command == Command::Apply && run.options.resolve_neighbours;
+  run.report.members =
+      locate_members(*run.site, *run.device, *run.netlink, snapshot, resolve, run.desired);
+}
+
+// Desired against observed; conflicts with foreign objects stop the run (after status).
+void make_plan(Run& run) {
+  if (run.without_site()) return;
+  run.trace("plan");
+  run.report.plan = plan::make_plan(run.desired, run.observed);
+}
+
+// `status`: each object's state, the digests, a pending confirmation, an interrupted run.
+// Without a site file: what etherctl owns here, nothing compared.
+void status(Run& run, const kernel::Snapshot& snapshot) {
+  Report& report = run.report;
+  if (run.without_site()) {
+    report.status = {{"site_file", nullptr},
+                     {"objects", owned_objects(run.observed, snapshot)},
+                     {"members", nlohmann::json::array()}};
+  } else {
+    report.status = status_of(run.desired, run.observed, report.plan, report.members);
+    report.status["site_file"] = run.options.site_file;
+    report.status["digest"] = report.digest;
+    report.status["in_sync"] = report.plan.empty() && report.plan.conflicts.empty();
+  }
+  report.status["last_applied"] = StateDir::read(run.state->applied());
+  report.status["pending_confirmation"] = pending_status(read_pending(*run.state));
+  // A run was killed; the next apply or destroy repairs it (journal.hpp).
+  report.status["interrupted_run"] = access(run.state->journal().c_str(), F_OK) == 0;
+}
+
+// `apply --respect-revert`: the configuration last reverted for lack of confirmation stays
+// reverted (the reconcile timer and `watch` must not undo a revert).
+bool respect_revert(Run& run) {
+  if (!run.options.respect_revert || run.options.command != Command::Apply ||
+      run.report.plan.empty()) {
+    return true;
+  }
+  const nlohmann::json last = StateDir::read(run.state->applied());
+  if (!last.is_object() || last.value("command", "") != "revert" ||
+      last.value("reverted_digest", "") != run.report.digest) {
+    return true;
+  }
+  run.report.held_back = "configuration " + run.report.digest +
+                         " was reverted for lack of confirmation; not applying it again "
+                         "(change the site file, or run apply without --respect-revert)";
+  return run.stop(Outcome::Ok);
+}
+
+// The plan's changes, in order, undone on failure. With --confirm-within the revert is armed
+// before the first change: whatever happens to this process from then on, the waiter reverts
+// at the deadline unless confirmed.
+bool execute(Run& run) {
+  Report& report = run.report;
+  nlohmann::json pending;
+  if (run.confirm() && !report.plan.empty()) {
+    pending = arm_revert(run.options, *run.state, run.device->name, report.digest,
+                         previous_state(run.observed, run.desired), run.home->fd);
+    report.pending = pending_status(pending);
+  }
+  Journal journal(run.state->journal());
+  Execution execution = internal::execute(*run.netlink, report.plan, run.ownership, journal,
+                                          run.options.fail_at_step, run.trace, run.options.on_step);
+  report.executed = execution.executed;
+  report.failed_step = execution.failed_step;
+  report.rolled_back = execution.rolled_back;
+  for (auto& error : execution.errors) report.errors.push_back(std::move(error));
+  if (!execution.failed_step) return true;
+  if (!pending.is_null()) disarm_revert(*run.state, pending);  // nothing to revert
+  report.pending = nullptr;
+  return run.stop(Outcome::Failed);
+}
+
+// Read the kernel back: the same plan must now be empty.
+bool verify(Run& run) {
+  if (run.report.plan.empty()) return true;
+  run.trace("verify");
+  plan::Plan after = plan::make_plan(run.desired, internal::observe(*run.netlink, run.ownership));
+  for (const auto& change : after.changes) {
+    run.report.errors.push_back(
+        {change.desired.path, "verify: " + describe(change) + " is still needed after apply"});
+  }
+  return run.report.errors.empty() || run.stop(Outcome::Failed);
+}
+
+// What this namespace now runs, for status and --respect-revert.
+void record(Run& run) {
+  run.trace("record");
+  const Options& options = run.options;
+  const bool destroyed = options.command == Command::Destroy;
   try {
-    const bool confirm = options.command == Command::Apply && options.confirm_within;
-    HomeNetns home(confirm && options.netns);
-    if (options.netns) enter_netns_or_throw(*options.netns);
-    RunLock lock;
-    std::string holder;
-    bool writes = options.command == Command::Apply || options.command == Command::Destroy;
-    // Read-only commands take the lock too, so they never observe a half-applied state.
-    trace("lock");
-    if (!lock.acquire(lock_path(options.lock_dir), options.wait_for_lock, &holder)) {
-      report.errors.push_back({"", "the lock " + lock_path(options.lock_dir) + " is held by " +
-                                       holder + "; retry later or use --wait"});
-      return finish(Outcome::LockHeld);
-    }
-
-    kernel::Ownership ownership{device->name};
-    kernel::Netlink netlink;
-    if (writes) {
-      // A pending revert plans from the state before its apply: no other change may come
-      // between (confirm.hpp).
-      nlohmann::json pending = read_pending(options.lock_dir);
-      if (!pending.is_null()) {
-        report.errors.push_back(
-            {"", describe_pending(pending) +
-                     "; run `etherctl confirm` to keep it (or wait for its revert) and apply "
-                     "again"});
-        return finish(Outcome::LockHeld);
-      }
-      trace("recover");
-      report.recovered = recover(netlink, options.lock_dir);
-    }
-    plan::Objects desired = options.command == Command::Destroy
-                                ? plan::Objects{}
-                                : plan::desired_objects(site, *device);
-    // The digest covers the file's configuration, not the weights location gives members.
-    report.digest = configuration_digest(desired);
-    trace("observe");
-    const kernel::Snapshot snapshot = kernel::Snapshot::read(netlink);
-    if (options.command != Command::Destroy) {
-      report.members =
-          locate_members(site, *device, netlink, snapshot,
-                         options.command == Command::Apply && options.resolve_neighbours, desired);
-    }
-    plan::Objects observed = observe(snapshot, ownership);
-    trace("plan");
-    report.plan = plan::make_plan(desired, observed);
-    auto count_netlink = [&] {
-      report.netlink_requests = netlink.read_requests() + netlink.write_requests();
-      report.netlink_writes = netlink.write_requests();
-    };
-
-    if (options.command == Command::Status) {
-      report.status = status_of(desired, observed, report.plan, report.members);
-      report.status["digest"] = report.digest;
-      report.status["in_sync"] = report.plan.empty() && report.plan.conflicts.empty();
-      report.status["last_applied"] = read_applied(options.lock_dir);
-      report.status["pending_confirmation"] = pending_status(read_pending(options.lock_dir));
-      // A run was killed; the next apply or destroy repairs what it left (journal.hpp).
-      report.status["interrupted_run"] =
-          access(Journal::path_for(lock_path(options.lock_dir)).c_str(), F_OK) == 0;
-    }
-    if (!report.plan.conflicts.empty()) {
-      report.errors = report.plan.conflicts;
-      count_netlink();
-      return finish(Outcome::Failed);
-    }
-    if (!writes) {
-      count_netlink();
-      return finish(Outcome::Ok);
-    }
-    if (options.command == Command::Apply && options.respect_revert && !report.plan.empty()) {
-      const nlohmann::json last = read_applied(options.lock_dir);
-      if (last.is_object() && last.value("command", "") == "revert" &&
-          last.value("reverted_digest", "") == report.digest) {
-        report.held_back = "configuration " + report.digest +
-                           " was reverted for lack of confirmation; not applying it again "
-                           "(change the site file, or run apply without --respect-revert)";
-        count_netlink();
-        return finish(Outcome::Ok);
-      }
-    }
-
-    HoldSignals hold;
-    // Armed before the first change: whatever happens to this process from here on, the
-    // waiter reverts at the deadline unless confirmed.
-    nlohmann::json pending;
-    if (confirm && !report.plan.empty()) {
-      pending = arm_revert(options, device->name, report.digest, previous_state(observed, desired),
-                           home.fd);
-      report.pending = pending_status(pending);
-    }
-    Journal journal(Journal::path_for(lock_path(options.lock_dir)));
-    Execution execution = execute(netlink, report.plan, ownership, journal, options.fail_at_step,
-                                  trace, options.on_step);
-    report.executed = execution.executed;
-    report.failed_step = execution.failed_step;
-    report.rolled_back = execution.rolled_back;
-    for (auto& error : execution.errors) report.errors.push_back(std::move(error));
-    if (execution.failed_step) {
-      if (!pending.is_null()) disarm_revert(options.lock_dir, pending);  // nothing to revert
-      report.pending = nullptr;
-      count_netlink();
-      return finish(Outcome::Failed);
-    }
-
-    // Verify: read the kernel back; the same plan must now be empty.
-    if (report.plan.empty()) {
-      count_netlink();
-      trace("record");
-      record_success(options, report);
-      trace("done");
-      return finish(Outcome::Ok);
-    }
-    trace("verify");
-    plan::Plan after = plan::make_plan(desired, observe(netlink, ownership));
-    for (const auto& change : after.changes) {
-      report.errors.push_back(
-          {change.desired.path, "verify: " + describe(change) + " is still needed after apply"});
-    }
-    count_netlink();
-    trace("record");
-    if (report.errors.empty()) record_success(options, report);
-    trace("done");
-    return finish(report.errors.empty() ? Outcome::Ok : Outcome::Failed);
-  } catch (const RunError& e) {
-    report.errors.push_back({e.path, e.message});
-  } catch (const std::exception& e) {
-    report.errors.push_back({"", e.what()});
+    StateDir::write(run.state->applied(),
+                    {{"device", run.report.device},
+                     {"command", destroyed ? "destroy" : "apply"},
+                     {"digest", destroyed ? std::string() : run.report.digest},
+                     {"site_file", options.site_file},
+                     {"site_sha256", options.preloaded_site ? options.preloaded_sha256
+                                                            : file_sha256(options.site_file)},
+                     {"at", static_cast<int64_t>(std::time(nullptr))}});
+  } catch (const std::exception&) {
+    // Only status's "last applied" line is lost; the kernel is as the file says.
   }
-  return finish(Outcome::Failed);
+  run.trace("done");
+}
+
+}  // namespace
+
+// The data flow of every command; commands differ only in where they stop (engine.hpp).
+Report run(const Options& options) {
+  register_kinds();
+  Run run(options);
+  run.trace("start");
+  const Command command = options.command;
+  if (!parse(run)) return run.finish();
+  // The file is valid as a whole; a device only matters when one is asked for.
+  if (command == Command::Validate && !options.device) return run.finish();
+  if (!select(run) || command == Command::Validate) return run.finish();
+  try {
+    if (!lock(run) || !recover(run)) return run.finish();
+    run.trace("observe");
+    const kernel::Snapshot snapshot = kernel::Snapshot::read(*run.netlink);
+    observe(run, snapshot);
+    locate(run, snapshot);
+    make_plan(run);
+    if (command == Command::Status) status(run, snapshot);
+    if (run.without_site()) return run.finish();  // status: nothing to compare
+    if (!run.report.plan.conflicts.empty()) {
+      run.report.errors = run.report.plan.conflicts;
+      run.stop(Outcome::Failed);
+      return run.finish();
+    }
+    if (!run.writes() || !respect_revert(run)) return run.finish();
+    HoldSignals hold;
+    if (execute(run) && verify(run)) record(run);
+  } catch (const RunError& e) {
+    run.report.errors.push_back({e.path, e.message});
+    run.stop(Outcome::Failed);
+  } catch (const std::exception& e) {
+    run.report.errors.push_back({"", e.what()});
+    run.stop(Outcome::Failed);
+  }
+  return run.finish();
 }
 
 LoadedSite load(const std::string& site_file) {

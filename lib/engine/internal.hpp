@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/journal.hpp"
+#include "engine/state_dir.hpp"
 #include "kernel/kind.hpp"
 #include "model/problem.hpp"
 #include "plan/plan.hpp"
@@ -27,11 +28,6 @@ void register_kinds();
 // Enters /run/netns/<name>; throws RunError naming the namespace.
 void enter_netns_or_throw(const std::string& name);
 
-// The lock file of the caller's network namespace (per inode, so runs in different namespaces
-// proceed), and the files that live next to it ("<lock without .lock><suffix>").
-std::string lock_path(const std::string& lock_dir);
-std::string sibling_path(const std::string& lock_dir, const std::string& suffix);
-
 // Every object of every kind, owned or foreign.
 plan::Objects observe(const kernel::Snapshot& snapshot, const kernel::Ownership& ownership);
 plan::Objects observe(kernel::Netlink& netlink, const kernel::Ownership& ownership);
@@ -47,7 +43,7 @@ struct Trace {
 
 // Before a run that writes observes: recovers from a killed run (the journal) and repairs
 // what observation cannot show (KindOps::repair). Returns one line per repair.
-std::vector<std::string> recover(kernel::Netlink& netlink, const std::string& lock_dir);
+std::vector<std::string> recover(kernel::Netlink& netlink, const StateDir& state);
 
 struct Execution {
   bool executed = false;              // changes were sent to the kernel

@@ -45,16 +45,6 @@ nlohmann::json header() {
 
 }  // namespace
 
-std::string Journal::path_for(const std::string& lock_path) {
-  const std::string suffix = ".lock";
-  std::string base = lock_path;
-  if (base.size() >= suffix.size() &&
-      base.compare(base.size() - suffix.size(), suffix.size(), suffix) == 0) {
-    base.resize(base.size() - suffix.size());
-  }
-  return base + ".journal";
-}
-
 Journal::Journal(std::string path) : path_(std::move(path)) {}
 
 Journal::~Journal() {

@@ -11,7 +11,7 @@
 // afresh. The journal is removed when a run ends, whatever its outcome; it only exists after
 // a run was killed.
 //
-// File: <lock dir>/netns-<inode>.journal, JSON lines. The first line names the boot and the
+// File: StateDir::journal() (state_dir.hpp), JSON lines. The first line names the boot and the
 // network namespace (cookie): a journal of another boot or of another namespace that reused
 // the inode is discarded, never acted upon.
 #pragma once
@@ -26,9 +26,6 @@ namespace etherctl::engine {
 
 class Journal {
  public:
-  // The journal file of the network namespace whose lock file is `lock_path`.
-  static std::string path_for(const std::string& lock_path);
-
   explicit Journal(std::string path);
   ~Journal();
   Journal(const Journal&) = delete;

@@ -11,7 +11,7 @@
 
 namespace etherctl::engine {
 
-bool RunLock::acquire(const std::string& path, bool wait, std::string* holder) {
+bool RunLock::acquire(const std::string& path, bool wait) {
   auto slash = path.rfind('/');
   if (slash != std::string::npos) mkdir(path.substr(0, slash).c_str(), 0755);
   fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -26,7 +26,9 @@ bool RunLock::acquire(const std::string& path, bool wait, std::string* holder) {
     ssize_t n = pread(fd_, buffer, sizeof buffer - 1, 0);
     std::string pid = n > 0 ? std::string(buffer, static_cast<size_t>(n)) : "";
     while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
-    *holder = pid.empty() ? "another etherctl run" : "etherctl run with pid " + pid;
+    refusal_ = "the lock " + path + " is held by " +
+               (pid.empty() ? "another etherctl run" : "etherctl run with pid " + pid) +
+               "; retry later or use --wait";
     close(fd_);
     fd_ = -1;
     return false;

@@ -10,7 +10,6 @@ namespace etherctl::kernel {
 namespace {
 
 plan::Objects observe(const Snapshot& snapshot, const Ownership& ownership) {
-  const std::string alias = ownership.link_alias();
   plan::Objects objects;
   for (const LinkInfo& link : snapshot.links) {
     if (link.type != "bridge") continue;
@@ -18,7 +17,7 @@ plan::Objects observe(const Snapshot& snapshot, const Ownership& ownership) {
     object.kind = plan::kVlanGroup;
     object.key = link.name;
     object.name = link.name;
-    object.owned = link.alias == alias;
+    object.owned = ownership.owns_link(link.alias);
     detail::put_link_attrs(object, link);
   }
   return objects;

@@ -15,8 +15,15 @@ namespace etherctl::kernel {
 
 // Who we are: the mark etherctl leaves on what it creates.
 struct Ownership {
-  std::string device;  // site device name; links are marked with IFLA_IFALIAS "etherctl:<device>"
-  std::string link_alias() const { return "etherctl:" + device; }
+  // The site file's device; links are marked with IFLA_IFALIAS "etherctl:<device>". Empty:
+  // every device's marks count (`status` without a site file observes with it; nothing is
+  // ever created with it).
+  std::string device;
+  std::string link_alias() const { return std::string(kLinkAliasPrefix) + device; }
+  bool owns_link(const std::string& alias) const {
+    return device.empty() ? alias.starts_with(kLinkAliasPrefix) : alias == link_alias();
+  }
+  static constexpr std::string_view kLinkAliasPrefix = "etherctl:";
 };
 
 // Protocol number etherctl stamps on its addresses (IFA_PROTO) and routes (rtm_protocol).

@@ -10,7 +10,6 @@ namespace etherctl::kernel {
 namespace {
 
 plan::Objects observe(const Snapshot& snapshot, const Ownership& ownership) {
-  const std::string alias = ownership.link_alias();
   const auto by_index = detail::links_by_index(snapshot);
   plan::Objects objects;
   for (const LinkInfo& link : snapshot.links) {
@@ -23,7 +22,7 @@ plan::Objects observe(const Snapshot& snapshot, const Ownership& ownership) {
     object.kind = plan::kPort;
     object.key = bridge + "/" + link.name;
     object.name = object.key;
-    object.owned = link.alias == alias;
+    object.owned = ownership.owns_link(link.alias);
     object.attrs["bridge"] = bridge;
     object.attrs["link"] = link.name;
   }

@@ -12,13 +12,12 @@ namespace etherctl::kernel {
 namespace {
 
 plan::Objects observe(const Snapshot& snapshot, const Ownership& ownership) {
-  const std::string alias = ownership.link_alias();
   const auto by_index = detail::links_by_index(snapshot);
   plan::Objects objects;
   objects.reserve(snapshot.links.size());
   for (const LinkInfo& link : snapshot.links) {
     if (link.type == "bridge") continue;  // kind "vlan_group"
-    const bool owned = link.alias == alias;
+    const bool owned = ownership.owns_link(link.alias);
     if (owned && link.type == "veth") continue;  // kind "tunnel"
     plan::Object& object = objects.emplace_back();
     object.kind = plan::kVlan;

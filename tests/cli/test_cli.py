@@ -265,6 +265,63 @@ class CliTest(CliBase):
         self.assertIn("vmotion", text)
         self.assertIn("drifted", text)
 
+    def status_without_site(self, *args, expect=0):
+        cmd = [ETHERCTL, "--netns", self.ns.name, *args, "status"]
+        result = subprocess.run(cmd, capture_output=True, text=True,
+                                env=dict(os.environ, ETHERCTL_LOCK_DIR=self.lock_dir))
+        self.assertEqual(result.returncode, expect, f"{cmd}\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def test_status_without_a_site_file_lists_what_etherctl_owns(self):
+        # Nothing owned yet: an empty list, and the hint that a site file adds the comparison.
+        empty = json.loads(self.status_without_site("--json").stdout)
+        self.assertEqual(empty["status"]["objects"], [])
+        self.assertIsNone(empty["status"]["site_file"])
+        self.apply_json()
+        # Foreign objects, and a bridge that another device's apply marked (etherctl:dc2).
+        self.ns.ip("link", "add", "foreign0", "type", "bridge")
+        self.ns.ip("addr", "add", "192.0.2.99/24", "dev", "foreign0")
+        self.ns.ip("link", "set", "foreign0", "up")
+        self.ns.ip("route", "add", "192.0.3.0/24", "dev", "foreign0", "proto", "static")
+        self.ns.ip("link", "add", "other0", "type", "bridge")
+        self.ns.ip("link", "set", "other0", "alias", "etherctl:dc2")
+        report = json.loads(self.status_without_site("--json").stdout)
+        self.assertEqual(report["changes"], [], "status without a site file plans nothing")
+        self.assertEqual(report["errors"], [])
+        status = report["status"]
+        self.assertIsNone(status["site_file"])
+        self.assertEqual(status["last_applied"]["command"], "apply")
+        objects = {(o["kind"], o["key"]): o for o in status["objects"]}
+        self.assertEqual(set(objects), {
+            ("vlan_group", "vmotion"), ("vlan_group", "other0"), ("port", "vmotion/eth1"),
+            ("self_ip", "eth0 198.51.100.1/24"), ("self_ip", "vmotion 10.1.0.1/24"),
+            ("self_ip", "vmotion 2001:db8:1::1/64"), ("route", "203.0.113.0/24"),
+            ("route", "2001:db8:2::/64")})
+        self.assertEqual(objects[("vlan_group", "vmotion")]["device"], "dc1")
+        self.assertEqual(objects[("vlan_group", "other0")]["device"], "dc2")
+        self.assertEqual(objects[("port", "vmotion/eth1")]["device"], "dc1")
+        self.assertEqual(objects[("self_ip", "eth0 198.51.100.1/24")]["device"], "")  # adopted
+        self.assertEqual(objects[("route", "203.0.113.0/24")]["attrs"]["gateway"],
+                         "198.51.100.254")
+        # The kernel's own marks, read by `ip` (the oracle): protocol 231 on ours only.
+        routes = self.ns.routes()
+        self.assertEqual({k for k, r in routes.items() if r.get("protocol") == "231"},
+                         {key for kind, key in objects if kind == "route"})
+        # Read-only: the namespace is as it was.
+        before = self.ns.state()
+        text = self.status_without_site().stdout
+        self.assertEqual(self.ns.state(), before)
+        self.assertRegex(text, r"vlan_group +vmotion +dc1 ")
+        self.assertRegex(text, r"vlan_group +other0 +dc2 ")
+        self.assertNotIn("foreign0", text)
+        self.assertIn("etherctl status site.json", text)
+        # The other commands still need one.
+        for command in ("plan", "apply", "destroy", "validate"):
+            result = subprocess.run([ETHERCTL, "--netns", self.ns.name, command],
+                                    capture_output=True, text=True,
+                                    env=dict(os.environ, ETHERCTL_LOCK_DIR=self.lock_dir))
+            self.assertEqual(result.returncode, 64, command)
+
     def test_configuration_digest_ignores_formatting_and_tracks_the_last_apply(self):
         first = json.loads(self.etherctl("--json", "plan").stdout)["digest"]
         self.assertRegex(first, r"^sha256:[0-9a-f]{64}$")

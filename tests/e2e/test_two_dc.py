@@ -298,6 +298,15 @@ class TwoDcTest(unittest.TestCase):
                   f"{ {k: v for k, v in c['drops'].items() if v} }", flush=True)
             self.assertGreater(c["tx_packets"], 0, c)
             self.assertGreater(c["rx_packets"], 0, c)
+            # Without the site file, status finds the tunnel by its mark alone, with its
+            # device and the same counters (read after the ones above: never fewer).
+            bare = json.loads(run(ETHERCTL, "--netns", self.lab.ns(f"{dc}-edge"), "--json",
+                                  "status", env=self.lab.env).stdout)["status"]
+            self.assertIsNone(bare["site_file"])
+            tunnels = [o for o in bare["objects"] if o["kind"] == "tunnel"]
+            self.assertEqual([(o["key"], o["device"]) for o in tunnels], [("dcx", f"{dc}-edge")])
+            self.assertGreaterEqual(tunnels[0]["counters"]["tx_packets"], c["tx_packets"])
+            self.assertGreaterEqual(tunnels[0]["counters"]["rx_packets"], c["rx_packets"])
             # Every drop reason of the datapath is reported, the reassembly ones included.
             for reason in ("frag_overlap", "frag_timeout", "frag_evicted", "frag_oversize"):
                 self.assertIn(reason, c["drops"], c)

@@ -164,6 +164,23 @@ class IpvsTest(IpvsBase):
         self.assertEqual(len(report["changes"]), 5)
         self.assertEqual(ipvsadm(self.ns), {"TCP 198.51.100.7:443": foreign})
 
+    def test_status_without_a_site_file_lists_our_services_and_members(self):
+        ns = ["ip", "netns", "exec", self.ns.name, "ipvsadm"]
+        sh(*ns, "-A", "-t", "198.51.100.7:443", "-s", "rr")  # foreign: never listed
+        self.apply()
+        result = subprocess.run([ETHERCTL, "--netns", self.ns.name, "--json", "status"],
+                                capture_output=True, text=True,
+                                env=dict(os.environ, ETHERCTL_LOCK_DIR=self.lock_dir))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        objects = {(o["kind"], o["key"]): o for o in json.loads(result.stdout)["status"]["objects"]}
+        # The oracle: every service and member ipvsadm shows, but the foreign one.
+        listed = {f"{k.split()[0].lower()} {k.split()[1]}" for k in ipvsadm(self.ns)}
+        listed.discard("tcp 198.51.100.7:443")
+        self.assertEqual({key for kind, key in objects if kind == "ipvs_service"}, listed)
+        self.assertEqual(objects[("ipvs_member", "tcp 192.0.2.10:80 -> 10.1.0.22:80")]
+                         ["attrs"]["weight"], 2)
+        self.assertEqual(len([kind for kind, _ in objects if kind == "ipvs_member"]), 3)
+
     def test_foreign_service_with_our_address_is_a_conflict(self):
         ns = ["ip", "netns", "exec", self.ns.name, "ipvsadm"]
         sh(*ns, "-A", "-t", "192.0.2.10:80", "-s", "wlc")
