@@ -32,6 +32,7 @@ std::vector<const Tunnel*> tunnels_of(const Site& site, const std::string& devic
 template <typename Map>
 std::vector<std::string> keys_of(const Map& map) {
   std::vector<std::string> keys;
+  keys.reserve(map.size());
   for (const auto& [key, unused] : map) keys.push_back(key);
   return keys;
 }
