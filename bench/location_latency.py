@@ -49,7 +49,7 @@ SITE = {
             "self_ips": {"wan-self": {"address": "198.51.100.1/24", "vlan": "wan"},
                          "server-self": {"address": "10.1.0.1/24", "vlan": "vmotion"}},
             "pools": {"web": {
-                "virtual": {"address": "192.0.2.10", "port": 80},
+                "virtual": {"address": "192.0.2.10", "port": 80, "vlan": "wan"},
                 "members": {"10.1.0.21:80": {}, "10.1.0.22:80": {"weight": 2},
                             "10.1.0.23:80": {"weight": 3}},
                 "monitor": {"type": "virtual_location", "interval": 5,

@@ -276,7 +276,9 @@ def build() -> dict:
                 "description": "The virtual server clients connect to.",
                 "type": "object", "required": ["address", "port"], "additionalProperties": False,
                 "properties": {
-                    "address": {"description": "The virtual address.",
+                    "address": {"description": "The virtual address. When it is no self IP, "
+                                               "etherctl adds it as a host address (/32, /128) "
+                                               "on the VLAN that faces the clients.",
                                 "allOf": [ref("address")], "examples": ["10.1.0.100"]},
                     "port": {"description": "The virtual port, 1..65535.",
                              "type": "integer", "minimum": 1, "maximum": 65535,
@@ -286,6 +288,11 @@ def build() -> dict:
                     "scheduler": {"description": "The IPVS scheduler (the kernel's ip_vs_<name> "
                                                  "module).",
                                   "type": "string", "enum": SCHEDULERS, "default": "wlc"},
+                    "vlan": {"description": "The VLAN or VLAN group that faces the clients, "
+                                            "where etherctl adds the virtual address when it is "
+                                            "no self IP (default: the one of the self IP whose "
+                                            "subnet holds it).",
+                             "type": "string", "minLength": 1, "examples": ["wan"]},
                 },
             },
             "members": {

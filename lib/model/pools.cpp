@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <tuple>
 
 #include "model/fields.hpp"
@@ -30,7 +31,7 @@ void parse_virtual(Fields& parent, Pool& pool, Problems& problems) {
   const json* value = parent.object("virtual", true);
   if (!value) return;
   Fields fields(*value, parent.path_of("virtual"), problems,
-                {"address", "port", "protocol", "scheduler"});
+                {"address", "port", "protocol", "scheduler", "vlan"});
   if (!fields.ok()) return;
   if (auto text = fields.string("address", true)) {
     if (auto address = IpAddress::parse(*text)) {
@@ -40,6 +41,13 @@ void parse_virtual(Fields& parent, Pool& pool, Problems& problems) {
     }
   }
   if (auto port = fields.integer("port", true, 1, 65535)) pool.port = static_cast<int>(*port);
+  if (auto vlan = fields.string("vlan", false)) {
+    if (vlan->empty()) {
+      fields.problem("vlan", "must name a VLAN or VLAN group");
+    } else {
+      pool.virtual_vlan = *vlan;
+    }
+  }
   if (auto protocol = fields.string("protocol", false)) {
     if (std::find(kProtocols.begin(), kProtocols.end(), *protocol) == kProtocols.end()) {
       std::string suggestion = closest_match(*protocol, kProtocols);
@@ -191,6 +199,37 @@ Pool parse_pool(const std::string& name, const json& value, const std::string& p
   parse_members(fields, pool, problems);
   parse_monitor(fields, pool, problems);
   return pool;
+}
+
+VirtualAddressPlacement place_virtual_address(const Device& device, const Pool& pool) {
+  VirtualAddressPlacement placement;
+  std::set<std::string> holding;  // VLANs (or groups) of the self IPs whose subnet holds it
+  for (const auto& [name, self_ip] : device.self_ips) {
+    if (self_ip.address.address == pool.address) {
+      placement.vlan = self_ip.vlan;
+      placement.is_self_ip = true;
+      return placement;
+    }
+    if (self_ip.address.contains(pool.address)) holding.insert(self_ip.vlan);
+  }
+  const std::string address = pool.address.str();
+  if (pool.virtual_vlan) {
+    placement.vlan = *pool.virtual_vlan;
+  } else if (holding.size() == 1) {
+    placement.vlan = *holding.begin();
+  } else if (holding.empty()) {
+    placement.error = address +
+                      " is no self IP and in no self IP's subnet, so etherctl cannot tell on "
+                      "which VLAN the clients reach it (IPVS sees only packets for local "
+                      "addresses): add a self IP in its subnet, or name the VLAN or VLAN group "
+                      "that faces the clients with \"virtual\": {\"vlan\": ...}";
+  } else {
+    std::string vlans;
+    for (const auto& vlan : holding) vlans += (vlans.empty() ? "\"" : ", \"") + vlan + "\"";
+    placement.error = address + " is in the subnets of self IPs on " + vlans +
+                      ": name the one that faces the clients with \"virtual\": {\"vlan\": ...}";
+  }
+  return placement;
 }
 
 void validate_pools(const Device& device, Problems& problems) {

@@ -65,6 +65,10 @@ struct Pool {
   std::string name;
   std::string path;
   IpAddress address;  // the virtual address
+  // "virtual": {"vlan": ...}: the VLAN or VLAN group that faces the clients, where etherctl
+  // puts the virtual address (place_virtual_address in pools.hpp); otherwise found from the
+  // self IPs.
+  std::optional<std::string> virtual_vlan;
   int port = 0;
   std::string protocol = "tcp";  // "tcp" or "udp"
   std::string scheduler = "wlc";

@@ -144,6 +144,20 @@ void validate_device(const Site& site, const Device& device, Problems& problems)
     }
   };
 
+  // A pool's virtual address must be local for IPVS to see its packets: etherctl puts it on
+  // the VLAN that faces the clients, and refuses the file when it cannot tell which.
+  for (const auto& [name, pool] : device.pools) {
+    if (pool.address.family == 0) continue;  // reported by the parser
+    const std::string virtual_path = pointer_append(pool.path, "virtual");
+    if (pool.virtual_vlan) {
+      check_vlan_reference(*pool.virtual_vlan, pointer_append(virtual_path, "vlan"));
+    }
+    const VirtualAddressPlacement placement = place_virtual_address(device, pool);
+    if (!placement.error.empty()) {
+      problems.push_back({pointer_append(virtual_path, "address"), placement.error});
+    }
+  }
+
   std::map<IpAddress, std::string> addresses;  // address -> self IP pointer
   for (const auto& [name, self_ip] : device.self_ips) {
     // An empty name was reported by the parser (missing, not a string, or "").

@@ -1,6 +1,7 @@
 // Site model -> the objects one device wants in its kernel.
 #include <set>
 
+#include "model/pools.hpp"
 #include "model/validate.hpp"
 #include "plan/plan.hpp"
 
@@ -108,6 +109,25 @@ Objects desired_objects(const model::Site& site, const model::Device& device) {
               {"gateway", route.gateway ? route.gateway->str() : std::string()}}};
     if (route.vlan) o.attrs["interface"] = ifname_of(device, *route.vlan);
     objects.push_back(std::move(o));
+  }
+
+  // Virtual addresses that are no self IP: host addresses on the VLAN facing the clients
+  // (model::place_virtual_address), one per address however many pools (ports) share it.
+  std::set<std::string> addresses;
+  for (const auto& o : objects)
+    if (o.kind == kSelfIp) addresses.insert(o.key);
+  for (const auto& [name, pool] : device.pools) {
+    const model::VirtualAddressPlacement placement = model::place_virtual_address(device, pool);
+    if (placement.is_self_ip || placement.vlan.empty()) continue;
+    const std::string link = ifname_of(device, placement.vlan);
+    const std::string address =
+        model::IpPrefix{pool.address, pool.address.max_prefix()}.str();  // /32 or /128
+    if (!addresses.insert(link + " " + address).second) continue;
+    objects.push_back({kSelfIp,
+                       link + " " + address,
+                       "virtual address of pool " + name,
+                       pointer_append(pointer_append(pool.path, "virtual"), "address"),
+                       {{"interface", link}, {"address", address}}});
   }
 
   for (const auto& [name, pool] : device.pools) {

@@ -17,9 +17,15 @@ from netns import Netns, require_feature, sh  # noqa: E402
 ETHERCTL = os.environ.get("ETHERCTL", "etherctl")
 NO_IPVS = "this kernel has no IPVS support (ip_vs)"
 
+# The virtual addresses are self IPs here (so local already: etherctl adds nothing for them);
+# VirtualAddressTest below has one that is not.
 SITE = {
     "etherctl": 1,
-    "devices": {"dc1": {"pools": {
+    "devices": {"dc1": {
+      "vlans": {"front": {"interface": "eth0"}},
+      "self_ips": {"vip4": {"address": "192.0.2.10/24", "vlan": "front"},
+                   "vip6": {"address": "2001:db8::53/64", "vlan": "front"}},
+      "pools": {
         "web": {
             "virtual": {"address": "192.0.2.10", "port": 80, "protocol": "tcp", "scheduler": "wlc"},
             "members": {"10.1.0.21:80": {}, "10.1.0.22:80": {"weight": 2}},
@@ -60,6 +66,7 @@ class IpvsBase(unittest.TestCase):
         # IPVS accepts an IPv4 member only when the local table says it is unicast or local;
         # in a namespace that never had an address there is no local table yet.
         self.ns.ip("link", "set", "lo", "up")
+        self.ns.ip("link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
         self.tmp = tempfile.TemporaryDirectory()
         self.addCleanup(self.tmp.cleanup)
         self.lock_dir = os.path.join(self.tmp.name, "run")
@@ -94,7 +101,8 @@ class IpvsTest(IpvsBase):
         self.assertTrue(report["changed"])
         self.assertEqual(report["errors"], [])
         kinds = sorted((c["op"], c["kind"]) for c in report["changes"])
-        self.assertEqual(kinds, [("create", "ipvs_member")] * 3 + [("create", "ipvs_service")] * 2)
+        self.assertEqual(kinds, [("create", "ipvs_member")] * 3 + [("create", "ipvs_service")] * 2
+                         + [("create", "self_ip")] * 2 + [("modify", "vlan")])
         self.assertEqual(ipvsadm(self.ns), {
             "TCP 192.0.2.10:80": {"scheduler": "wlc", "flags": [], "members": {
                 "10.1.0.21:80": ("Masq", 1), "10.1.0.22:80": ("Masq", 2)}},
@@ -104,7 +112,7 @@ class IpvsTest(IpvsBase):
         again = self.apply()
         self.assertFalse(again["changed"])
         self.assertEqual(again["changes"], [])
-        self.assertEqual(again["summary"]["unchanged"], 5)
+        self.assertEqual(again["summary"]["unchanged"], 8)  # eth0, 2 self IPs, 5 IPVS objects
         self.assertEqual(again["netlink"]["writes"], 0)
         status = json.loads(self.etherctl("--json", "status").stdout)
         states = {o["key"]: (o["state"], o["owned"]) for o in status["status"]["objects"]}
@@ -161,7 +169,7 @@ class IpvsTest(IpvsBase):
         self.assertEqual(ipvsadm(self.ns)["TCP 198.51.100.7:443"], foreign)
         self.assertFalse(self.apply()["changed"])
         report = self.apply(command="destroy")
-        self.assertEqual(len(report["changes"]), 5)
+        self.assertEqual(len([c for c in report["changes"] if c["kind"].startswith("ipvs_")]), 5)
         self.assertEqual(ipvsadm(self.ns), {"TCP 198.51.100.7:443": foreign})
 
     def test_status_without_a_site_file_lists_our_services_and_members(self):
@@ -241,7 +249,6 @@ class IpvsTest(IpvsBase):
     def test_the_ownership_mark_does_not_make_the_service_persistent(self):
         # The mark is the persistence timeout without the persistent flag: clients must still be
         # spread over the members. Same client address, round robin: every member gets some.
-        self.ns.ip("addr", "add", "192.0.2.10/32", "dev", "lo")
         self.ns.ip("link", "add", "srv0", "type", "veth", "peer", "name", "srv1")
         self.ns.ip("link", "set", "srv0", "up")
         self.ns.ip("link", "set", "srv1", "up")
@@ -297,7 +304,7 @@ LOCATION_SITE = {
             "self_ips": {"wan-self": {"address": "198.51.100.1/24", "vlan": "wan"},
                          "server-self": {"address": "10.1.0.1/24", "vlan": "vmotion"}},
             "pools": {"web": {
-                "virtual": {"address": "192.0.2.10", "port": 80},
+                "virtual": {"address": "192.0.2.10", "port": 80, "vlan": "wan"},
                 "members": {"10.1.0.21:80": {}, "10.1.0.22:80": {"weight": 2},
                             "10.1.0.23:80": {"weight": 3}},
                 "monitor": {"type": "virtual_location", "min_active_members": 1}}},
@@ -389,6 +396,122 @@ class LocationTest(IpvsBase):
         self.etherctl("status")
         self.assertNotIn("10.1.0.21", sh("ip", "-n", self.ns.name, "neigh", "show", "dev",
                                          "vmotion"))
+
+
+# A member that greets every connection with its own address (IPVS in NAT mode: the client
+# sees the virtual address, the greeting names the member that took it).
+GREETER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 80)); s.listen(16); print("listening", flush=True)
+while True:
+    c, _ = s.accept(); c.sendall(b"member " + sys.argv[1].encode() + b"\\n"); c.close()
+"""
+FETCH = """
+import socket, sys
+try:
+    with socket.create_connection((sys.argv[1], 80), timeout=float(sys.argv[2])) as s:
+        print(s.recv(100).decode().strip())
+except OSError as e:
+    print("failed:", e)
+"""
+VIP = "198.51.100.10"
+
+
+class VirtualAddressTest(IpvsBase):
+    """A pool's virtual address that is no self IP (BIG-IP's virtual address): etherctl adds it
+    as a host address on the VLAN that faces the clients, so that a client on that VLAN
+    reaches a member through IPVS (NAT); it shows in plan and status, carries etherctl's mark,
+    and goes with the last pool that uses it.
+
+      client 198.51.100.2 ── wan0 [198.51.100.1/24, VIP 198.51.100.10] srv0 ── 10.1.0.21 member
+    """
+
+    def setUp(self):
+        super().setUp()
+        require_feature(self, ipvs_available(self.ns), "IPVS support")
+        self.client = Netns("ecvipc")
+        self.addCleanup(self.client.delete)
+        self.member = Netns("ecvipm")
+        self.addCleanup(self.member.delete)
+        for ours, theirs in (("wan0", self.client), ("srv0", self.member)):
+            sh("ip", "link", "add", ours, "netns", self.ns.name, "type", "veth", "peer", "name",
+               "eth0", "netns", theirs.name)
+            theirs.ip("link", "set", "lo", "up")
+            theirs.ip("link", "set", "eth0", "up")
+        self.client.ip("addr", "add", "198.51.100.2/24", "dev", "eth0")
+        self.member.ip("addr", "add", "10.1.0.21/24", "dev", "eth0")
+        self.member.ip("route", "add", "default", "via", "10.1.0.1")
+        sh("ip", "netns", "exec", self.ns.name, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        greeter = subprocess.Popen(["ip", "netns", "exec", self.member.name, "/usr/bin/python3",
+                                    "-c", GREETER, "10.1.0.21"], stdout=subprocess.PIPE, text=True)
+        self.addCleanup(greeter.wait)
+        self.addCleanup(greeter.kill)
+        self.assertEqual(greeter.stdout.readline().strip(), "listening")
+        self.site = {"etherctl": 1, "devices": {"dc1": {
+            "vlans": {"wan": {"interface": "wan0"}, "servers": {"interface": "srv0"}},
+            "self_ips": {"wan-self": {"address": "198.51.100.1/24", "vlan": "wan"},
+                         "server-self": {"address": "10.1.0.1/24", "vlan": "servers"}},
+            "pools": {"web": {"virtual": {"address": VIP, "port": 80, "scheduler": "rr"},
+                              "members": {"10.1.0.21:80": {}}}}}}}
+
+    def fetch(self, timeout=10):
+        return sh("ip", "netns", "exec", self.client.name, "/usr/bin/python3", "-c", FETCH, VIP,
+                  str(timeout)).strip()
+
+    def vip_addresses(self):
+        return {(a["ifname"], f'{i["local"]}/{i["prefixlen"]}')
+                for a in self.ns.ip_json("addr", "show") for i in a.get("addr_info", [])
+                if i["local"] == VIP}
+
+    def test_a_client_reaches_a_member_through_the_virtual_address(self):
+        plan = self.apply(command="plan")
+        created = {(c["kind"], c["key"]): c["path"] for c in plan["changes"]}
+        self.assertEqual(created[("self_ip", f"wan0 {VIP}/32")],
+                         "/devices/dc1/pools/web/virtual/address")
+        self.apply()
+        self.assertEqual(self.vip_addresses(), {("wan0", f"{VIP}/32")})
+        self.assertEqual(self.fetch(), "member 10.1.0.21")
+        # Marked as etherctl's (IFA_PROTO 231): status finds it without the site file too.
+        bare = subprocess.run([ETHERCTL, "--netns", self.ns.name, "--json", "status"],
+                              capture_output=True, text=True,
+                              env=dict(os.environ, ETHERCTL_LOCK_DIR=self.lock_dir))
+        keys = {(o["kind"], o["key"]) for o in json.loads(bare.stdout)["status"]["objects"]}
+        self.assertIn(("self_ip", f"wan0 {VIP}/32"), keys)
+        status = json.loads(self.etherctl("--json", "status").stdout)["status"]
+        states = {o["key"]: (o["state"], o["path"]) for o in status["objects"]}
+        self.assertEqual(states[f"wan0 {VIP}/32"],
+                         ("in sync", "/devices/dc1/pools/web/virtual/address"))
+        # The failure this fixes: the service without the local address gets nothing.
+        self.ns.ip("addr", "del", f"{VIP}/32", "dev", "wan0")
+        self.client.ip("neigh", "flush", "dev", "eth0")
+        self.assertTrue(self.fetch(timeout=3).startswith("failed"), "reached without the VIP")
+        self.assertEqual([(c["op"], c["key"]) for c in self.apply()["changes"]],
+                         [("create", f"wan0 {VIP}/32")])
+        self.assertEqual(self.fetch(), "member 10.1.0.21")
+
+    def test_pools_sharing_the_address_share_it_and_the_last_one_takes_it_away(self):
+        pools = self.site["devices"]["dc1"]["pools"]
+        pools["alt"] = {"virtual": {"address": VIP, "port": 8080},
+                        "members": {"10.1.0.21:80": {}}}
+        report = self.apply()
+        self.assertEqual(len([c for c in report["changes"] if c["kind"] == "self_ip"
+                              and c["key"] == f"wan0 {VIP}/32"]), 1)
+        del pools["web"]
+        self.assertEqual([c["kind"] for c in self.apply()["changes"]],
+                         ["ipvs_member", "ipvs_service"])
+        self.assertEqual(self.vip_addresses(), {("wan0", f"{VIP}/32")})
+        del pools["alt"]
+        report = self.apply()
+        self.assertEqual([(c["op"], c["kind"]) for c in report["changes"]][-1],
+                         ("delete", "self_ip"))
+        self.assertEqual(self.vip_addresses(), set())
+        # Declared as a self IP instead: nothing is added, and it keeps working.
+        self.site["devices"]["dc1"]["self_ips"]["vip"] = {"address": f"{VIP}/24", "vlan": "wan"}
+        pools["web"] = {"virtual": {"address": VIP, "port": 80}, "members": {"10.1.0.21:80": {}}}
+        self.apply()
+        self.assertEqual(self.vip_addresses(), {("wan0", f"{VIP}/24")})
+        self.assertEqual(self.fetch(), "member 10.1.0.21")
 
 
 class NoIpvsTest(IpvsBase):

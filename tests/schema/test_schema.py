@@ -97,7 +97,9 @@ SEMANTIC_MESSAGES = [
     "is the network address", "is the broadcast address", "has host bits set",
     "is also routed by", "is not a self IP of device", "unknown device", "both endpoints have",
     "is the same server as", "is also the virtual server of", "is more than the pool's",
-    "is listed twice", "a tagged VLAN's parent must be",
+    "is listed twice", "a tagged VLAN's parent must be", "is a device of this file",
+    # Where a pool's virtual address goes depends on the self IPs (pools.cpp).
+    "is no self IP and in no self IP's subnet", "is in the subnets of self IPs on",
 ]
 
 
@@ -468,7 +470,8 @@ POOL_SITE = {
     "etherctl": 1,
     "devices": {"dc1-edge": {
         "vlans": {"servers": {"interface": "eth1"}},
-        "self_ips": {"server-self": {"address": "10.1.0.1/24", "vlan": "servers"}},
+        "self_ips": {"server-self": {"address": "10.1.0.1/24", "vlan": "servers"},
+                     "server-v6": {"address": "2001:db8::ff/64", "vlan": "servers"}},
         "pools": {
             "web": {"virtual": {"address": "10.1.0.100", "port": 80, "protocol": "tcp",
                                 "scheduler": "rr"},

@@ -1,6 +1,9 @@
 // Pools: parsing defaults, desired IPVS objects and their planning. No kernel.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <tuple>
+
 #include "model/pools.hpp"
 #include "model/site.hpp"
 #include "plan/plan.hpp"
@@ -12,7 +15,11 @@ namespace {
 
 const char* kSite = R"({
   "etherctl": 1,
-  "devices": {"dc1": {"pools": {
+  "devices": {"dc1": {
+   "vlans": {"front": {"interface": "eth0"}},
+   "self_ips": {"v4": {"address": "192.0.2.1/24", "vlan": "front"},
+                "v6": {"address": "2001:db8::1/64", "vlan": "front"}},
+   "pools": {
     "web": {
       "virtual": {"address": "192.0.2.10", "port": 80},
       "members": {"10.1.0.21:80": {}, "10.1.0.22:8080": {"weight": 2}},
@@ -34,9 +41,18 @@ etherctl::model::Site site() {
   return *result.site;
 }
 
-Objects desired() {
+// Every desired object of dc1: the VLAN, its self IPs, the pools' virtual addresses, IPVS.
+Objects desired_all() {
   auto s = site();
   return desired_objects(s, s.devices.at("dc1"));
+}
+
+// The IPVS objects only.
+Objects desired() {
+  Objects ipvs;
+  for (auto& o : desired_all())
+    if (o.kind == kIpvsService || o.kind == kIpvsMember) ipvs.push_back(std::move(o));
+  return ipvs;
 }
 
 Objects as_applied(const Objects& objects) {
@@ -191,4 +207,108 @@ TEST(Pools, ForeignServicesAreNeverTouched) {
   ASSERT_EQ(plan.conflicts.size(), 1u);
   EXPECT_EQ(plan.conflicts[0].path, "/devices/dc1/pools/web");
   EXPECT_NE(plan.conflicts[0].message.find("not created by etherctl"), std::string::npos);
+}
+
+// A virtual address that is no self IP gets nothing from IPVS unless it is local: etherctl
+// adds it as a host address on the VLAN of the self IP whose subnet holds it, one address for
+// every pool (port) that shares it, marked and planned like a self IP.
+TEST(Pools, VirtualAddressesBecomeHostAddressesOnTheClientsVlan) {
+  Objects all = desired_all();
+  Object* v4 = find(all, "eth0 192.0.2.10/32");
+  ASSERT_TRUE(v4);
+  EXPECT_EQ(v4->kind, kSelfIp);
+  EXPECT_EQ(v4->path, "/devices/dc1/pools/web/virtual/address");
+  EXPECT_EQ(v4->attrs, (nlohmann::json{{"interface", "eth0"}, {"address", "192.0.2.10/32"}}));
+  Object* v6 = find(all, "eth0 2001:db8::53/128");
+  ASSERT_TRUE(v6);
+  EXPECT_EQ(v6->path, "/devices/dc1/pools/dns6/virtual/address");
+  Plan plan = make_plan(all, {});
+  std::vector<std::string> order = ops(plan);
+  auto at = [&](const std::string& op) {
+    return std::find(order.begin(), order.end(), op) - order.begin();
+  };
+  EXPECT_LT(at("create self_ip eth0 192.0.2.10/32"), at("create ipvs_service " + kWeb));
+  // Removing the pool removes its address (after the service).
+  Objects without_web;
+  for (const auto& o : all)
+    if (o.path.rfind("/devices/dc1/pools/web", 0) != 0) without_web.push_back(o);
+  Plan removal = make_plan(without_web, as_applied(all));
+  std::vector<std::string> gone = ops(removal);
+  ASSERT_EQ(gone.size(), 4u) << ::testing::PrintToString(gone);
+  EXPECT_EQ(gone.back(), "delete self_ip eth0 192.0.2.10/32");
+}
+
+namespace {
+
+etherctl::model::LoadResult with_pools(const std::string& pools, const std::string& extra = "") {
+  return load_site(R"({"etherctl": 1, "devices": {"d": {
+    "vlans": {"wan": {"interface": "eth0"}, "lan": {"interface": "eth1"},
+              "servers": {"interface": "eth2"}},
+    "vlan_groups": {"g": {"members": ["servers"]}},
+    "self_ips": {"w": {"address": "198.51.100.1/24", "vlan": "wan"},
+                 "l": {"address": "198.51.100.129/25", "vlan": "lan"},
+                 "s": {"address": "10.1.0.1/24", "vlan": "g"})" +
+                   extra + R"(},
+    "pools": )" + pools +
+                   "}}}");
+}
+
+std::string pool(const std::string& address, int port, const std::string& vlan = "") {
+  return R"({"virtual": {"address": ")" + address + R"(", "port": )" + std::to_string(port) +
+         (vlan.empty() ? "" : R"(, "vlan": ")" + vlan + """) +
+         R"(}, "members": {"10.1.0.21:80": {}}})";
+}
+
+std::vector<std::string> self_ip_keys(const etherctl::model::LoadResult& result) {
+  std::vector<std::string> keys;
+  for (const auto& o : desired_objects(*result.site, result.site->devices.at("d")))
+    if (o.kind == kSelfIp) keys.push_back(o.key);
+  return keys;
+}
+
+}  // namespace
+
+TEST(Pools, WhereTheVirtualAddressGoes) {
+  // Equal to a self IP: nothing is added (the file that declared it so keeps working).
+  auto self = with_pools(R"({"p": )" + pool("10.1.0.1", 80) + "}");
+  ASSERT_TRUE(self.site) << self.problems[0].message;
+  EXPECT_EQ(self_ip_keys(self),
+            (std::vector<std::string>{"eth0 198.51.100.1/24", "eth1 198.51.100.129/25",
+                                      "g 10.1.0.1/24"}));
+  // In one self IP's subnet: on its VLAN group (the bridge). Two pools (two ports) share it.
+  auto shared = with_pools(R"({"http": )" + pool("10.1.0.100", 80) + R"(, "https": )" +
+                           pool("10.1.0.100", 443) + "}");
+  ASSERT_TRUE(shared.site) << shared.problems[0].message;
+  auto keys = self_ip_keys(shared);
+  EXPECT_EQ(std::count(keys.begin(), keys.end(), "g 10.1.0.100/32"), 1);
+  // Named explicitly: there, even outside every subnet.
+  auto named = with_pools(R"({"p": )" + pool("192.0.2.10", 80, "wan") + "}");
+  ASSERT_TRUE(named.site) << named.problems[0].message;
+  keys = self_ip_keys(named);
+  EXPECT_EQ(std::count(keys.begin(), keys.end(), "eth0 192.0.2.10/32"), 1);
+}
+
+TEST(Pools, AVirtualAddressEtherctlCannotPlaceIsRefused) {
+  const std::vector<std::tuple<std::string, std::string, std::string>> cases = {
+      {pool("192.0.2.10", 80), "/devices/d/pools/p/virtual/address",
+       "192.0.2.10 is no self IP and in no self IP's subnet"},
+      {pool("192.0.2.10", 80), "/devices/d/pools/p/virtual/address",
+       "\"virtual\": {\"vlan\": ...}"},
+      // Two subnets hold it (a /24 and a /25 inside it): which VLAN faces the clients?
+      {pool("198.51.100.200", 80), "/devices/d/pools/p/virtual/address",
+       "in the subnets of self IPs on \"lan\", \"wan\""},
+      {pool("192.0.2.10", 80, "wna"), "/devices/d/pools/p/virtual/vlan",
+       "unknown VLAN or VLAN group \"wna\"; did you mean \"wan\"?"},
+      {pool("192.0.2.10", 80, "servers"), "/devices/d/pools/p/virtual/vlan",
+       "a member of VLAN group \"g\""},
+  };
+  for (const auto& [p, path, message] : cases) {
+    auto result = with_pools(R"({"p": )" + p + "}");
+    ASSERT_FALSE(result.site) << p;
+    bool found = false;
+    for (const auto& problem : result.problems)
+      found |= problem.path == path && problem.message.find(message) != std::string::npos;
+    EXPECT_TRUE(found) << p << "\n"
+                       << result.problems[0].path << ": " << result.problems[0].message;
+  }
 }
