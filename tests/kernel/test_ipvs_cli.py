@@ -445,6 +445,7 @@ class VirtualAddressTest(IpvsBase):
         sh("ip", "netns", "exec", self.ns.name, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         greeter = subprocess.Popen(["ip", "netns", "exec", self.member.name, "/usr/bin/python3",
                                     "-c", GREETER, "10.1.0.21"], stdout=subprocess.PIPE, text=True)
+        self.addCleanup(greeter.stdout.close)
         self.addCleanup(greeter.wait)
         self.addCleanup(greeter.kill)
         self.assertEqual(greeter.stdout.readline().strip(), "listening")

@@ -255,7 +255,7 @@ etherctl::model::LoadResult with_pools(const std::string& pools, const std::stri
 
 std::string pool(const std::string& address, int port, const std::string& vlan = "") {
   return R"({"virtual": {"address": ")" + address + R"(", "port": )" + std::to_string(port) +
-         (vlan.empty() ? "" : R"(, "vlan": ")" + vlan + """) +
+         (vlan.empty() ? "" : R"(, "vlan": ")" + vlan + "\"") +
          R"(}, "members": {"10.1.0.21:80": {}}})";
 }
 
@@ -263,6 +263,7 @@ std::vector<std::string> self_ip_keys(const etherctl::model::LoadResult& result)
   std::vector<std::string> keys;
   for (const auto& o : desired_objects(*result.site, result.site->devices.at("d")))
     if (o.kind == kSelfIp) keys.push_back(o.key);
+  std::sort(keys.begin(), keys.end());
   return keys;
 }
 
