@@ -1,151 +1,448 @@
 #!/usr/bin/python3
-"""Throughput of the EtherIP datapath next to the bare underlay and in-kernel VXLAN, in one run.
+"""Throughput of the EtherIP datapath against the per-packet limit and in-kernel VXLAN (issue 18).
 
-Two namespaces joined by one veth "WAN" (MTU 1500). Over it, one after the other:
-  bare      iperf3 between the WAN addresses, with offloads and without (the per-packet
-            ceiling EtherIP lives under)
-  vxlan     in-kernel VXLAN (MTU 1450), iperf3 between overlay addresses
-  etherip   each namespace has a bridge holding the EtherIP tunnel port (etherctl's veth pair
-            with the BPF programs, loaded by dp_tool); iperf3 between self IPs on the bridges.
-            Bridge MTU 1500 (full frames, every full segment fragmented and reassembled in
-            BPF) and MTU 1464 (segments fit the WAN unfragmented); stack path and fast path.
-Each: TCP bulk (iperf3 -t SECONDS) and UDP 64-byte packet rate. Needs root.
-Usage: bench/datapath_throughput.py --dp-tool build/tests/datapath/dp_tool [--seconds 5]
+The lab (namespaces "ecb<pid>-<node>", always deleted):
+
+    vm1 ─ eth1 [edge1: bridge vmotion ─ dcx] eth0 ─ dc1 [router] dc2 ─ eth0 [edge2: ...] eth1 ─ vm2
+    vx1 ─ eth2 [edge1: bridge brx ─ vx0 (VXLAN)]  (same WAN)         [edge2: ...] eth2 ─ vx2
+
+VM and WAN MTU 1500; the router forwards, so GSO packets cannot cross the WAN whole unless
+their segments fit (a lone veth lets them through, NOTES §4). The EtherIP tunnel is set up by
+`etherctl apply` of a site file in each edge namespace, so what is measured is what users get
+by default (MSS clamping included). Paths:
+
+  etherip       VM to VM through etherctl's tunnel, default settings
+  etherip-fast  the same with "fast_path": true (re-applied for its turn, then back)
+  etherip-gro   the issue's hand test: etherctl's tunnel plus `ethtool -K dcx gro on` and
+                `ethtool -K eip-dcx tso off` on both edges (for its turn)
+  limit         plain TCP from edge host to edge host through the same router, TSO and GSO off
+                at the sender, GRO on at the receiver (its veth peer on the router with TSO off,
+                or a veth does not use NAPI): MTU-sized packets across the WAN, GRO after it,
+                the most a design without GSO for IP protocol 97 can push through this lab
+  vxlan         VM to VM through in-kernel VXLAN (a second bridge and VM pair; both VMs
+                advertise MSS 1410 so that its 1550-byte frames are never fragmented, as
+                etherctl's MSS clamping does for EtherIP)
+
+Every path runs with 1, 2 and 4 streams in each direction (dc1→dc2, dc2→dc1), interleaved
+round by round; the figures are medians over the rounds. N streams are N iperf3 client/server
+processes on different ports: Debian 12's iperf3 (3.12) is single-threaded, so `-P N` would run
+every stream in one thread on one CPU. CPU seconds per gigabit come from /proc/stat over each run
+(all CPUs, busy = everything but idle and iowait), with the busy share of each CPU beside.
+
+Usage (root):
+  /work/tools/quiet /usr/bin/python3 bench/datapath_throughput.py \
+      --etherctl build/cmd/etherctl/etherctl [--seconds 5] [--rounds 3] [--streams 1,2,4]
+      [--paths etherip,limit,vxlan] [--json FILE]
+  ... --profile etherip:1:dc1-dc2 --perf-out DIR   one run under `perf record -a -g`, report in DIR
+  ... --steps etherip:1:dc1-dc2                    kernel tracepoint counts per packet of one run
 """
 import argparse
 import json
 import os
+import shutil
+import signal
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
-PREFIX = f"ecbench-{os.getpid()}"
+PREFIX = f"ecb{os.getpid()}"
+NODES = ("vm1", "vm2", "vx1", "vx2", "edge1", "edge2", "router")
+DIRECTIONS = ("dc1-dc2", "dc2-dc1")
+WAN = {"edge1": "198.51.100.1", "edge2": "203.0.113.1"}
+ROUTER = {"edge1": ("dc1", "198.51.100.254"), "edge2": ("dc2", "203.0.113.254")}
+VM_IP = {"vm1": "10.1.0.21", "vm2": "10.1.0.22", "vx1": "10.2.0.21", "vx2": "10.2.0.22"}
+BASE_PORT = 5201
 
 
-def sh(*args, check=True):
-    r = subprocess.run(args, capture_output=True, text=True)
+def site(fast_path=False):
+    """The site file: one edge per data center, the VM port and the tunnel in one VLAN group."""
+    devices = {}
+    for edge, other in (("edge1", "edge2"), ("edge2", "edge1")):
+        router_ip = ROUTER[edge][1]
+        devices[edge] = {
+            "vlans": {"wan": {"interface": "eth0"}, "servers": {"interface": "eth1"}},
+            "vlan_groups": {"vmotion": {"members": ["servers", "dcx"]}},
+            "self_ips": {"wan-self": {"address": f"{WAN[edge]}/24", "vlan": "wan"}},
+            "routes": {"to-peer": {"destination": f"{WAN[other].rsplit('.', 1)[0]}.0/24",
+                                   "gateway": router_ip}},
+        }
+    tunnel = {"profile": "etherip", "endpoints": {"edge1": WAN["edge1"], "edge2": WAN["edge2"]}}
+    if fast_path:
+        tunnel["fast_path"] = True
+    return {"etherctl": 1, "devices": devices, "tunnels": {"dcx": tunnel}}
+
+
+def sh(*args, check=True, timeout=120):
+    r = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
     if check and r.returncode:
-        raise SystemExit(f"{' '.join(args)}: {r.stderr}")
+        raise SystemExit(f"{' '.join(args)}: {r.stderr.strip()}")
     return r.stdout
 
 
-def ns(n):
-    return f"{PREFIX}-{n}"
+def ns(node):
+    return f"{PREFIX}-{node}"
 
 
-def ip(n, *args):
-    return sh("ip", "-n", ns(n), *args)
+def ip(node, *args):
+    return sh("ip", "-n", ns(node), *args)
 
 
-def setup_underlay():
-    for n in ("a", "b"):
-        sh("ip", "netns", "add", ns(n))
-        ip(n, "link", "set", "lo", "up")
-    sh("ip", "link", "add", "wan", "netns", ns("a"), "type", "veth", "peer", "name", "wan",
-       "netns", ns("b"))
-    for n, last in (("a", 1), ("b", 2)):
-        ip(n, "addr", "add", f"192.0.2.{last}/24", "dev", "wan")
-        ip(n, "link", "set", "wan", "mtu", "1500", "up")
+def nsexec(node, *args, check=True):
+    return sh("ip", "netns", "exec", ns(node), *args, check=check)
 
 
-def cleanup():
-    for n in ("a", "b"):
-        subprocess.run(["ip", "netns", "del", ns(n)], capture_output=True)
+def ethtool(node, dev, *settings):
+    nsexec(node, "ethtool", "-K", dev, *settings)
 
 
-def iperf(server_addr, seconds, udp=False):
-    server = subprocess.Popen(["ip", "netns", "exec", ns("b"), "iperf3", "-s", "-1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    args = ["ip", "netns", "exec", ns("a"), "iperf3", "-c", server_addr, "-t", str(seconds), "-J"]
-    if udp:
-        args += ["-u", "-b", "0", "-l", "64"]
-    out = json.loads(sh(*args))
-    server.wait(timeout=30)
-    if udp:
-        s = out["end"]["sum"]
-        received = s["packets"] - s["lost_packets"]
-        return received / s["seconds"]
-    return out["end"]["sum_received"]["bits_per_second"]
+def veth(node_a, name_a, node_b, name_b):
+    sh("ip", "link", "add", name_a, "netns", ns(node_a), "type", "veth", "peer", "name", name_b,
+       "netns", ns(node_b))
 
 
-def measure(name, addr, seconds, results):
-    tcp = iperf(addr, seconds)
-    pps = iperf(addr, seconds, udp=True)
-    results.append((name, tcp, pps))
-    print(f"{name:<24} TCP {tcp / 1e9:6.2f} Gbit/s   UDP 64 B {pps / 1e3:8.0f} kpps", flush=True)
+class Lab:
+    def __init__(self, etherctl):
+        self.etherctl = etherctl
+        self.tmp = tempfile.mkdtemp(prefix="ecbench-")
+        self.site = os.path.join(self.tmp, "site.json")
+        self.site_fast = os.path.join(self.tmp, "site-fast.json")
+        with open(self.site, "w") as f:
+            json.dump(site(), f)
+        with open(self.site_fast, "w") as f:
+            json.dump(site(fast_path=True), f)
+        self.env = dict(os.environ, ETHERCTL_LOCK_DIR=os.path.join(self.tmp, "run"))
+
+    def run_etherctl(self, edge, *args, check=True):
+        r = subprocess.run([self.etherctl, "--netns", ns(edge), "--device", edge, *args],
+                           capture_output=True, text=True, env=self.env, timeout=120)
+        if check and r.returncode not in (0, 2):
+            raise SystemExit(f"etherctl {' '.join(args)} on {edge}: {r.stderr.strip()}")
+        return r
+
+    def up(self):
+        for node in NODES:
+            sh("ip", "netns", "add", ns(node))
+            ip(node, "link", "set", "lo", "up")
+        nsexec("router", "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        for edge in ("edge1", "edge2"):
+            port, addr = ROUTER[edge]
+            veth(edge, "eth0", "router", port)
+            ip("router", "addr", "add", f"{addr}/24", "dev", port)
+            ip("router", "link", "set", port, "mtu", "1500", "up")
+            ip(edge, "link", "set", "eth0", "mtu", "1500")
+        for vm, edge in (("vm1", "edge1"), ("vm2", "edge2")):
+            veth(vm, "eth0", edge, "eth1")
+            ip(vm, "addr", "add", f"{VM_IP[vm]}/24", "dev", "eth0")
+            ip(vm, "link", "set", "eth0", "up")
+        for edge in ("edge1", "edge2"):
+            self.run_etherctl(edge, "apply", self.site)
+        # The VXLAN twin, by hand (etherctl has no VXLAN kind): its own bridge and VM pair.
+        for vm, edge, other in (("vx1", "edge1", "edge2"), ("vx2", "edge2", "edge1")):
+            veth(vm, "eth0", edge, "eth2")
+            ip(vm, "addr", "add", f"{VM_IP[vm]}/24", "dev", "eth0")
+            ip(vm, "link", "set", "eth0", "up")
+            # Frames of 1514 bytes become 1550-byte datagrams: advertised MSS 1410 keeps them
+            # within the 1500-byte WAN, like etherctl's MSS clamping for EtherIP.
+            ip(vm, "route", "change", "10.2.0.0/24", "dev", "eth0", "advmss", "1410")
+            ip(edge, "link", "add", "vx0", "type", "vxlan", "id", "42", "local", WAN[edge],
+               "remote", WAN[other], "dstport", "4789")
+            ip(edge, "link", "set", "vx0", "mtu", "1500")
+            ip(edge, "link", "add", "brx", "type", "bridge", "stp_state", "0", "forward_delay", "0")
+            for dev in ("vx0", "eth2"):
+                ip(edge, "link", "set", dev, "master", "brx", "up")
+            ip(edge, "link", "set", "brx", "up")
+        for a, b in (("vm1", "vm2"), ("vx1", "vx2")):
+            self.wait_ping(a, VM_IP[b])
+        self.wait_ping("edge1", WAN["edge2"])
+
+    def wait_ping(self, node, addr):
+        for _ in range(50):
+            r = subprocess.run(["ip", "netns", "exec", ns(node), "ping", "-c1", "-W1", addr],
+                               capture_output=True)
+            if r.returncode == 0:
+                return
+            time.sleep(0.2)
+        raise SystemExit(f"{node} cannot reach {addr}")
+
+    def down(self):
+        for edge in ("edge1", "edge2"):
+            if os.path.exists(f"/run/netns/{ns(edge)}"):
+                self.run_etherctl(edge, "destroy", self.site, check=False)
+        for node in NODES:
+            subprocess.run(["ip", "netns", "del", ns(node)], capture_output=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def counters(self, edge):
+        r = self.run_etherctl(edge, "--json", "status", self.site, check=False)
+        try:
+            return json.loads(r.stdout)
+        except json.JSONDecodeError:
+            return {}
+
+
+class Path:
+    """Who talks to whom, and what is set for the path's turn (and undone after it)."""
+
+    def __init__(self, name, ends, setup=None, teardown=None):
+        self.name, self.ends, self.setup, self.teardown = name, ends, setup, teardown
+
+
+def limit_settings(on):
+    """TSO/GSO off on both edges' WAN ends (either may send), GRO on both (either may receive);
+    the router's ends without TSO, so that the veth hands frames to the edge's NAPI (GRO)."""
+    def apply(_lab):
+        for edge in ("edge1", "edge2"):
+            ethtool(edge, "eth0", "tso", "off" if on else "on", "gso", "off" if on else "on",
+                    "gro", "on" if on else "off")
+            ethtool("router", ROUTER[edge][0], "tso", "off" if on else "on")
+    return apply
+
+
+def hand_gro(on):
+    """The issue's hand test on etherctl's tunnel: GRO on the bridge-port end, TSO off on its
+    peer (a veth uses NAPI, hence GRO, only when the sending end has no TSO)."""
+    def apply(_lab):
+        for edge in ("edge1", "edge2"):
+            ethtool(edge, "dcx", "gro", "on" if on else "off")
+            ethtool(edge, "eip-dcx", "tso", "off" if on else "on")
+    return apply
+
+
+def fast_path(on):
+    def apply(lab):
+        for edge in ("edge1", "edge2"):
+            lab.run_etherctl(edge, "apply", lab.site_fast if on else lab.site)
+    return apply
+
+
+PATHS = {
+    "etherip": Path("etherip", {"dc1": ("vm1", VM_IP["vm1"]), "dc2": ("vm2", VM_IP["vm2"])}),
+    "etherip-fast": Path("etherip-fast",
+                         {"dc1": ("vm1", VM_IP["vm1"]), "dc2": ("vm2", VM_IP["vm2"])},
+                         fast_path(True), fast_path(False)),
+    "etherip-gro": Path("etherip-gro",
+                        {"dc1": ("vm1", VM_IP["vm1"]), "dc2": ("vm2", VM_IP["vm2"])},
+                        hand_gro(True), hand_gro(False)),
+    "limit": Path("limit", {"dc1": ("edge1", WAN["edge1"]), "dc2": ("edge2", WAN["edge2"])},
+                  limit_settings(True), limit_settings(False)),
+    "vxlan": Path("vxlan", {"dc1": ("vx1", VM_IP["vx1"]), "dc2": ("vx2", VM_IP["vx2"])}),
+}
+
+
+def cpu_times():
+    """Per CPU (busy, total) jiffies from /proc/stat; index 0 is the sum."""
+    out = []
+    with open("/proc/stat") as f:
+        for line in f:
+            if not line.startswith("cpu"):
+                break
+            v = [int(x) for x in line.split()[1:]]
+            idle = v[3] + v[4]
+            out.append((sum(v) - idle, sum(v)))
+    return out
+
+
+def iperf(path, streams, direction, seconds, wrap=None):
+    """N client/server pairs at once; returns (bits/s, busy CPU s, per-CPU busy shares)."""
+    src, dst = direction.split("-")
+    snode, _ = path.ends[src]
+    dnode, daddr = path.ends[dst]
+    servers = [subprocess.Popen(["ip", "netns", "exec", ns(dnode), "iperf3", "-s", "-1", "-p",
+                                 str(BASE_PORT + i)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for i in range(streams)]
+    time.sleep(0.4)
+    wrapper = wrap.start() if wrap else None
+    before, t0 = cpu_times(), time.monotonic()
+    clients = [subprocess.Popen(["ip", "netns", "exec", ns(snode), "iperf3", "-c", daddr, "-p",
+                                 str(BASE_PORT + i), "-t", str(seconds), "-J"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for i in range(streams)]
+    outs = [c.communicate(timeout=seconds + 60) for c in clients]
+    after, t1 = cpu_times(), time.monotonic()
+    if wrapper:
+        wrap.stop(wrapper)
+    for s in servers:
+        try:
+            s.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            s.kill()
+    bits = 0.0
+    for out, err in outs:
+        try:
+            bits += json.loads(out)["end"]["sum_received"]["bits_per_second"]
+        except (json.JSONDecodeError, KeyError):
+            raise SystemExit(f"iperf3 {path.name} {direction}: {err or out[-500:]}")
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = (after[0][0] - before[0][0]) / hz
+    shares = [(a[0] - b[0]) / max(1, a[1] - b[1]) for a, b in zip(after[1:], before[1:])]
+    gbit = bits * (t1 - t0) / 1e9
+    return bits, busy / gbit if gbit else float("nan"), shares
+
+
+class Perf:
+    def __init__(self, out):
+        self.out = out
+
+    def start(self):
+        return subprocess.Popen(["perf", "record", "-a", "-g", "-o", self.out],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self, proc):
+        proc.send_signal(2)
+        proc.wait(timeout=120)
+
+
+# Per-packet steps: every pass through a backlog or NAPI, every device transmit, every IP
+# receive and forward, every segmentation.
+STEP_EVENTS = ["net:netif_rx", "net:napi_gro_receive_entry", "net:netif_receive_skb",
+               "net:net_dev_xmit", "skb:skb_copy_datagram_iovec", "fib:fib_table_lookup"]
+
+
+class Steps:
+    def __init__(self, out):
+        self.out = out
+
+    def start(self):
+        args = ["perf", "stat", "-a", "-x", ",", "-o", self.out]
+        for e in STEP_EVENTS:
+            args += ["-e", e]
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self, proc):
+        proc.send_signal(2)
+        proc.wait(timeout=60)
+
+
+def parse_case(text):
+    path, streams, direction = text.split(":")
+    if path not in PATHS or direction not in DIRECTIONS:
+        raise SystemExit(f"bad case {text}: PATH:STREAMS:{'|'.join(DIRECTIONS)}")
+    return PATHS[path], int(streams), direction
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--dp-tool", required=True)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--etherctl", default="build/cmd/etherctl/etherctl")
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--streams", default="1,2,4")
+    parser.add_argument("--paths", default="etherip,limit,vxlan")
+    parser.add_argument("--directions", default=",".join(DIRECTIONS))
+    parser.add_argument("--json", help="write every run's figures here")
+    parser.add_argument("--profile", help="PATH:STREAMS:DIRECTION under perf record -a -g")
+    parser.add_argument("--perf-out", default=".", help="directory for --profile's files")
+    parser.add_argument("--steps", help="PATH:STREAMS:DIRECTION: tracepoint counts per packet")
+    parser.add_argument("--hold", action="store_true",
+                        help="only build the lab and keep it until SIGTERM or SIGINT")
     args = parser.parse_args()
-    dp_tool = os.path.abspath(args.dp_tool)
-    results = []
+    if args.hold:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    etherctl = os.path.abspath(args.etherctl)
+    lab = Lab(etherctl)
     try:
-        cleanup()
-        setup_underlay()
-        measure("bare veth", "192.0.2.2", args.seconds, results)
-        # The per-packet ceiling EtherIP lives under: no GSO/checksum offload (there is no GSO
-        # handler for protocol 97), every 1500-byte packet handled on its own.
-        for n in ("a", "b"):
-            sh("ip", "netns", "exec", ns(n), "ethtool", "-K", "wan", "tso", "off", "gso", "off",
-               "tx", "off")
-        measure("bare veth, no offloads", "192.0.2.2", args.seconds, results)
-        for n in ("a", "b"):
-            sh("ip", "netns", "exec", ns(n), "ethtool", "-K", "wan", "tso", "on", "gso", "on",
-               "tx", "on")
+        lab.up()
+        if args.hold:
+            print(f"lab up: namespaces {PREFIX}-*; SIGTERM (kill {os.getpid()}) tears it down",
+                  flush=True)
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            return 0
+        if args.profile:
+            path, streams, direction = parse_case(args.profile)
+            os.makedirs(args.perf_out, exist_ok=True)
+            data = os.path.join(args.perf_out, f"{path.name}-{streams}-{direction}.data")
+            if path.setup:
+                path.setup(lab)
+            bits, cpu, shares = iperf(path, streams, direction, args.seconds, Perf(data))
+            if path.teardown:
+                path.teardown(lab)
+            report = sh("perf", "report", "-i", data, "--no-children", "--sort", "sym",
+                        "--stdio", "-g", "none", "--percent-limit", "0.7", timeout=600)
+            with open(data[:-5] + ".txt", "w") as f:
+                f.write(report)
+            print(f"{path.name} {streams} {direction}: {bits / 1e9:.2f} Gbit/s under perf; "
+                  f"report {data[:-5]}.txt")
+            return 0
+        if args.steps:
+            path, streams, direction = parse_case(args.steps)
+            out = os.path.join(lab.tmp, "steps.csv")
+            if path.setup:
+                path.setup(lab)
+            bits, cpu, shares = iperf(path, streams, direction, args.seconds, Steps(out))
+            if path.teardown:
+                path.teardown(lab)
+            # Inner segments: MSS-sized payloads delivered (1424 bytes through EtherIP).
+            payload = {"etherip": 1424, "etherip-fast": 1424, "etherip-gro": 1424, "limit": 1448, "vxlan": 1398}
+            packets = bits * args.seconds / 8 / payload.get(path.name, 1448)
+            print(f"{path.name} {streams} {direction}: {bits / 1e9:.2f} Gbit/s, about "
+                  f"{packets / 1e6:.2f} M full segments")
+            with open(out) as f:
+                for line in f:
+                    parts = line.strip().split(",")
+                    if len(parts) > 2 and parts[0].replace(".", "").isdigit():
+                        print(f"  {parts[2]:<32} {int(float(parts[0])):>12}  "
+                              f"{float(parts[0]) / packets:6.2f} per segment")
+            return 0
 
-        for n, local, remote, addr in (("a", "192.0.2.1", "192.0.2.2", "10.42.0.1/24"),
-                                       ("b", "192.0.2.2", "192.0.2.1", "10.42.0.2/24")):
-            ip(n, "link", "add", "vx", "type", "vxlan", "id", "42", "local", local, "remote",
-               remote, "dstport", "4789", "dev", "wan")
-            ip(n, "addr", "add", addr, "dev", "vx")
-            ip(n, "link", "set", "vx", "up")
-        measure("vxlan (mtu 1450)", "10.42.0.2", args.seconds, results)
-        for n in ("a", "b"):
-            ip(n, "link", "del", "vx")
-
-        for n, local, remote, addr in (("a", "192.0.2.1", "192.0.2.2", "10.0.0.1/24"),
-                                       ("b", "192.0.2.2", "192.0.2.1", "10.0.0.2/24")):
-            ip(n, "link", "add", "br0", "type", "bridge")
-            ip(n, "link", "add", "dcx", "type", "veth", "peer", "name", "eip-dcx")
-            ip(n, "link", "set", "dcx", "master", "br0")
-            for dev in ("dcx", "eip-dcx", "br0"):
-                ip(n, "link", "set", dev, "up")
-            ip(n, "addr", "add", addr, "dev", "br0")
-            sh("ip", "netns", "exec", ns(n), dp_tool, "apply", "dcx", local, remote, "wan")
-        time.sleep(1)
-        measure("etherip (mtu 1500, frag)", "10.0.0.2", args.seconds, results)
-        for n in ("a", "b"):
-            ip(n, "link", "set", "dcx", "mtu", "1464")
-            ip(n, "link", "set", "br0", "mtu", "1464")
-        measure("etherip (mtu 1464)", "10.0.0.2", args.seconds, results)
-        for n, local, remote in (("a", "192.0.2.1", "192.0.2.2"), ("b", "192.0.2.2", "192.0.2.1")):
-            sh("ip", "netns", "exec", ns(n), dp_tool, "apply", "dcx", local, remote, "wan",
-               "--fast-path")
-        measure("etherip fast (mtu 1464)", "10.0.0.2", args.seconds, results)
-        for n in ("a", "b"):
-            ip(n, "link", "set", "dcx", "mtu", "1500")
-            ip(n, "link", "set", "br0", "mtu", "1500")
-        measure("etherip fast (mtu 1500)", "10.0.0.2", args.seconds, results)
-        for n, local, remote in (("a", "192.0.2.1", "192.0.2.2"), ("b", "192.0.2.2", "192.0.2.1")):
-            sh("ip", "netns", "exec", ns(n), dp_tool, "apply", "dcx", local, remote, "wan",
-               "--fast-path", "--clamp-mss")
-        measure("etherip fast+mss (1500)", "10.0.0.2", args.seconds, results)
-        for n in ("a", "b"):
-            counters = json.loads(sh("ip", "netns", "exec", ns(n), dp_tool, "counters", "dcx"))
-            drops = {k: v for k, v in counters["drops"].items() if v}
-            print(f"  {n}: reassembled {counters['reassembled']} drops {drops}")
-            sh("ip", "netns", "exec", ns(n), dp_tool, "remove-all")
+        paths = [PATHS[p] for p in args.paths.split(",")]
+        streams = [int(s) for s in args.streams.split(",")]
+        directions = args.directions.split(",")
+        runs = []
+        for rnd in range(args.rounds):
+            for path in paths:
+                if path.setup:
+                    path.setup(lab)
+                for n in streams:
+                    for d in directions:
+                        bits, cpu, shares = iperf(path, n, d, args.seconds)
+                        runs.append({"round": rnd, "path": path.name, "streams": n,
+                                     "direction": d, "bits": bits, "cpu_s_per_gbit": cpu,
+                                     "cpu_shares": shares})
+                        print(f"round {rnd + 1} {path.name:<13} {n} {d}: {bits / 1e9:6.2f} "
+                              f"Gbit/s {cpu:5.2f} CPU s/Gbit  CPUs busy "
+                              + " ".join(f"{s * 100:3.0f}%" for s in shares), flush=True)
+                if path.teardown:
+                    path.teardown(lab)
+        for edge in ("edge1", "edge2"):
+            status = lab.counters(edge)
+            print(f"{edge} status: {json.dumps(status)[:600]}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(runs, f, indent=1)
+        summarize(runs, paths, streams, directions)
     finally:
-        cleanup()
-    vx = next(r for r in results if r[0].startswith("vxlan"))
-    for name, tcp, _ in results:
-        if name.startswith("etherip"):
-            print(f"{name}: {tcp / vx[1]:.2f}x VXLAN TCP")
+        lab.down()
     return 0
+
+
+def summarize(runs, paths, streams, directions):
+    def median(path, n, d, key):
+        return statistics.median(r[key] for r in runs
+                                 if r["path"] == path and r["streams"] == n and r["direction"] == d)
+
+    names = [p.name for p in paths]
+    print()
+    print("| path | streams | direction | Gbit/s | vs limit | vs VXLAN | vs 1 stream | "
+          "CPU s/Gbit | CPUs busy |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---|")
+    for name in names:
+        for n in streams:
+            for d in directions:
+                g = median(name, n, d, "bits") / 1e9
+                lim = median("limit", n, d, "bits") / 1e9 if "limit" in names else None
+                vx = median("vxlan", n, d, "bits") / 1e9 if "vxlan" in names else None
+                one = median(name, 1, d, "bits") / 1e9 if 1 in streams else None
+                shares = [statistics.median(r["cpu_shares"][i] for r in runs
+                                            if r["path"] == name and r["streams"] == n
+                                            and r["direction"] == d)
+                          for i in range(len(runs[0]["cpu_shares"]))]
+                print(f"| {name} | {n} | {d} | {g:.2f} | "
+                      f"{f'{g / lim:.2f}×' if lim else '–'} | {f'{g / vx:.2f}×' if vx else '–'} | "
+                      f"{f'{g / one:.2f}×' if one else '–'} | "
+                      f"{median(name, n, d, 'cpu_s_per_gbit'):.2f} | "
+                      + " / ".join(f"{s * 100:.0f}%" for s in shares) + " |")
 
 
 if __name__ == "__main__":
