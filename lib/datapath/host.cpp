@@ -16,7 +16,7 @@
 #include <string_view>
 #include <vector>
 
-#include "datapath/datapath.hpp"
+#include "datapath/types.hpp"
 
 namespace etherctl::datapath {
 

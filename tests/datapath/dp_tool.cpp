@@ -11,6 +11,7 @@
 #include <string>
 
 #include "datapath/datapath.hpp"
+#include "datapath/pins.hpp"
 
 using etherctl::datapath::Counters;
 using etherctl::datapath::Datapath;
