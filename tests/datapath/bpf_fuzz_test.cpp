@@ -40,6 +40,7 @@
 #include "datapath/datapath.hpp"
 #include "datapath/host.hpp"
 #include "packets.hpp"
+#include "test_run.hpp"
 
 namespace etherctl::datapath::test {
 namespace {
@@ -101,11 +102,9 @@ struct Totals {
   }
 };
 
-struct TestRun {
-  int error = 0;
-  uint32_t verdict = 0;
+// One run of a program: what test_run() tells, the packet it left, and how the counters moved.
+struct FuzzRun : TestRun {
   Bytes out;
-  __sk_buff ctx{};
   Totals delta;
 };
 
@@ -230,30 +229,13 @@ class BpfFuzzTest : public ::testing::Test {
     return t;
   }
 
-  static TestRun run(int prog, const Bytes& in, int ifindex, uint32_t mark = 0, uint32_t gso = 0) {
-    TestRun r;
+  static FuzzRun run(int prog, const Bytes& in, int ifindex, uint32_t mark = 0, uint32_t gso = 0) {
+    FuzzRun r;
     r.out.resize(in.size() + 4096);
-    __sk_buff ctx{};
-    ctx.ifindex = static_cast<uint32_t>(ifindex);
-    ctx.ingress_ifindex = static_cast<uint32_t>(ifindex);
-    ctx.mark = mark;
-    ctx.gso_size = gso;
-    if (gso) ctx.gso_segs = 2;
-    bpf_test_run_opts opts{};
-    opts.sz = sizeof(opts);
-    opts.data_in = in.data();
-    opts.data_size_in = static_cast<uint32_t>(in.size());
-    opts.data_out = r.out.data();
-    opts.data_size_out = static_cast<uint32_t>(r.out.size());
-    opts.ctx_in = &ctx;
-    opts.ctx_size_in = sizeof(ctx);
-    opts.ctx_out = &r.ctx;
-    opts.ctx_size_out = sizeof(r.ctx);
     Totals before = totals();
-    r.error = bpf_prog_test_run_opts(prog, &opts);
+    static_cast<TestRun&>(r) = test_run(prog, in, ifindex, r.out, mark, gso);
     r.delta = totals() - before;
-    r.verdict = opts.retval;
-    r.out.resize(std::min<size_t>(opts.data_size_out, r.out.size()));
+    r.out.resize(std::min<size_t>(r.out_len, r.out.size()));
     return r;
   }
 
@@ -280,7 +262,7 @@ class BpfFuzzTest : public ::testing::Test {
   }
 
   // What the packets did, over the whole run (printed at the end).
-  static void tally(const TestRun& r) {
+  static void tally(const FuzzRun& r) {
     // A failed resize/copy/redirect helper is the program's fault (or a kernel limit it does
     // not respect), never the packet's: no input may cause one.
     EXPECT_EQ(r.delta.drops[static_cast<size_t>(Drop::kHelper)], 0u)
@@ -297,7 +279,7 @@ class BpfFuzzTest : public ::testing::Test {
 
   // The kernel's test run (6.1, 6.12 and 6.18 alike) refuses IPv4 and IPv6 input shorter than
   // the IP header with EINVAL before the program runs. Counted apart, not as tried packets.
-  static bool refused_by_kernel(const Bytes& in, const TestRun& r) {
+  static bool refused_by_kernel(const Bytes& in, const FuzzRun& r) {
     if (r.error != -EINVAL || in.size() < 14) return false;
     unsigned type = (in[12] << 8) | in[13];
     if ((type == 0x0800 && in.size() < 34) || (type == 0x86dd && in.size() < 54)) {
@@ -309,8 +291,8 @@ class BpfFuzzTest : public ::testing::Test {
   }
 
   // Runs decap on `in` and checks the invariants of every decap run.
-  TestRun decap(const Bytes& in, const std::string& what) {
-    TestRun r = run(dp_->decap_fd(), in, index("u0"));
+  FuzzRun decap(const Bytes& in, const std::string& what) {
+    FuzzRun r = run(dp_->decap_fd(), in, index("u0"));
     if (refused_by_kernel(in, r)) return r;
     ++decaps_;
     tally(r);
@@ -361,10 +343,10 @@ class BpfFuzzTest : public ::testing::Test {
   }
 
   // Runs encap of `frame` on tunnel `tunnel` (or on the device `ifname` that carries none).
-  TestRun encap(const Bytes& frame, const std::string& tunnel, uint32_t mark, uint32_t gso,
+  FuzzRun encap(const Bytes& frame, const std::string& tunnel, uint32_t mark, uint32_t gso,
                 const std::string& ifname = "") {
     std::string dev = ifname.empty() ? eip_name(tunnel) : ifname;
-    TestRun r = run(dp_->encap_fd(), frame, index(dev), mark, gso);
+    FuzzRun r = run(dp_->encap_fd(), frame, index(dev), mark, gso);
     if (refused_by_kernel(frame, r)) return r;
     ++encaps_;
     tally(r);
@@ -595,7 +577,7 @@ class BpfFuzzTest : public ::testing::Test {
         Bytes b = ether({0x02, 0xaa, 0, 0, 0, 1}, {0x02, 0xaa, 0, 0, 0, 2}, v6 ? 0x86dd : 0x0800);
         append(b, v6 ? ipv6(src, dst, ETHERIP_IPPROTO, etherip(frame))
                      : ipv4(src, dst, ETHERIP_IPPROTO, etherip(frame), next_id()));
-        TestRun r = decap(b, "valid whole packet");
+        FuzzRun r = decap(b, "valid whole packet");
         ASSERT_EQ(r.verdict, kRedirect) << src << " " << size;
         EXPECT_EQ(r.out, padded(frame)) << src << " " << size;
       }
@@ -611,7 +593,7 @@ class BpfFuzzTest : public ::testing::Test {
         for (size_t i = 0; i + 1 < frags.size(); ++i) {
           EXPECT_EQ(decap(frags[i], "valid fragment").verdict, kStolen) << v6 << " " << i;
         }
-        TestRun r = decap(frags.back(), "valid last fragment");
+        FuzzRun r = decap(frags.back(), "valid last fragment");
         ASSERT_EQ(r.verdict, kRedirect) << v6 << " " << pieces;
         EXPECT_EQ(r.out, frame);
       }
@@ -740,7 +722,7 @@ TEST_F(BpfFuzzTest, DecapTruncatedAtEveryLength) {
   for (const auto& [name, packet] : packets) {
     for (size_t len = 14; len < packet.size(); ++len) {
       Bytes cut(packet.begin(), packet.begin() + static_cast<long>(len));
-      TestRun r = decap(cut, std::string("truncated ") + name);
+      FuzzRun r = decap(cut, std::string("truncated ") + name);
       EXPECT_NE(r.verdict, kRedirect) << name << " truncated to " << len;
       EXPECT_NE(r.verdict, kStolen) << name << " truncated to " << len;
       if (len % 3 != 0) continue;  // adjusted lengths: every third length is enough
@@ -832,7 +814,7 @@ TEST_F(BpfFuzzTest, ReassemblyOfShuffledOverlappingAndMissingFragments) {
       if (open.empty()) break;
       Datagram& d = *open[below(open.size())];
       bool last = d.sent + 1 == d.pieces.size();
-      TestRun r = decap(d.pieces[d.sent++], "reassembly");
+      FuzzRun r = decap(d.pieces[d.sent++], "reassembly");
       // A junk piece that happens to fill a hole exactly is a fragment like any other (IP
       // reassembly cannot tell): its datagram gets only the generic checks.
       if (r.verdict == kRedirect && std::string(d.fault) != "junk") {
@@ -905,7 +887,7 @@ TEST_F(BpfFuzzTest, EncapIpv6EveryLengthAroundTheMtu) {
   for (const char* tunnel : {"dcx6", "frag6"}) {
     for (size_t size = 1400; size <= 1600; ++size) {
       for (uint16_t type : {0x0800, 0x0806}) {
-        TestRun r = encap(inner_frame(size, type, static_cast<uint8_t>(size)), tunnel, 0, 0);
+        FuzzRun r = encap(inner_frame(size, type, static_cast<uint8_t>(size)), tunnel, 0, 0);
         EXPECT_EQ(r.verdict, kRedirect) << tunnel << " " << size << " " << r.delta.str();
       }
     }

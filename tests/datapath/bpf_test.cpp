@@ -31,6 +31,7 @@
 #include "datapath/datapath.hpp"
 #include "datapath/host.hpp"
 #include "packets.hpp"
+#include "test_run.hpp"
 
 namespace etherctl::datapath::test {
 namespace {
@@ -101,26 +102,11 @@ class DatapathTest : public ::testing::Test {
                     uint32_t gso_size = 0) {
     Result r;
     r.out.resize(std::max<size_t>(in.size() + 4096, ETHERIP_FRAG_MAX + 64));  // reassembled
-    __sk_buff ctx{};
-    ctx.ifindex = static_cast<uint32_t>(ifindex);
-    ctx.ingress_ifindex = static_cast<uint32_t>(ifindex);
-    ctx.mark = mark;
-    ctx.gso_size = gso_size;
-    if (gso_size) ctx.gso_segs = 2;
-    bpf_test_run_opts opts{};
-    opts.sz = sizeof(opts);
-    opts.data_in = in.data();
-    opts.data_size_in = static_cast<uint32_t>(in.size());
-    opts.data_out = r.out.data();
-    opts.data_size_out = static_cast<uint32_t>(r.out.size());
-    opts.ctx_in = &ctx;
-    opts.ctx_size_in = sizeof(ctx);
-    opts.ctx_out = &r.ctx;
-    opts.ctx_size_out = sizeof(r.ctx);
-    int err = bpf_prog_test_run_opts(prog, &opts);
-    EXPECT_EQ(err, 0) << "BPF_PROG_TEST_RUN failed: " << err;
-    r.verdict = opts.retval;
-    r.out.resize(opts.data_size_out);
+    TestRun t = test_run(prog, in, ifindex, r.out, mark, gso_size);
+    EXPECT_EQ(t.error, 0) << "BPF_PROG_TEST_RUN failed: " << t.error;
+    r.verdict = t.verdict;
+    r.ctx = t.ctx;
+    r.out.resize(t.out_len);
     return r;
   }
   static Result encap(const Bytes& frame, const std::string& tunnel, uint32_t mark = 0,
@@ -982,31 +968,21 @@ TEST_F(DatapathTest, ConcurrentFragmentsOnSeveralCpusAreReassembledExactlyOnce) 
         sync.wait();
         for (; job_it != group.lists[t].end() && job_it->step == step; ++job_it) {
           const Job& job = *job_it;
-          __sk_buff ctx{};
-          ctx.ifindex = ctx.ingress_ifindex = static_cast<uint32_t>(ifindex);
-          bpf_test_run_opts opts{};
-          opts.sz = sizeof(opts);
-          opts.data_in = job.packet->data();
-          opts.data_size_in = static_cast<uint32_t>(job.packet->size());
-          opts.data_out = out.data();
-          opts.data_size_out = static_cast<uint32_t>(out.size());
-          opts.ctx_in = &ctx;
-          opts.ctx_size_in = sizeof(ctx);
           int64_t start = monotonic_ns();
-          int err = bpf_prog_test_run_opts(prog, &opts);
+          TestRun run = test_run(prog, *job.packet, ifindex, out);
           int64_t end = monotonic_ns();
           spans[t].push_back({job.datagram->seq, sched_getcpu(), start, end});
-          if (err) {
+          if (run.error) {
             ++failed_runs;
-          } else if (opts.retval == TC_ACT_REDIRECT) {
-            Bytes frame(out.begin(), out.begin() + opts.data_size_out);
+          } else if (run.verdict == TC_ACT_REDIRECT) {
+            Bytes frame(out.begin(), out.begin() + static_cast<long>(run.out_len));
             int64_t seq = frame_seq(frame);
             if (seq >= 0 && static_cast<size_t>(seq) < count &&
                 frame == padded(datagrams[static_cast<size_t>(seq)].frame))
               ++delivered[static_cast<size_t>(seq)];
             else
               ++corrupt;
-          } else if (opts.retval != TC_ACT_STOLEN) {
+          } else if (run.verdict != TC_ACT_STOLEN) {
             ++unexpected;
           }
         }
@@ -1214,26 +1190,16 @@ TEST_F(DatapathTest, OverfullReassemblyTableLosesDatagramsVisiblyButNeverMixesTh
     for (const auto& group : plan) {
       sync.wait();
       for (const Job& job : group.lists[t]) {
-        __sk_buff ctx{};
-        ctx.ifindex = ctx.ingress_ifindex = static_cast<uint32_t>(ifindex);
-        bpf_test_run_opts opts{};
-        opts.sz = sizeof(opts);
-        opts.data_in = job.packet->data();
-        opts.data_size_in = static_cast<uint32_t>(job.packet->size());
-        opts.data_out = out.data();
-        opts.data_size_out = static_cast<uint32_t>(out.size());
-        opts.ctx_in = &ctx;
-        opts.ctx_size_in = sizeof(ctx);
-        bool ran = bpf_prog_test_run_opts(prog, &opts) == 0;
-        if (ran && opts.retval == TC_ACT_REDIRECT) {
-          Bytes frame(out.begin(), out.begin() + opts.data_size_out);
+        TestRun run = test_run(prog, *job.packet, ifindex, out);
+        if (run.error == 0 && run.verdict == TC_ACT_REDIRECT) {
+          Bytes frame(out.begin(), out.begin() + static_cast<long>(run.out_len));
           int64_t seq = frame_seq(frame) - kFirst;
           if (seq >= 0 && static_cast<size_t>(seq) < count &&
               frame == padded(datagrams[static_cast<size_t>(seq)].frame))
             ++delivered[static_cast<size_t>(seq)];
           else
             ++corrupt;
-        } else if (!ran || (opts.retval != TC_ACT_STOLEN && opts.retval != TC_ACT_SHOT)) {
+        } else if (run.error || (run.verdict != TC_ACT_STOLEN && run.verdict != TC_ACT_SHOT)) {
           ++other;  // failed run, or a verdict reassembly never gives
         }
       }
