@@ -125,7 +125,7 @@ Bytes padded(Bytes frame) {
 
 void fix_ipv4_checksum(Bytes& p) {
   if (p.size() < 14 + 20) return;
-  size_t ihl = (p[14] & 0x0f) * 4u;
+  size_t ihl = static_cast<size_t>(p[14] & 0x0f) * 4;
   if (ihl < 20 || p.size() < 14 + ihl) return;
   p[24] = p[25] = 0;
   uint16_t c = checksum(p.data() + 14, ihl);
@@ -181,7 +181,7 @@ class BpfFuzzTest : public ::testing::Test {
     std::printf(
         "bpf fuzz: %llu packets tried (%llu decap, %llu encap), %llu short IP packets refused by "
         "the kernel's test run, seed %llu\n",
-        static_cast<unsigned long long>(decaps_ + encaps_),
+        static_cast<unsigned long long>(decaps_) + encaps_,
         static_cast<unsigned long long>(decaps_), static_cast<unsigned long long>(encaps_),
         static_cast<unsigned long long>(refused_), static_cast<unsigned long long>(seed_));
     std::string verdicts, drops;

@@ -548,7 +548,7 @@ TEST_F(DatapathTest, ReversedHeaderNeedsOptIn) {
 }
 
 TEST_F(DatapathTest, MalformedIsDroppedAndCounted) {
-  auto check = [&](Bytes pkt, Drop reason, const char* what) {
+  auto check = [&](const Bytes& pkt, Drop reason, const char* what) {
     auto before = counters("dcx");
     auto r = decap(pkt);
     EXPECT_EQ(r.verdict, static_cast<uint32_t>(TC_ACT_SHOT)) << what;
