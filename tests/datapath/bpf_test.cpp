@@ -875,8 +875,9 @@ int64_t monotonic_ns() {
   return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
 }
 
-// Releases all threads within a fraction of a microsecond of the last one's arrival (a futex
-// wake-up would take tens), yielding while it waits long (the machine is shared).
+// Releases all threads within a fraction of a microsecond of the last one's arrival when the
+// CPUs are free (a futex wake-up would take tens), sleeping when the wait is long (the machine
+// is shared).
 class SpinBarrier {
  public:
   explicit SpinBarrier(size_t n) : n_(n) {}
@@ -885,10 +886,15 @@ class SpinBarrier {
     if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_) {
       arrived_.store(0, std::memory_order_relaxed);
       gen_.fetch_add(1, std::memory_order_release);
+      gen_.notify_all();
       return;
     }
-    for (int spins = 0; gen_.load(std::memory_order_acquire) == gen; ++spins)
-      if (spins > 2000) std::this_thread::yield();
+    // Spin first, so that the threads leave together; then sleep on the futex: a yield loop
+    // on a CPU that other processes want (ctest -j, TCG guests) waited for whole time slices,
+    // thousands of times per test.
+    for (int spins = 0; spins < 2000; ++spins)
+      if (gen_.load(std::memory_order_acquire) != gen) return;
+    while (gen_.load(std::memory_order_acquire) == gen) gen_.wait(gen, std::memory_order_acquire);
   }
 
  private:
