@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fmt/format.h>
+#include <linux/capability.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -185,10 +186,18 @@ Datapath Datapath::open(const Options& options) {
   }
 
   int err = etherip_bpf__load(impl->skel.get());
-  if (err)
-    fail(err, fmt::format("loading the EtherIP BPF programs (pins in {}; an incompatible pinned "
-                          "map from another etherctl version must be removed first)",
-                          impl->pin_dir));
+  if (err) {
+    // Without CAP_PERFMON (or CAP_SYS_ADMIN) the verifier checks the programs as untrusted
+    // code: it refuses pointer arithmetic they need (EACCES) or, exploring speculative paths
+    // too, gives up on their size (E2BIG, 6.18). Neither errno says what is missing.
+    const std::string hint =
+        has_effective_capability(CAP_PERFMON) || has_effective_capability(CAP_SYS_ADMIN)
+            ? "an incompatible pinned map from another etherctl version must be removed first"
+            : "the kernel's verifier accepts them only with CAP_PERFMON or CAP_SYS_ADMIN besides "
+              "CAP_BPF, which this process lacks";
+    fail(err,
+         fmt::format("loading the EtherIP BPF programs (pins in {}; {})", impl->pin_dir, hint));
+  }
   // Pins appear with the first tunnel (apply), so that opening leaves nothing behind.
   impl->ensure_stats(ETHERIP_UNATTRIBUTED);
   impl->options = options;

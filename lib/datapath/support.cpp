@@ -2,7 +2,10 @@
 
 #include <bpf/libbpf.h>
 #include <fmt/format.h>
+#include <linux/capability.h>
 #include <net/if.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdarg>
@@ -14,6 +17,14 @@
 namespace etherctl::datapath {
 
 std::string errno_text(int error) { return std::strerror(error < 0 ? -error : error); }
+
+bool has_effective_capability(int cap) {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  if (syscall(SYS_capget, &header, data) != 0) return false;
+  const auto index = static_cast<unsigned>(cap);
+  return (data[index / 32].effective & (1U << (index % 32))) != 0;
+}
 
 [[noreturn]] void fail(int error, const std::string& what) {
   if (error < 0) error = -error;

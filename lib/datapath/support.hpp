@@ -13,6 +13,9 @@ std::string errno_text(int error);
 // Throws DatapathError with "what: <errno text>"; accepts negative (libbpf) error numbers.
 [[noreturn]] void fail(int error, const std::string& what);
 
+// Whether this process holds the capability in its effective set (false when it cannot tell).
+bool has_effective_capability(int cap);
+
 // An owned file descriptor.
 class Fd {
  public:
