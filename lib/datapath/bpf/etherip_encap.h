@@ -136,10 +136,141 @@ static __always_inline int encap6_fragments(struct __sk_buff *skb, struct etheri
   return drop(key, ETHERIP_DROP_HELPER); /* not reached: the pieces cover len */
 }
 
+/* The frame's VLAN tags: the receive path moved its outer 802.1Q/802.1ad tag into skb metadata
+ * before TC ingress; popping it moves a second one up (QinQ). */
+struct vlan_tags {
+  __be16 tci_proto[4]; /* proto, TCI of the outer tag, then of the inner one */
+  __u32 len;           /* 0, 4 or 8 bytes */
+};
+
+static __always_inline int pop_tags(struct __sk_buff *skb, struct vlan_tags *tags) {
+  tags->len = 0;
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    if (!skb->vlan_present) break;
+    tags->tci_proto[2 * i] = (__be16)skb->vlan_proto;
+    tags->tci_proto[2 * i + 1] = bpf_htons((__u16)skb->vlan_tci);
+    tags->len += 4;
+    if (bpf_skb_vlan_pop(skb)) return -1;
+  }
+  return 0;
+}
+
+/* Writes the inner frame's addresses and tags behind the hdr_len bytes of room:
+ * [hdr_len][dst src][tags][...]. */
+static __always_inline int put_inner_header(struct __sk_buff *skb, __u32 hdr_len,
+                                            const struct ethhdr *eth,
+                                            const struct vlan_tags *tags) {
+  if (bpf_skb_store_bytes(skb, hdr_len, eth, 12, 0)) return -1;
+  if (tags->len == 4 && bpf_skb_store_bytes(skb, hdr_len + 12, tags->tci_proto, 4, 0)) return -1;
+  if (tags->len == 8 && bpf_skb_store_bytes(skb, hdr_len + 12, tags->tci_proto, 8, 0)) return -1;
+  return 0;
+}
+
+/* Room for the outer headers (hdr_len bytes) in front of the inner frame, whose VLAN tags go
+ * back into it: [hdr_len bytes][dst src][tags][type][payload].
+ * IP frames grow with bpf_skb_adjust_room(), which also moves the skb's network header onto the
+ * outer IP header (bpf_skb_change_proto() names the outer family when the inner one differs):
+ * such a packet goes to the stack from here, in the same pass (send_into_stack). adjust_room
+ * refuses other frames (ARP, LLDP, ...): they grow with bpf_skb_change_head(), which leaves the
+ * network header on the inner frame, and re-enter through eip's ingress (send_reinjected).
+ * Returns 1 for the first kind, 0 for the second, -1 when a helper failed. */
+static __always_inline int make_room(struct __sk_buff *skb, const struct etherip_tunnel *t,
+                                     __u32 hdr_len, const struct vlan_tags *tags) {
+  struct ethhdr eth;
+  if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth))) return -1;
+  __u32 grow = hdr_len + tags->len;
+  __be16 inner = skb->protocol;
+  if (inner != bpf_htons(ETH_P_IP) && inner != bpf_htons(ETH_P_IPV6)) {
+    /* [grow][dst src][type][payload] */
+    if (bpf_skb_change_head(skb, grow, 0)) return -1;
+    return put_inner_header(skb, hdr_len, &eth, tags) ? -1 : 0;
+  }
+  /* adjust_room puts the room behind the 14-byte MAC header, which stays in front:
+   * [dst src type][room][payload]. change_proto then adds (IPv4 inside IPv6) or removes (IPv6
+   * inside IPv4) the 20 bytes by which the two IP headers differ, at the same place. */
+  __be16 outer = t->family == ETHERIP_FAMILY_V4 ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6);
+  __s32 room = (__s32)grow;
+  if (inner != outer) room += inner == bpf_htons(ETH_P_IP) ? -20 : 20;
+  if (bpf_skb_adjust_room(skb, room, BPF_ADJ_ROOM_MAC, 0)) return -1;
+  if (inner != outer && bpf_skb_change_proto(skb, outer, 0)) return -1;
+  if (put_inner_header(skb, hdr_len, &eth, tags) ||
+      bpf_skb_store_bytes(skb, hdr_len + 12 + tags->len, &eth.h_proto, 2, 0))
+    return -1;
+  return 1;
+}
+
+/* ---- How an encapsulated packet leaves. One function each, so that another way (an xfrm
+ * interface, say) is one more function beside them. */
+
+/* Into the stack as if received on eip, in this pass: the skb's headers already describe the
+ * outer packet (make_room returned 1). Routing, netfilter, xfrm policies and IPv4
+ * fragmentation follow, as for any forwarded packet. The outer destination MAC is eip's own,
+ * but pkt_type still reflects the inner destination, and IP drops frames for other hosts; the
+ * mark is cleared as on the re-injected path, so that policy routing by fwmark sees the
+ * tunnel's packets alike. */
+static __always_inline int send_into_stack(struct __sk_buff *skb, __u32 key) {
+  if (bpf_skb_change_type(skb, PACKET_HOST)) return drop(key, ETHERIP_DROP_HELPER);
+  skb->mark = 0;
+  return TC_ACT_OK;
+}
+
+/* Into eip's own ingress, marked (make_room returned 0, and the IPv6 send path's fragments):
+ * the receive path parses the outer headers afresh and etherip_encap lets its marked packet
+ * pass. One more trip through the backlog than send_into_stack. */
+static __always_inline int send_reinjected(struct __sk_buff *skb, __u32 key) {
+  skb->mark = ETHERIP_MARK;
+  return bpf_redirect(key, BPF_F_INGRESS);
+}
+
+/* Opt-in fast path (IPv4 outer only): when the route's MTU fits and the neighbour is known,
+ * straight out of the underlay, skipping the stack, and with it netfilter and IPsec policies,
+ * hence opt-in. Returns -1 when the packet has to take the stack after all. */
+static __always_inline int send_fast(struct __sk_buff *skb, const struct etherip_tunnel *t,
+                                     __u32 key, __u32 inner_len) {
+  if (!(t->flags & ETHERIP_FLAG_FAST_PATH) || t->family != ETHERIP_FAMILY_V4 ||
+      skb->protocol != bpf_htons(ETH_P_IP))
+    return -1;
+  struct bpf_fib_lookup fib = {};
+  fib.family = AF_INET;
+  fib.l4_protocol = ETHERIP_IPPROTO;
+  fib.tot_len = sizeof(struct iphdr) + 2 + inner_len;
+  fib.ifindex = key; /* routed as if received on eip, as on the stack path */
+  __builtin_memcpy(&fib.ipv4_src, t->local, 4);
+  __builtin_memcpy(&fib.ipv4_dst, t->remote, 4);
+  if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS) return -1;
+  __u8 macs[12];
+  __builtin_memcpy(macs, fib.dmac, 6);
+  __builtin_memcpy(macs + 6, fib.smac, 6);
+  if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0)) return -1;
+  return bpf_redirect(fib.ifindex, 0);
+}
+
+/* The outer IPv4 header, checksummed. */
+static __always_inline struct iphdr outer_ipv4(struct etherip_tunnel *t, __u32 inner_len) {
+  struct iphdr ip = {};
+  ip.version = 4;
+  ip.ihl = 5;
+  ip.tot_len = bpf_htons(sizeof(struct iphdr) + 2 + inner_len);
+  /* Unique per packet so that the peer never mixes fragments of different datagrams. */
+  ip.id = bpf_htons((__u16)__sync_fetch_and_add(&t->ip_id, 1));
+  ip.frag_off = 0; /* DF clear: oversized packets get fragmented, as RFC 3378 peers do */
+  ip.ttl = 64;
+  ip.protocol = ETHERIP_IPPROTO;
+  __builtin_memcpy(&ip.saddr, t->local, 4);
+  __builtin_memcpy(&ip.daddr, t->remote, 4);
+  __u16 *w = (__u16 *)&ip;
+  __u32 sum = 0;
+#pragma unroll
+  for (int i = 0; i < (int)sizeof(struct iphdr) / 2; i++) sum += w[i];
+  ip.check = csum_fold(sum);
+  return ip;
+}
+
 SEC("tc")
 int etherip_encap(struct __sk_buff *skb) {
-  /* Our own outer packet coming back through the device's ingress: hand it to the stack,
-   * without the mark so that policy routing by fwmark is not disturbed. */
+  /* Our own outer packet coming back through the device's ingress (send_reinjected): hand it
+   * to the stack, without the mark so that policy routing by fwmark is not disturbed. */
   if (skb->mark == ETHERIP_MARK) {
     skb->mark = 0;
     return TC_ACT_OK;
@@ -151,61 +282,20 @@ int etherip_encap(struct __sk_buff *skb) {
    * put our headers in front. The bridge-port end has segmentation offloads turned off. */
   if (skb->gso_size) return drop(key, ETHERIP_DROP_GSO);
 
-  /* The receive path moved the frame's outer 802.1Q/802.1ad tag into skb metadata before TC
-   * ingress; take it (and a second one that popping moves up, for QinQ) back into the frame. */
-  __be16 tags[4] = {};
-  __u32 ntags = 0;
-  if (skb->vlan_present) {
-    tags[0] = (__be16)skb->vlan_proto;
-    tags[1] = bpf_htons((__u16)skb->vlan_tci);
-    ntags = 1;
-    if (bpf_skb_vlan_pop(skb)) return drop(key, ETHERIP_DROP_HELPER);
-    if (skb->vlan_present) {
-      tags[2] = (__be16)skb->vlan_proto;
-      tags[3] = bpf_htons((__u16)skb->vlan_tci);
-      ntags = 2;
-      if (bpf_skb_vlan_pop(skb)) return drop(key, ETHERIP_DROP_HELPER);
-    }
-  }
-  __u32 tag_len = ntags * 4;
-  if (t->clamp_mtu) clamp_mss(skb, t, tag_len);
-  __u32 inner_len = skb->len + tag_len;
+  struct vlan_tags tags;
+  if (pop_tags(skb, &tags)) return drop(key, ETHERIP_DROP_HELPER);
+  if (t->clamp_mtu) clamp_mss(skb, t, tags.len);
+  __u32 inner_len = skb->len + tags.len;
   __u32 hdr_len = t->family == ETHERIP_FAMILY_V4 ? sizeof(struct outer4) : sizeof(struct outer6);
-  /* change_head, not adjust_room: adjust_room refuses non-IP frames (ARP, ...). */
-  if (bpf_skb_change_head(skb, hdr_len + tag_len, 0)) return drop(key, ETHERIP_DROP_HELPER);
-  if (ntags) {
-    /* [hdr][tags gap][dst src][type...] -> [hdr][dst src][tags][type...] */
-    __u8 macs[12];
-    if (bpf_skb_load_bytes(skb, hdr_len + tag_len, macs, sizeof(macs)) ||
-        bpf_skb_store_bytes(skb, hdr_len, macs, sizeof(macs), 0))
-      return drop(key, ETHERIP_DROP_HELPER);
-    if (ntags == 1 ? bpf_skb_store_bytes(skb, hdr_len + 12, tags, 4, 0)
-                   : bpf_skb_store_bytes(skb, hdr_len + 12, tags, 8, 0))
-      return drop(key, ETHERIP_DROP_HELPER);
-  }
+  int direct = make_room(skb, t, hdr_len, &tags);
+  if (direct < 0) return drop(key, ETHERIP_DROP_HELPER);
 
   if (t->family == ETHERIP_FAMILY_V4) {
-    struct iphdr ip = {};
-    ip.version = 4;
-    ip.ihl = 5;
-    ip.tot_len = bpf_htons(sizeof(struct iphdr) + 2 + inner_len);
-    /* Unique per packet so that the peer never mixes fragments of different datagrams. */
-    ip.id = bpf_htons((__u16)__sync_fetch_and_add(&t->ip_id, 1));
-    ip.frag_off = 0; /* DF clear: oversized packets get fragmented, as RFC 3378 peers do */
-    ip.ttl = 64;
-    ip.protocol = ETHERIP_IPPROTO;
-    __builtin_memcpy(&ip.saddr, t->local, 4);
-    __builtin_memcpy(&ip.daddr, t->remote, 4);
-    __u16 *w = (__u16 *)&ip;
-    __u32 sum = 0;
-#pragma unroll
-    for (int i = 0; i < (int)sizeof(struct iphdr) / 2; i++) sum += w[i];
-    ip.check = csum_fold(sum);
     struct outer4 h = {};
     __builtin_memcpy(h.eth.h_dest, t->mac, ETH_ALEN);
     __builtin_memcpy(h.eth.h_source, t->mac, ETH_ALEN);
     h.eth.h_proto = bpf_htons(ETH_P_IP);
-    h.ip = ip;
+    h.ip = outer_ipv4(t, inner_len);
     h.etherip = bpf_htons(ETHERIP_HDR_V3);
     if (bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0)) return drop(key, ETHERIP_DROP_HELPER);
   } else {
@@ -239,31 +329,9 @@ int etherip_encap(struct __sk_buff *skb) {
     s->tx_packets++;
     s->tx_bytes += inner_len;
   }
-
-  /* Fast path (opt-in): when the route's MTU fits and the neighbour is known, send straight out
-   * of the underlay. It skips a second pass through the stack, and with it netfilter and IPsec
-   * policies, hence opt-in. Only when skb->protocol already names the outer family, as
-   * nothing here can rewrite it. */
-  if ((t->flags & ETHERIP_FLAG_FAST_PATH) && t->family == ETHERIP_FAMILY_V4 &&
-      skb->protocol == bpf_htons(ETH_P_IP)) {
-    struct bpf_fib_lookup fib = {};
-    fib.family = AF_INET;
-    fib.l4_protocol = ETHERIP_IPPROTO;
-    fib.tot_len = sizeof(struct iphdr) + 2 + inner_len;
-    fib.ifindex = key; /* routed as if received on eip, as the slow path is */
-    __builtin_memcpy(&fib.ipv4_src, t->local, 4);
-    __builtin_memcpy(&fib.ipv4_dst, t->remote, 4);
-    if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) == BPF_FIB_LKUP_RET_SUCCESS) {
-      __u8 macs[12];
-      __builtin_memcpy(macs, fib.dmac, 6);
-      __builtin_memcpy(macs + 6, fib.smac, 6);
-      if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0) == 0)
-        return bpf_redirect(fib.ifindex, 0);
-    }
-  }
-  /* Slow path: into the stack through eip's own ingress; it routes and fragments. */
-  skb->mark = ETHERIP_MARK;
-  return bpf_redirect(key, BPF_F_INGRESS);
+  int sent = send_fast(skb, t, key, inner_len);
+  if (sent >= 0) return sent;
+  return direct ? send_into_stack(skb, key) : send_reinjected(skb, key);
 }
 
 #endif
