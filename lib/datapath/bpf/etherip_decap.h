@@ -28,7 +28,7 @@ static __always_inline int decap_whole(struct __sk_buff *skb, struct etherip_tun
     /* Ethernet padding of a short outer packet is not part of the inner frame. */
     if ((skb->len > inner || inner < ETH_ZLEN) && fix_tail(skb, inner))
       return drop(key, ETHERIP_DROP_HELPER);
-    return deliver(t, key, inner);
+    return deliver(skb, t, key, inner);
   }
 
   /* adjust_room refuses results shorter than an IP header (for example ARP inside IPv6), so
@@ -39,7 +39,7 @@ static __always_inline int decap_whole(struct __sk_buff *skb, struct etherip_tun
   BOUNDED_SIZE(n, inner, ETHERIP_FRAG_MAX, return drop(key, ETHERIP_DROP_HELPER));
   if (bpf_skb_load_bytes(skb, off + 2, sc->buf, n)) return drop(key, ETHERIP_DROP_TRUNCATED);
   if (emit(skb, sc->buf, inner)) return drop(key, ETHERIP_DROP_HELPER);
-  return deliver(t, key, inner);
+  return deliver(skb, t, key, inner);
 }
 
 /* EtherIP that matches no tunnel: to a tunnel's local address from a stranger, or to another

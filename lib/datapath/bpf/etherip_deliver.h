@@ -18,13 +18,22 @@ static __always_inline int version_ok(struct etherip_tunnel *t, __u32 key, __be1
   return 0;
 }
 
-static __always_inline int deliver(struct etherip_tunnel *t, __u32 key, __u32 len) {
+/* Sends a decapsulated frame out of the eip end: it arrives at its veth peer, the bridge port.
+ * The frame is marked as received on the queue of this CPU (queue_mapping is the receive queue
+ * plus one), so that the veth delivers it to the receive queue of T that belongs to this CPU,
+ * whose NAPI instance, and with it GRO, runs here: decapsulation on several CPUs never funnels
+ * into one NAPI instance on one of them (lib/datapath/README.md, "Link settings"). The hash of
+ * the outer packet (software RPS, a queue choice, or none) is forgotten: whatever hashes the
+ * frame later (RPS on T, a qdisc, a queue choice) computes it from the inner headers. */
+static __always_inline int deliver(struct __sk_buff *skb, struct etherip_tunnel *t, __u32 key,
+                                   __u32 len) {
   struct etherip_stats *s = stats_of(key);
   if (s) {
     s->rx_packets++;
     s->rx_bytes += len;
   }
-  /* Out of the eip end: the frame arrives at its veth peer, the bridge port. */
+  skb->queue_mapping = bpf_get_smp_processor_id() + 1;
+  bpf_set_hash_invalid(skb);
   return bpf_redirect(t->eip_ifindex, 0);
 }
 

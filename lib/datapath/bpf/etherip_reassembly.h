@@ -281,7 +281,7 @@ __noinline int etherip_reassemble(struct __sk_buff *skb, __u32 key, __u32 id, __
     verdict = drop(key, ETHERIP_DROP_HELPER);
   } else {
     if (st) st->reassembled++;
-    verdict = deliver(t, key, total - 2);
+    verdict = deliver(skb, t, key, total - 2);
   }
   frag_release(ident, way);
   return verdict;
