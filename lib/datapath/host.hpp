@@ -1,10 +1,16 @@
 // Link settings the EtherIP datapath depends on, applied with ioctls and /proc/sys writes (no
-// shelling out). Everything acts on the caller's network namespace. Depends on types.hpp only.
+// shelling out) and read back to find drift. Everything acts on the caller's network namespace.
+// Depends on types.hpp only.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace etherctl::datapath {
 
@@ -14,23 +20,58 @@ std::array<uint8_t, 6> hardware_address(const std::string& ifname);
 // The interface's MTU (SIOCGIFMTU).
 int interface_mtu(const std::string& ifname);
 
-// Turns off every tx checksum and segmentation offload (ETHTOOL_SFEATURES), so the kernel
-// segments GSO packets and fills in checksums before they leave through this interface.
-void disable_offloads(const std::string& ifname);
+// One offload feature of a link, as `ethtool -k` names it ("rx-gro", "tx-tcp-segmentation").
+struct Feature {
+  bool active = false;
+  bool fixed = false;  // the driver does not let it change ("[fixed]")
+};
+// Every feature of the link, by name (ETHTOOL_GSTRINGS + ETHTOOL_GFEATURES): the names come
+// from the kernel, so no bit position is hard-coded.
+std::map<std::string, Feature> features(const std::string& ifname);
+// Turns on or off every feature for which `want` has a value (ETHTOOL_SFEATURES); fixed ones
+// stay as they are.
+using FeatureWish = std::function<std::optional<bool>(std::string_view name)>;
+void set_features(const std::string& ifname, const FeatureWish& want);
+
+// Receive and transmit queues (ETHTOOL_GCHANNELS); nullopt when the driver has no channels.
+struct Queues {
+  uint32_t rx = 0, tx = 0, max_rx = 0, max_tx = 0;
+};
+std::optional<Queues> queues(const std::string& ifname);
+// ETHTOOL_SCHANNELS. A veth takes its carrier down and up while it changes them.
+void set_queues(const std::string& ifname, uint32_t rx, uint32_t tx);
 
 // Writes /proc/sys/<key with dots as slashes>; interface names may contain dots, so the
 // interface is passed separately: sysctl("net/ipv4/conf", "eip-x", "rp_filter", "0").
 void write_sysctl(const std::string& prefix, const std::string& ifname, const std::string& leaf,
                   const std::string& value);
+// The value (first word) of that file; "" when it cannot be read.
+std::string read_sysctl(const std::string& prefix, const std::string& ifname,
+                        const std::string& leaf);
 
-// What apply() does to the links besides BPF: segmentation and tx-checksum offloads off on
-// the bridge-port end (there is no GSO handler for protocol 97, so the kernel must segment
-// and checksum before encapsulation); on the eip end IPv4 forwarding, accept_local=1 and
-// rp_filter=0 (the re-injected outer packet has a local source; a nonzero
-// net.ipv4.conf.all.rp_filter is moved into every interface's own setting, which leaves their
-// effective filtering unchanged, because the kernel applies the larger one), IPv6 forwarding, no
-// IPv6 addresses of its own. IPv6 outer endpoints also need net.ipv6.conf.all.forwarding=1, which
-// ip6_forward checks globally; apply() sets it for IPv6 tunnels.
+// What apply() does to the links of tunnel T besides BPF (the design and the reasons are in
+// lib/datapath/README.md, "Link settings"):
+// - T, the bridge port: every segmentation offload off (there is no GSO handler for protocol
+//   97: the kernel segments before the veth), transmit checksum offload off (the kernel fills
+//   in checksums before encapsulation), GRO on (frames decapsulated into eip-T are coalesced on
+//   their way into the bridge);
+// - eip-T: every segmentation offload off (a veth hands frames to its peer's NAPI, hence GRO,
+//   only when the sending end has no TSO; nothing eip-T sends is ever a GSO packet), GRO off
+//   (frames for the encap program must arrive one by one);
+// - both ends: one queue per CPU (up to what the pair was created with), so that each CPU's
+//   decapsulated frames have their own NAPI instance on T (the decap program picks the queue
+//   of the CPU it runs on);
+// - eip-T: IPv4 forwarding, accept_local=1 and rp_filter=0 (the outer packet enters the stack
+//   there with a local source; a nonzero net.ipv4.conf.all.rp_filter is moved into every
+//   interface's own setting, which leaves their effective filtering unchanged, because the
+//   kernel applies the larger one), IPv6 off (IPv4 outer) or on without addresses of its own
+//   and forwarding, plus net.ipv6.conf.all.forwarding=1, which ip6_forward checks globally
+//   (IPv6 outer).
 void prepare_links(const std::string& tunnel, bool ipv6_outer);
+
+// How the links differ from what prepare_links sets, one line each ("dcx: rx-gro is off, the
+// datapath needs it on"); empty when everything is in place. Features the driver does not let
+// change are not compared.
+std::vector<std::string> link_drift(const std::string& tunnel, bool ipv6_outer);
 
 }  // namespace etherctl::datapath

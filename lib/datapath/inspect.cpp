@@ -4,6 +4,7 @@
 
 #include "datapath/datapath.hpp"
 #include "datapath/entries.hpp"
+#include "datapath/host.hpp"
 #include "datapath/pins.hpp"
 #include "datapath/tc.hpp"
 
@@ -23,8 +24,16 @@ std::vector<TunnelStatus> inspect(const Options& options) {
     bool attached = program_attached(eip_name(spec.name), "etherip_encap");
     for (const auto& underlay : spec.underlay)
       attached = attached && program_attached(underlay, "etherip_decap");
+    std::vector<std::string> drift;
+    if (entry_alive(key, value)) {
+      try {
+        drift = link_drift(spec.name, value.family == ETHERIP_FAMILY_V6);
+      } catch (const DatapathError& e) {
+        drift.push_back(e.what());  // a link gone meanwhile
+      }
+    }
     out.push_back({spec, read_counters(fd("stats"), key).value_or(Counters{}), attached,
-                   entry_complete(key, value, fd("peers"), fd("locals"))});
+                   entry_complete(key, value, fd("peers"), fd("locals")), std::move(drift)});
   }
   return out;
 }

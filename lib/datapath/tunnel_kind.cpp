@@ -129,6 +129,11 @@ plan::Objects observe(const kernel::Snapshot& snapshot, const kernel::Ownership&
     object.attrs["fast_path"] = spec.fast_path;
     object.attrs["clamp_tcp_mss"] = spec.clamp_tcp_mss;
     object.attrs["attached"] = it->second.attached;
+    // Offloads, queues and sysctls that the datapath needs on its links (prepare_links):
+    // "ok", or what differs, so that drift shows in the plan and a modify repairs it.
+    std::string drift;
+    for (const auto& line : it->second.link_drift) drift += (drift.empty() ? "" : "; ") + line;
+    object.attrs["link_settings"] = drift.empty() ? "ok" : drift;
   }
   return objects;
 }
@@ -210,7 +215,7 @@ void modify(Netlink& netlink, const plan::Object& desired, const plan::Object& o
   bool change_up = up && up != bool_attr(observed, "up");
   bool datapath_differs = false;
   for (const char* attr : {"local", "remote", "accept_reversed", "underlay", "fast_path",
-                           "clamp_tcp_mss", "attached"}) {
+                           "clamp_tcp_mss", "attached", "link_settings"}) {
     auto d = desired.attrs.find(attr), o = observed.attrs.find(attr);
     if (d != desired.attrs.end() && (o == observed.attrs.end() || *d != *o))
       datapath_differs = true;

@@ -95,6 +95,9 @@ struct TunnelStatus {
   // (not gone, not another device now), the peer and the local-address entries. False after
   // an apply() or remove() interrupted half-way (or entries deleted by hand).
   bool complete = false;
+  // How the tunnel's links differ from the settings apply() gives them (offloads, queues,
+  // sysctls: see prepare_links in host.hpp), one line each; empty when all is in place.
+  std::vector<std::string> link_drift;
 };
 
 // Protocol numbers, handles and priorities of the TC filters (for tests and status output).

@@ -84,7 +84,8 @@ Objects desired_objects(const model::Site& site, const model::Device& device) {
               {"clamp_tcp_mss", tunnel.clamp_tcp_mss},
               {"underlay", underlay},
               {"up", true},
-              {"attached", true}}};  // its programs on eip-<name> and the underlays
+              {"attached", true},         // its programs on eip-<name> and the underlays
+              {"link_settings", "ok"}}};  // its links' offloads, queues, sysctls (datapath)
     if (tunnel.mtu) o.attrs["mtu"] = *tunnel.mtu;
     objects.push_back(std::move(o));
   }

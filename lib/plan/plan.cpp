@@ -16,7 +16,7 @@ const std::vector<KindTraits> kTraits = {
      1,
      true,
      {"local", "remote", "mtu", "accept_reversed", "fast_path", "clamp_tcp_mss", "underlay", "up",
-      "attached"},
+      "attached", "link_settings"},
      {}},
     {kPort, 2, false, {}, {}},
     {kSelfIp, 3, false, {}, {}},

@@ -96,6 +96,75 @@ TEST_F(TunnelKindTest, CreateObserveModifyRemove) {
   EXPECT_EQ(sh_out("tc qdisc show dev u0").find("clsact"), std::string::npos);
 }
 
+// The links' offloads, queues and sysctls (prepare_links), read back with ethtool and
+// /proc/sys, not with the code that set them; drift is seen by observe and repaired by modify.
+TEST_F(TunnelKindTest, LinkSettingsAreInPlaceAndDriftIsRepaired) {
+  plan::Object desired{plan::kTunnel,
+                       "lnk",
+                       "lnk",
+                       "/tunnels/lnk",
+                       {{"local", "192.0.2.1"},
+                        {"remote", "192.0.2.5"},
+                        {"underlay", {"u0"}},
+                        {"up", true},
+                        {"attached", true},
+                        {"link_settings", "ok"}}};
+  kernel::Netlink netlink;
+  ops().create(netlink, desired, owner);
+  const std::string cpus = sh_out("nproc");
+  auto offloads = [](const std::string& dev) {
+    return sh_out("ethtool -k " + dev +
+                  " | grep -E '^(tx-checksumming|tcp-segmentation-offload|"
+                  "generic-segmentation-offload|generic-receive-offload):'");
+  };
+  auto current_queues = [](const std::string& dev) {
+    // "Current hardware settings:" is followed by RX and TX.
+    return sh_out("ethtool -l " + dev +
+                  " | sed -n '/^Current/,$p' | grep -E '^(RX|TX):' | "
+                  "tr -s '\t ' ' '");
+  };
+  EXPECT_EQ(offloads("lnk"),
+            "tx-checksumming: off\ntcp-segmentation-offload: off\n"
+            "generic-segmentation-offload: off\ngeneric-receive-offload: on\n");
+  EXPECT_EQ(sh_out("ethtool -k eip-lnk | grep -E "
+                   "'^(tcp-segmentation-offload|generic-segmentation-offload|"
+                   "generic-receive-offload):'"),
+            "tcp-segmentation-offload: off\ngeneric-segmentation-offload: off\n"
+            "generic-receive-offload: off\n");
+  const std::string n = cpus.substr(0, cpus.find('\n'));
+  EXPECT_EQ(current_queues("lnk"), "RX: " + n + "\nTX: " + n + "\n");
+  EXPECT_EQ(current_queues("eip-lnk"), "RX: " + n + "\nTX: " + n + "\n");
+  auto objects = observe();
+  const plan::Object* seen = find(objects, "lnk");
+  ASSERT_NE(seen, nullptr);
+  EXPECT_EQ(seen->attrs.at("link_settings"), "ok");
+
+  // Behind etherctl's back: GRO off on the bridge port, TSO on the eip end (no NAPI then),
+  // reverse-path filtering on eip (the outer packets would be dropped).
+  ASSERT_EQ(std::system("ethtool -K lnk gro off && ethtool -K eip-lnk tso on && "
+                        "sysctl -qw net.ipv4.conf.eip-lnk.rp_filter=1"),
+            0);
+  objects = observe();
+  seen = find(objects, "lnk");
+  ASSERT_NE(seen, nullptr);
+  const std::string drift = seen->attrs.at("link_settings").get<std::string>();
+  EXPECT_NE(drift.find("lnk: rx-gro is off"), std::string::npos) << drift;
+  EXPECT_NE(drift.find("eip-lnk: tx-tcp-segmentation is on"), std::string::npos) << drift;
+  EXPECT_NE(drift.find("net/ipv4/conf/eip-lnk/rp_filter is 1"), std::string::npos) << drift;
+  ops().modify(netlink, desired, *seen);
+  objects = observe();
+  seen = find(objects, "lnk");
+  ASSERT_NE(seen, nullptr);
+  EXPECT_EQ(seen->attrs.at("link_settings"), "ok");
+  EXPECT_NE(offloads("lnk").find("generic-receive-offload: on"), std::string::npos);
+  EXPECT_EQ(sh_out("cat /proc/sys/net/ipv4/conf/eip-lnk/rp_filter"), "0\n");
+
+  // The settings live on the pair, which goes with the tunnel.
+  ops().remove(netlink, *seen);
+  EXPECT_EQ(if_nametoindex("lnk"), 0u);
+  EXPECT_EQ(if_nametoindex("eip-lnk"), 0u);
+}
+
 TEST_F(TunnelKindTest, HundredApplyDestroyCyclesLeaveNothingBehind) {
   plan::Object desired{plan::kTunnel,
                        "cyc",
