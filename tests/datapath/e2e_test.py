@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import shutil
@@ -334,6 +335,19 @@ class TunnelTest(unittest.TestCase):
         self.assertGreaterEqual(after["tx_packets"] - before["tx_packets"], 5)
         self.assertGreaterEqual(after["rx_packets"] - before["rx_packets"], 5)
 
+    def test_07a_ipv6_inside_ipv4_and_ipv6_outer(self):
+        # IPv6 VM traffic over the IPv4 tunnel (the encap program names the outer family: the
+        # skb arrives as IPv6) and over the IPv6 tunnel, up to the full 1500-byte packet.
+        for vm, dev, last in (("v1", "eth0", 1), ("v2", "eth0", 2), ("v1", "eth1", 1),
+                              ("v2", "eth1", 2)):
+            net = "2001:db8:100" if dev == "eth0" else "2001:db8:106"
+            nsrun(vm, "ip", "addr", "replace", f"{net}::{last}/64", "dev", dev, "nodad")
+        for peer, size in (("2001:db8:100::2", 56), ("2001:db8:100::2", 1452),
+                           ("2001:db8:106::2", 56)):
+            r = nsrun("v1", "ping", "-6", "-c", "3", "-i", "0.2", "-w", "10", "-s", str(size),
+                      peer)
+            self.assertIn("3 received", r.stdout, f"{peer} size {size}")
+
     def test_07b_jumbo_frames_over_a_1500_byte_wan(self):
         """A 9000-byte tunnel MTU over the 1500-byte WAN: 9014-byte frames cross in 7 outer
         fragments, cut by the stack (IPv4 outer) or by the datapath itself (IPv6 outer), and are
@@ -480,6 +494,61 @@ class TunnelTest(unittest.TestCase):
         finally:
             dp("e1", "apply", "dcx", "192.0.2.1", "192.0.2.2", "wan1")
             dp("e2", "apply", "dcx", "192.0.2.2", "192.0.2.1", "wan2")
+
+    def test_08d_gro_after_decapsulation_on_the_queue_of_each_cpu(self):
+        # The links as the datapath sets them, read with ethtool.
+        k = nsrun("e2", "ethtool", "-k", "dcx").stdout
+        self.assertIn("generic-receive-offload: on", k)
+        self.assertIn("tcp-segmentation-offload: off", k)
+        self.assertIn("tcp-segmentation-offload: off", nsrun("e2", "ethtool", "-k",
+                                                              "eip-dcx").stdout)
+
+        def napi_packets():  # frames the veth handed to dcx's NAPI, per receive queue
+            stats = nsrun("e2", "ethtool", "-S", "dcx").stdout
+            return {int(m.group(1)): int(m.group(2)) for m in
+                    re.finditer(r"rx_queue_(\d+)_xdp_packets: (\d+)", stats)}
+
+        cpus = sorted(os.sched_getaffinity(0))
+        server = subprocess.Popen(["ip", "netns", "exec", ns("v2"), "iperf3", "-s"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+            # GRO coalesces the decapsulated segments: v2 receives frames beyond the MTU.
+            cap = subprocess.Popen(
+                ["ip", "netns", "exec", ns("v2"), "tshark", "-n", "-i", "eth0", "-a",
+                 "duration:6", "-f", "tcp and greater 3000", "-T", "fields", "-e", "frame.len"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            deadline = time.time() + 20
+            while time.time() < deadline and "Capturing on" not in cap.stderr.readline():
+                pass
+            nsrun("v1", "iperf3", "-c", "10.0.0.2", "-t", "2", timeout=60)
+            out, _ = cap.communicate(timeout=60)
+            sizes = [int(x) for x in out.split()]
+            self.assertTrue(sizes, "no frame beyond the MTU reached v2: GRO did not coalesce")
+            # In this lab everything a sender's packet sets off runs on the sender's CPU
+            # (every veth hands over to the local backlog), decapsulation included: the frames
+            # must land on that CPU's queue of dcx.
+            server.kill()
+            server.wait()
+            for cpu in cpus[:2]:
+                # Sender and receiver on that CPU: ACKs (which release the next segments) are
+                # produced there too.
+                server = subprocess.Popen(
+                    ["ip", "netns", "exec", ns("v2"), "iperf3", "-s", "-1", "-A", str(cpu)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(0.5)
+                before = napi_packets()
+                nsrun("v1", "iperf3", "-c", "10.0.0.2", "-t", "1", "-A", str(cpu), timeout=60)
+                server.wait(timeout=30)
+                after = napi_packets()
+                delta = {q: after.get(q, 0) - before.get(q, 0) for q in after}
+                queue = cpu % len(after)
+                self.assertGreater(delta[queue], 1000, f"CPU {cpu}: {delta}")
+                others = sum(n for q, n in delta.items() if q != queue)
+                self.assertLess(others, delta[queue] / 10, f"CPU {cpu}: {delta}")
+        finally:
+            server.kill()
+            server.wait()
 
     def test_09_lifecycle_remove_reapply_and_clean_destroy(self):
         dp("e1", "remove", "dcx")
