@@ -12,9 +12,9 @@ their segments fit (a lone veth lets them through, NOTES §4). The EtherIP tunne
 by default (MSS clamping included). Paths:
 
   etherip       VM to VM through etherctl's tunnel, default settings
-  etherip-fast  the same with "fast_path": true (re-applied for its turn, then back)
-  etherip-gro   the issue's hand test: etherctl's tunnel plus `ethtool -K dcx gro on` and
-                `ethtool -K eip-dcx tso off` on both edges (for its turn)
+  etherip+T...  the same with tweaks T for its turn (see tweak() below: the datapath before
+                issue 18, the issue's GRO hand test, fast path, RPS, threaded NAPI, checksum
+                offload, a WAN receive concentrated on one CPU as a NIC's RSS does)
   limit         plain TCP from edge host to edge host through the same router, TSO and GSO off
                 at the sender, GRO on at the receiver (its veth peer on the router with TSO off,
                 or a veth does not use NAPI): MTU-sized packets across the WAN, GRO after it,
@@ -32,7 +32,7 @@ every stream in one thread on one CPU. CPU seconds per gigabit come from /proc/s
 Usage (root):
   /work/tools/quiet /usr/bin/python3 bench/datapath_throughput.py \
       --etherctl build/cmd/etherctl/etherctl [--seconds 5] [--rounds 3] [--streams 1,2,4]
-      [--paths etherip,limit,vxlan] [--json FILE]
+      [--paths etherip,limit,vxlan] [--json FILE] [--old-dp-tool OLD/dp_tool]
   ... --profile etherip:1:dc1-dc2 --perf-out DIR   one run under `perf record -a -g`, report in DIR
   ... --steps etherip:1:dc1-dc2                    kernel tracepoint counts per packet of one run
 """
@@ -103,8 +103,10 @@ def veth(node_a, name_a, node_b, name_b):
 
 
 class Lab:
-    def __init__(self, etherctl):
+    def __init__(self, etherctl, dp_tool, old_dp_tool):
         self.etherctl = etherctl
+        self.dp_tool = dp_tool          # the same build's dp_tool (tweaks' undo)
+        self.old_dp_tool = old_dp_tool  # tweak "old"
         self.tmp = tempfile.mkdtemp(prefix="ecbench-")
         self.site = os.path.join(self.tmp, "site.json")
         self.site_fast = os.path.join(self.tmp, "site-fast.json")
@@ -200,35 +202,102 @@ def limit_settings(on):
     return apply
 
 
-def hand_gro(on):
-    """The issue's hand test on etherctl's tunnel: GRO on the bridge-port end, TSO off on its
-    peer (a veth uses NAPI, hence GRO, only when the sending end has no TSO)."""
-    def apply(_lab):
-        for edge in ("edge1", "edge2"):
-            ethtool(edge, "dcx", "gro", "on" if on else "off")
-            ethtool(edge, "eip-dcx", "tso", "off" if on else "on")
-    return apply
+def both_edges(*args):
+    for edge in ("edge1", "edge2"):
+        nsexec(edge, *args)
 
 
-def fast_path(on):
-    def apply(lab):
-        for edge in ("edge1", "edge2"):
-            lab.run_etherctl(edge, "apply", lab.site_fast if on else lab.site)
-    return apply
+def sysfs(path, value):
+    """Writes /sys/class/net/<path> in both edges (`ip netns exec` mounts their own sysfs)."""
+    both_edges("sh", "-c", f"for f in /sys/class/net/{path}; do echo {value} > $f; done")
 
 
-PATHS = {
-    "etherip": Path("etherip", {"dc1": ("vm1", VM_IP["vm1"]), "dc2": ("vm2", VM_IP["vm2"])}),
-    "etherip-fast": Path("etherip-fast",
-                         {"dc1": ("vm1", VM_IP["vm1"]), "dc2": ("vm2", VM_IP["vm2"])},
-                         fast_path(True), fast_path(False)),
-    "etherip-gro": Path("etherip-gro",
-                        {"dc1": ("vm1", VM_IP["vm1"]), "dc2": ("vm2", VM_IP["vm2"])},
-                        hand_gro(True), hand_gro(False)),
-    "limit": Path("limit", {"dc1": ("edge1", WAN["edge1"]), "dc2": ("edge2", WAN["edge2"])},
-                  limit_settings(True), limit_settings(False)),
-    "vxlan": Path("vxlan", {"dc1": ("vx1", VM_IP["vx1"]), "dc2": ("vx2", VM_IP["vx2"])}),
-}
+def dp_tool_apply(tool):
+    for edge, other in (("edge1", "edge2"), ("edge2", "edge1")):
+        nsexec(edge, tool, "apply", "dcx", WAN[edge], WAN[other], "eth0", "--clamp-mss")
+
+
+# Tweaks on top of the etherip path, for finding what each piece of the design gives; a path
+# "etherip+a+b" applies a then b for its turn, and undoes them in reverse order.
+#   old      the datapath before issue 18 (--old-dp-tool: its dp_tool loads the old programs)
+#            with the old link settings: no GRO on dcx, TSO on eip-dcx, one queue each
+#   gro      GRO on dcx and TSO off on eip-dcx (the issue's hand test, for "old")
+#   xps      one transmit queue per CPU on eip-dcx, CPU i's frames to queue i (by hand, for
+#            "old"; the new decap program picks the queue itself)
+#   rps      RPS on dcx over every CPU (the bridge and beyond run where the inner flow hashes)
+#   threaded threaded NAPI on dcx (GRO and what follows run in a kernel thread per queue)
+#   csum     transmit checksum offload on dcx (partial checksums through the tunnel)
+#   rss1     the WAN ends of both edges hand every received packet to CPU 0 (RPS), as a NIC's
+#            RSS does with all of a tunnel's packets (no ports in protocol 97)
+def tweak(name, lab):
+    cpus = os.cpu_count() or 1
+    all_cpus = format((1 << cpus) - 1, "x")
+    if name == "old":
+        def on():
+            dp_tool_apply(lab.old_dp_tool)
+            both_edges("ethtool", "-K", "dcx", "gro", "off")
+            both_edges("ethtool", "-K", "eip-dcx", "tso", "on")
+            for dev in ("dcx", "eip-dcx"):
+                both_edges("ethtool", "-L", dev, "rx", "1", "tx", "1")
+
+        def off():
+            dp_tool_apply(lab.dp_tool)
+        return on, off
+    if name == "gro":
+        return (lambda: (both_edges("ethtool", "-K", "dcx", "gro", "on"),
+                         both_edges("ethtool", "-K", "eip-dcx", "tso", "off")),
+                lambda: None)
+    if name == "xps":
+        def on():
+            for dev in ("dcx", "eip-dcx"):
+                both_edges("ethtool", "-L", dev, "rx", str(cpus), "tx", str(cpus))
+            for q in range(cpus):
+                sysfs(f"eip-dcx/queues/tx-{q}/xps_cpus", format(1 << q, "x"))
+
+        def off():
+            for q in range(cpus):
+                sysfs(f"eip-dcx/queues/tx-{q}/xps_cpus", "0")
+        return on, off
+    if name == "rps":
+        return (lambda: sysfs("dcx/queues/rx-*/rps_cpus", all_cpus),
+                lambda: sysfs("dcx/queues/rx-*/rps_cpus", "0"))
+    if name == "threaded":
+        return lambda: sysfs("dcx/threaded", "1"), lambda: sysfs("dcx/threaded", "0")
+    if name == "csum":
+        return (lambda: both_edges("ethtool", "-K", "dcx", "tx", "on", "tso", "off", "gso",
+                                   "off"),
+                lambda: both_edges("ethtool", "-K", "dcx", "tx", "off"))
+    if name == "rss1":
+        return (lambda: sysfs("eth0/queues/rx-0/rps_cpus", "1"),
+                lambda: sysfs("eth0/queues/rx-0/rps_cpus", "0"))
+    if name == "fast":
+        return (lambda: [lab.run_etherctl(e, "apply", lab.site_fast) for e in ("edge1", "edge2")],
+                lambda: [lab.run_etherctl(e, "apply", lab.site) for e in ("edge1", "edge2")])
+    raise SystemExit(f"unknown tweak {name}")
+
+
+VM_ENDS = {"dc1": ("vm1", VM_IP["vm1"]), "dc2": ("vm2", VM_IP["vm2"])}
+
+
+def make_path(name, lab):
+    if name == "limit":
+        return Path("limit", {"dc1": ("edge1", WAN["edge1"]), "dc2": ("edge2", WAN["edge2"])},
+                    limit_settings(True), limit_settings(False))
+    if name == "vxlan":
+        return Path("vxlan", {"dc1": ("vx1", VM_IP["vx1"]), "dc2": ("vx2", VM_IP["vx2"])})
+    base, *tweaks = name.split("+")
+    if base != "etherip":
+        raise SystemExit(f"unknown path {name}: etherip[+tweak...], limit or vxlan")
+    steps = [tweak(t, lab) for t in tweaks]
+
+    def setup(_lab):
+        for on, _ in steps:
+            on()
+
+    def teardown(_lab):
+        for _, off in reversed(steps):
+            off()
+    return Path(name, VM_ENDS, setup, teardown)
 
 
 def cpu_times():
@@ -316,16 +385,19 @@ class Steps:
         proc.wait(timeout=60)
 
 
-def parse_case(text):
+def parse_case(text, lab):
     path, streams, direction = text.split(":")
-    if path not in PATHS or direction not in DIRECTIONS:
+    if direction not in DIRECTIONS:
         raise SystemExit(f"bad case {text}: PATH:STREAMS:{'|'.join(DIRECTIONS)}")
-    return PATHS[path], int(streams), direction
+    return make_path(path, lab), int(streams), direction
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--etherctl", default="build/cmd/etherctl/etherctl")
+    parser.add_argument("--dp-tool", default="build/tests/datapath/dp_tool",
+                        help="the same build's dp_tool (tweaks of the etherip path)")
+    parser.add_argument("--old-dp-tool", help="dp_tool of the datapath to compare with (tweak old)")
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--streams", default="1,2,4")
@@ -340,8 +412,8 @@ def main():
     args = parser.parse_args()
     if args.hold:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    etherctl = os.path.abspath(args.etherctl)
-    lab = Lab(etherctl)
+    lab = Lab(os.path.abspath(args.etherctl), os.path.abspath(args.dp_tool),
+              os.path.abspath(args.old_dp_tool) if args.old_dp_tool else None)
     try:
         lab.up()
         if args.hold:
@@ -350,7 +422,7 @@ def main():
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
             return 0
         if args.profile:
-            path, streams, direction = parse_case(args.profile)
+            path, streams, direction = parse_case(args.profile, lab)
             os.makedirs(args.perf_out, exist_ok=True)
             data = os.path.join(args.perf_out, f"{path.name}-{streams}-{direction}.data")
             if path.setup:
@@ -366,16 +438,16 @@ def main():
                   f"report {data[:-5]}.txt")
             return 0
         if args.steps:
-            path, streams, direction = parse_case(args.steps)
+            path, streams, direction = parse_case(args.steps, lab)
             out = os.path.join(lab.tmp, "steps.csv")
             if path.setup:
                 path.setup(lab)
             bits, cpu, shares = iperf(path, streams, direction, args.seconds, Steps(out))
             if path.teardown:
                 path.teardown(lab)
-            # Inner segments: MSS-sized payloads delivered (1424 bytes through EtherIP).
-            payload = {"etherip": 1424, "etherip-fast": 1424, "etherip-gro": 1424, "limit": 1448, "vxlan": 1398}
-            packets = bits * args.seconds / 8 / payload.get(path.name, 1448)
+            # Full segments delivered: MSS less 12 bytes of TCP timestamps (EtherIP: 1424).
+            payload = {"limit": 1448, "vxlan": 1398}
+            packets = bits * args.seconds / 8 / payload.get(path.name, 1412)
             print(f"{path.name} {streams} {direction}: {bits / 1e9:.2f} Gbit/s, about "
                   f"{packets / 1e6:.2f} M full segments")
             with open(out) as f:
@@ -386,7 +458,7 @@ def main():
                               f"{float(parts[0]) / packets:6.2f} per segment")
             return 0
 
-        paths = [PATHS[p] for p in args.paths.split(",")]
+        paths = [make_path(p, lab) for p in args.paths.split(",")]
         streams = [int(s) for s in args.streams.split(",")]
         directions = args.directions.split(",")
         runs = []
