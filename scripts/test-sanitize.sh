@@ -13,8 +13,11 @@
 #
 # Every sanitizer report goes to a file (log_path) as well as failing its process (abort), so
 # that a report from a process whose exit status a test does not look at still fails the
-# stage; the reports are printed at the end. LeakSanitizer suppressions, each with its reason:
-# tests/sanitize/lsan.supp.
+# stage; the reports are printed at the end, each named by the executable and its pid
+# (log_exe_name). An empty report file is printed and not counted as a finding: a sanitizer
+# runtime creates its log file before it writes, and kernel.cli.crash kills etherctl with SIGKILL
+# at random points (one CI run had such a file; every report of a finding has text).
+# LeakSanitizer suppressions, each with its reason: tests/sanitize/lsan.supp.
 #
 # Environment: ETHERCTL_SANITIZE_BUILD_DIR (default: the preset's build-sanitize/); extra
 # arguments go to ctest.
@@ -35,8 +38,8 @@ built=$SECONDS
 
 reports=$(mktemp -d /tmp/etherctl-sanitize.XXXXXX)
 trap 'rm -rf "$reports"' EXIT
-export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:abort_on_error=1:check_initialization_order=1:strict_init_order=1:log_path=$reports/sanitizer"
-export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:abort_on_error=1:log_path=$reports/sanitizer"
+export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:abort_on_error=1:check_initialization_order=1:strict_init_order=1:log_exe_name=1:log_path=$reports/sanitizer"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:abort_on_error=1:log_exe_name=1:log_path=$reports/sanitizer"
 export LSAN_OPTIONS="suppressions=$root/tests/sanitize/lsan.supp:print_suppressions=0"
 # Timing bounds of performance tests hold for optimised builds; this one is -O0 with ASan
 # (kernel.kinds' observe of 5000 objects: 60 ms optimised, 260 ms here).
@@ -52,7 +55,14 @@ grep -hE '^(site_fuzzer: [0-9]+ executions|bpf fuzz: [0-9]+ packets tried)' \
   Testing/Temporary/LastTest.log 2>/dev/null | sed 's/^/sanitize: /' || true
 
 shopt -s nullglob
-found=("$reports"/*)
+found=()
+for report in "$reports"/*; do
+  if [[ -s $report ]]; then
+    found+=("$report")
+  else
+    echo "sanitize: ${report##*/} is empty (a process killed before it wrote): not a finding"
+  fi
+done
 if ((${#found[@]})); then
   echo "sanitize: ${#found[@]} sanitizer report(s):"
   for report in "${found[@]}"; do
