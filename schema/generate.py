@@ -410,6 +410,82 @@ def build() -> dict:
                                "connections of a migrated VM still work, fragmented).",
                 "type": "boolean", "default": True,
             },
+            "ipsec": dict(ref("ipsec"), description="IPsec for the tunnel (see the ipsec "
+                                                    "object); default: none, EtherIP in clear."),
+        },
+    }
+
+    secret_file = ("An absolute path to a file readable by its owner only (no group or other "
+                   "permission bits), on each device.")
+    proposal = {"type": "string", "minLength": 1,
+                "pattern": rf"^[a-z0-9_]+(?:-[a-z0-9_]+)*(?:,[a-z0-9_]+(?:-[a-z0-9_]+)*)*{END}"}
+    defs["ipsec"] = {
+        "description": "Encrypt and authenticate the tunnel with IPsec ESP, keys negotiated by "
+                       "strongSwan (IKEv2). etherctl renders and loads one swanctl connection "
+                       "per tunnel and owns the kernel side (policies, the ESP veth pair). "
+                       "Clear EtherIP from the peer is then dropped (drop reason "
+                       "\"plaintext\"), and nothing leaves in clear. Authenticate with "
+                       "psk_file, or with certificate + key + ca. Not with fast_path.",
+        "type": "object", "additionalProperties": False,
+        "oneOf": [{"required": ["psk_file"]}, {"required": ["certificate", "key", "ca"]}],
+        "properties": {
+            "psk_file": {
+                "description": "The pre-shared key: a file of at least 32 bytes (one trailing "
+                               "newline is not part of the key), the same on both devices. "
+                               + secret_file,
+                "type": "string", "pattern": rf"^/.*{END}",
+                "examples": ["/etc/etherctl/dcx.psk"],
+            },
+            "certificate": {"description": "This device's X.509 certificate (PEM), at the same "
+                                           "path on each device.",
+                            "type": "string", "pattern": rf"^/.*{END}"},
+            "key": {"description": "The certificate's private key (PEM). " + secret_file,
+                    "type": "string", "pattern": rf"^/.*{END}"},
+            "ca": {"description": "The CA certificate (PEM) that signed the peer's certificate.",
+                   "type": "string", "pattern": rf"^/.*{END}"},
+            "identities": {
+                "description": "IKE identity of each device (default: its endpoint address; "
+                               "with certificates, a subject or subjectAltName of its "
+                               "certificate).",
+                "type": "object", "propertyNames": ref("deviceName"),
+                "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 255,
+                                         "pattern": rf"^[ !$-\[\]-z|~]+{END}"},
+            },
+            "mode": {
+                "description": "ESP mode: \"transport\" (default; protects the EtherIP "
+                               "packet itself, 20 bytes less per packet, what OpenBSD etherip(4) "
+                               "and NEC IX routers speak) or \"tunnel\".",
+                "enum": ["transport", "tunnel"], "default": "transport",
+            },
+            "proposals": {
+                "description": "strongSwan proposals (algorithms joined by '-', alternatives "
+                               "by ','). null, DES, 3DES, MD5, Blowfish, CAST and MODP "
+                               "groups below 2048 bits are refused.",
+                "type": "object", "additionalProperties": False,
+                "properties": {
+                    "ike": dict(proposal, default="aes256gcm16-prfsha384-ecp384",
+                                description="IKE SA proposals."),
+                    "esp": dict(proposal, default="aes256gcm16-ecp384",
+                                description="ESP (CHILD_SA) proposals; a DH group gives "
+                                            "perfect forward secrecy at each rekey."),
+                },
+            },
+            "lifetimes": {
+                "description": "Seconds between rekeyings (strongSwan adds 10% hard lifetime "
+                               "and a random jitter).",
+                "type": "object", "additionalProperties": False,
+                "properties": {
+                    "ike_rekey": {"description": "Seconds between IKE SA rekeyings.",
+                                  "type": "integer", "minimum": 10, "maximum": 604800,
+                                  "default": 14400},
+                    "child_rekey": {"description": "Seconds between ESP (CHILD_SA) rekeyings.",
+                                    "type": "integer", "minimum": 10, "maximum": 604800,
+                                    "default": 3600},
+                },
+            },
+            "dpd_delay": {"description": "Seconds without traffic from the peer before a "
+                                         "dead-peer-detection check.",
+                          "type": "integer", "minimum": 1, "maximum": 3600, "default": 10},
         },
     }
 

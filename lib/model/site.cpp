@@ -354,12 +354,12 @@ std::optional<TunnelEndpoint> parse_tunnel_endpoint(const json& value, const std
 
 Tunnel parse_tunnel(const std::string& name, const json& value, const std::string& path,
                     Problems& problems) {
-  Tunnel tunnel{name, path, "etherip", {}, std::nullopt, false};
+  Tunnel tunnel{name, path, "etherip", {}, std::nullopt, false, false, true, std::nullopt};
   // The bridge port gets the tunnel's name; its datapath peer is "eip-<name>" (15 bytes max).
   check_name(name, path, "tunnel name (the interface name)", problems, 11);
-  Fields fields(
-      value, path, problems,
-      {"profile", "endpoints", "mtu", "accept_reversed_header", "fast_path", "clamp_tcp_mss"});
+  Fields fields(value, path, problems,
+                {"profile", "endpoints", "mtu", "accept_reversed_header", "fast_path",
+                 "clamp_tcp_mss", "ipsec"});
   if (!fields.ok()) return tunnel;
   if (auto profile = fields.string("profile", true)) {
     if (*profile != "etherip") {
@@ -393,6 +393,12 @@ Tunnel parse_tunnel(const std::string& name, const json& value, const std::strin
   tunnel.accept_reversed_header = fields.boolean("accept_reversed_header").value_or(false);
   tunnel.fast_path = fields.boolean("fast_path").value_or(false);
   tunnel.clamp_tcp_mss = fields.boolean("clamp_tcp_mss").value_or(true);
+  tunnel.ipsec = parse_ipsec(fields, problems);
+  if (tunnel.ipsec && tunnel.fast_path) {
+    fields.problem("fast_path",
+                   "the fast path sends outer packets straight out of the underlay, past IPsec "
+                   "(xfrm): it cannot be combined with \"ipsec\"");
+  }
   return tunnel;
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "model/ip.hpp"
+#include "model/ipsec.hpp"
 #include "model/problem.hpp"
 
 namespace etherctl::model {
@@ -108,6 +109,7 @@ struct Tunnel {
   bool accept_reversed_header = false;  // accept 0x0300 from old FreeBSD/NetBSD peers
   bool fast_path = false;               // route fitting outer packets in BPF (bpf_fib_lookup)
   bool clamp_tcp_mss = true;            // lower the MSS of SYNs entering the tunnel
+  std::optional<Ipsec> ipsec;           // ESP between the endpoints, keys by strongSwan
 };
 
 struct Site {

@@ -74,6 +74,10 @@ void validate_device(const Site& site, const Device& device, Problems& problems)
     tunnel_names.insert(tunnel->name);
     claim_interface(tunnel->name, tunnel->path);
     claim_interface(tunnel_datapath_ifname(tunnel->name), tunnel->path);
+    if (tunnel->ipsec) {
+      claim_interface(tunnel_esp_ifname(tunnel->name), tunnel->ipsec->path);
+      claim_interface(tunnel_decrypted_ifname(tunnel->name), tunnel->ipsec->path);
+    }
   }
 
   std::vector<std::string> member_candidates = keys_of(device.vlans);
@@ -118,6 +122,10 @@ void validate_device(const Site& site, const Device& device, Problems& problems)
   for (const Tunnel* tunnel : tunnels) {
     created.emplace(tunnel->name, "tunnel \"" + tunnel->name + "\"");
     created.emplace(tunnel_datapath_ifname(tunnel->name), "tunnel \"" + tunnel->name + "\"");
+    if (tunnel->ipsec) {
+      created.emplace(tunnel_esp_ifname(tunnel->name), "tunnel \"" + tunnel->name + "\"");
+      created.emplace(tunnel_decrypted_ifname(tunnel->name), "tunnel \"" + tunnel->name + "\"");
+    }
   }
   for (const auto& [name, vlan] : device.vlans) {
     auto it = vlan.tag ? created.find(vlan.interface) : created.end();
@@ -254,6 +262,17 @@ void validate_tunnel(const Site& site, const Tunnel& tunnel, Problems& problems)
     problems.push_back({endpoints_path,
                         "both endpoints are unmanaged; a tunnel joins a device of this file to "
                         "its peer (one managed and one unmanaged endpoint, or two managed)"});
+  }
+  if (tunnel.ipsec) {
+    for (const auto& [device, id] : tunnel.ipsec->identities) {
+      if (!tunnel.endpoints.count(device)) {
+        std::vector<std::string> endpoints;
+        for (const auto& [name, unused] : tunnel.endpoints) endpoints.push_back(name);
+        problems.push_back(
+            {pointer_append(pointer_append(tunnel.ipsec->path, "identities"), device),
+             unknown("endpoint device", device, endpoints)});
+      }
+    }
   }
 }
 

@@ -44,6 +44,9 @@ SECTIONS = {
     "#/$defs/pool/properties/monitor": "Pool monitor",
     "#/$defs/tunnel": "Tunnels",
     "#/$defs/tunnelEndpoint": "Tunnel endpoints",
+    "#/$defs/ipsec": "IPsec",
+    "#/$defs/ipsec/properties/proposals": "IPsec proposals",
+    "#/$defs/ipsec/properties/lifetimes": "IPsec lifetimes",
 }
 
 
