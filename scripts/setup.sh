@@ -16,6 +16,9 @@ packages=(
   python3-jsonschema python3-yaml lintian ansible-core systemd
   # the stock-kernel test VM
   qemu-system-x86 busybox-static cpio kmod
+  # IPsec (issue 12): charon with the VICI plugin, swanctl (a test oracle and the peer configured
+  # by hand), the openssl/gcm plugins for AES-GCM and ECDH groups in IKE; openssl for test PKIs
+  strongswan-charon strongswan-swanctl libstrongswan-standard-plugins openssl
 )
 
 missing=()
