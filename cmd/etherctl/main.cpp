@@ -15,6 +15,7 @@
 #include "engine/confirm.hpp"
 #include "engine/duration.hpp"
 #include "engine/engine.hpp"
+#include "ipsec/connection.hpp"
 #include "plan/render.hpp"
 
 namespace {
@@ -27,6 +28,7 @@ constexpr int kExitOk = 0;
 constexpr int kExitFailed = 1;
 constexpr int kExitChanges = 2;  // with --detailed-exitcodes
 constexpr int kExitLockHeld = 3;
+constexpr int kExitNotEstablished = 4;  // apply: applied, but IPsec SAs not up (see warnings)
 constexpr int kExitUsage = 64;
 constexpr int kExitInvalid = 65;
 // Plans shorter than this finish before a progress line would be worth reading.
@@ -216,6 +218,9 @@ void print_text(const Cli& cli, const etherctl::engine::Report& report) {
   for (const auto& e : report.errors) {
     fmt::print(stderr, "etherctl: {}\n", error_line(cli.options.site_file, e));
   }
+  for (const auto& w : report.warnings) {
+    fmt::print(stderr, "etherctl: warning: {}\n", error_line(cli.options.site_file, w));
+  }
 }
 
 // Whoever can write the site file decides what etherctl, as root, does to this host's network:
@@ -249,6 +254,7 @@ int exit_code(const Cli& cli, const etherctl::engine::Report& report) {
     case Outcome::Ok:
       break;
   }
+  if (!report.warnings.empty()) return kExitNotEstablished;
   bool changes = !report.plan.empty() &&
                  (cli.options.command == Command::Plan || cli.options.command == Command::Apply ||
                   cli.options.command == Command::Destroy);
@@ -276,6 +282,27 @@ int main(int argc, char** argv) {
                "plan/apply/destroy exit 2 when there are (or were) changes");
   app.add_option("--color", cli.color, "Colour the plan: auto, always or never")
       ->check(CLI::IsMember({"auto", "always", "never"}));
+  auto& ipsec =
+      etherctl::ipsec::Settings::current();  // defaults, or ETHERCTL_VICI_URI/_SWANCTL_DIR
+  app.add_option("--vici-uri", ipsec.vici_uri, "strongSwan's VICI socket (env ETHERCTL_VICI_URI)")
+      ->capture_default_str();
+  app.add_option("--swanctl-dir", ipsec.swanctl_dir,
+                 "swanctl's directory: connection files go to its conf.d/ (env "
+                 "ETHERCTL_SWANCTL_DIR)")
+      ->capture_default_str();
+  app.add_option_function<std::string>(
+         "--ipsec-wait",
+         [&cli](const std::string& text) {
+           auto wait = etherctl::engine::parse_duration(text);
+           if (!wait) {
+             throw CLI::ValidationError("--ipsec-wait",
+                                        "\"" + text + "\" is not a duration (30s, 2m, 0)");
+           }
+           cli.options.ipsec_wait = *wait;
+         },
+         "apply: wait this long for IPsec SAs, then report those not up and exit 4 (default "
+         "30s)")
+      ->type_name("DURATION");
 
   struct Sub {
     const char* name;

@@ -13,6 +13,7 @@
 
 #include "datapath/datapath.hpp"
 #include "datapath/tunnel_kind.hpp"
+#include "ipsec/connection_kind.hpp"
 #include "engine/confirm.hpp"
 #include "engine/internal.hpp"
 #include "engine/journal.hpp"
@@ -44,7 +45,8 @@ std::string hostname() {
 }  // namespace
 
 void register_kinds() {
-  static const bool registered = (kernel::register_kind(datapath::tunnel_kind_ops()), true);
+  static const bool registered = (kernel::register_kind(datapath::tunnel_kind_ops()),
+                                  kernel::register_kind(ipsec::connection_kind_ops()), true);
   (void)registered;
 }
 
@@ -638,6 +640,24 @@ void record(Run& run) {
   run.trace("done");
 }
 
+// Apply waits for the SAs of each IPsec tunnel. One that does not come up (the peer is not
+// configured yet, or refuses us: a wrong key) is reported, not rolled back: the configuration
+// is right, charon keeps trying, and the policies keep the tunnel from sending in clear.
+void await_ipsec(Run& run) {
+  if (run.options.command != Command::Apply) return;
+  std::vector<std::string> tunnels;
+  std::map<std::string, std::string> paths;
+  for (const auto& o : run.desired) {
+    if (o.kind != plan::kIpsecConnection) continue;
+    tunnels.push_back(o.key);
+    paths[o.key] = o.path;
+  }
+  if (tunnels.empty()) return;
+  run.trace("ipsec");
+  for (const auto& [tunnel, why] : ipsec::await_established(tunnels, run.options.ipsec_wait))
+    run.report.warnings.push_back({paths[tunnel], "tunnel " + tunnel + ": " + why});
+}
+
 }  // namespace
 
 // The data flow of every command; commands differ only in where they stop (engine.hpp).
@@ -666,7 +686,10 @@ Report run(const Options& options) {
     }
     if (!run.writes() || !respect_revert(run)) return run.finish();
     HoldSignals hold;
-    if (execute(run) && verify(run)) record(run);
+    if (execute(run) && verify(run)) {
+      record(run);
+      await_ipsec(run);
+    }
   } catch (const RunError& e) {
     run.report.errors.push_back({e.path, e.message});
     run.stop(Outcome::Failed);
@@ -713,6 +736,12 @@ nlohmann::json report_json(const Report& report, Command command) {
   if (!report.recovered.empty()) out["recovered"] = report.recovered;
   if (!report.pending.is_null()) out["pending_confirmation"] = report.pending;
   if (!report.held_back.empty()) out["held_back"] = report.held_back;
+  if (!report.warnings.empty()) {
+    nlohmann::json warnings = nlohmann::json::array();
+    for (const auto& w : report.warnings)
+      warnings.push_back({{"path", w.path}, {"message", w.message}});
+    out["warnings"] = warnings;
+  }
   return out;
 }
 

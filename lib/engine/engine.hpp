@@ -2,6 +2,7 @@
 // plan -> execute (with undo on failure) -> verify. Commands differ only in where they stop.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -46,6 +47,9 @@ struct Options {
   // for lack of confirmation: a timer or the agent must not undo a revert. An operator's
   // apply (without it) applies it again; a changed file is a new configuration.
   bool respect_revert = false;
+  // Apply waits this long for the IPsec SAs of each tunnel with "ipsec" and reports those not
+  // established (Report::warnings); the configuration stays applied either way.
+  std::chrono::milliseconds ipsec_wait{std::chrono::seconds(30)};
 };
 
 // A valid site file read once: what `watch` runs on until a reload succeeds.
@@ -86,6 +90,8 @@ struct Report {
   nlohmann::json pending;
   // Apply with respect_revert: why nothing was applied ("" when it was).
   std::string held_back;
+  // Apply: what is applied but not working yet (an IPsec tunnel whose SAs are not up).
+  std::vector<model::Problem> warnings;
 
   bool changed() const { return executed && !plan.empty(); }
 };

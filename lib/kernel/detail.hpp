@@ -68,4 +68,5 @@ KindOps address_kind();
 KindOps route_kind();
 KindOps ipvs_service_kind();
 KindOps ipvs_member_kind();
+KindOps xfrm_policy_kind();
 }  // namespace etherctl::kernel

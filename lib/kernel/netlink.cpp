@@ -83,8 +83,8 @@ void Message::overflow(uint16_t type) {
                           " does not fit in the request buffer");
 }
 
-Netlink::Netlink() : receive_buffer_(kReceiveBufferSize) {
-  socket_.reset(mnl_socket_open(NETLINK_ROUTE));
+Netlink::Netlink(int protocol) : receive_buffer_(kReceiveBufferSize) {
+  socket_.reset(mnl_socket_open(protocol));
   if (!socket_) throw KernelError(errno, "", std::string("netlink: socket: ") + strerror(errno));
   if (mnl_socket_bind(socket_.get(), 0, MNL_SOCKET_AUTOPID) < 0) {
     throw KernelError(errno, "", std::string("netlink: bind: ") + strerror(errno));

@@ -68,8 +68,9 @@ class Message {
 
 class Netlink {
  public:
-  // Opens a NETLINK_ROUTE socket in the caller's current network namespace.
-  Netlink();
+  // Opens a netlink socket (NETLINK_ROUTE unless told otherwise, e.g. NETLINK_XFRM) in the
+  // caller's current network namespace.
+  explicit Netlink(int protocol = NETLINK_ROUTE);
   ~Netlink();
   Netlink(const Netlink&) = delete;
   Netlink& operator=(const Netlink&) = delete;

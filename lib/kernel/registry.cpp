@@ -13,9 +13,11 @@ namespace {
 // Creation order: links (VLANs, bridges, tunnel interfaces) before the ports that join them and
 // the addresses on them; routes after the addresses that make their gateways reachable; IPVS
 // last, as it needs the addresses. Deletion runs in reverse.
-constexpr std::array<std::string_view, 8> kCreationOrder = {
-    plan::kVlan,   plan::kVlanGroup, plan::kTunnel,      plan::kPort,
-    plan::kSelfIp, plan::kRoute,     plan::kIpvsService, plan::kIpvsMember,
+// IPsec: the policies before the tunnel (its datapath must never send in clear), the strongSwan
+// connection after it (the decrypted packets need the datapath's receive path).
+constexpr std::array<std::string_view, 10> kCreationOrder = {
+    plan::kVlan, plan::kVlanGroup, plan::kIpsecPolicy, plan::kTunnel,      plan::kIpsecConnection,
+    plan::kPort, plan::kSelfIp,    plan::kRoute,       plan::kIpvsService, plan::kIpvsMember,
 };
 
 size_t rank(std::string_view kind) {
@@ -25,9 +27,9 @@ size_t rank(std::string_view kind) {
 }
 
 std::vector<KindOps>& registry() {
-  static std::vector<KindOps> kinds = {vlan_kind(),       bridge_kind(), port_kind(),
-                                       address_kind(),    route_kind(),  ipvs_service_kind(),
-                                       ipvs_member_kind()};
+  static std::vector<KindOps> kinds = {vlan_kind(),        bridge_kind(),     port_kind(),
+                                       address_kind(),     route_kind(),      ipvs_service_kind(),
+                                       ipvs_member_kind(), xfrm_policy_kind()};
   return kinds;
 }
 

@@ -1,6 +1,8 @@
 #include "model/ipsec.hpp"
 
 #include <fcntl.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -111,6 +113,30 @@ std::optional<std::string> read_secret(const std::string& file, std::string* err
 
 }  // namespace
 
+uint32_t ipsec_reqid(const std::string& tunnel) {
+  uint32_t hash = 2166136261u;  // FNV-1a
+  for (unsigned char c : tunnel) {
+    hash ^= c;
+    hash *= 16777619u;
+  }
+  return 0x45000000u | (hash & 0x00ffffffu);
+}
+
+std::string psk_fingerprint(const std::string& key) {
+  static const char kText[] = "etherctl pre-shared key fingerprint v1";
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(kText), sizeof(kText) - 1, digest, &length);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < 8 && i < length; ++i) {
+    out += hex[digest[i] >> 4];
+    out += hex[digest[i] & 15];
+  }
+  return out;
+}
+
 std::string check_secret_file(const std::string& file, bool is_psk) {
   if (file.empty() || file.front() != '/') return "must be an absolute path";
   struct stat st {};
@@ -177,7 +203,10 @@ std::optional<Ipsec> parse_ipsec(Fields& tunnel, Problems& problems) {
   }
   if (ipsec.psk_file) {
     std::string problem = check_secret_file(*ipsec.psk_file, true);
-    if (!problem.empty()) fields.problem("psk_file", problem);
+    if (!problem.empty())
+      fields.problem("psk_file", problem);
+    else
+      ipsec.psk_fingerprint = psk_fingerprint(read_psk(*ipsec.psk_file));
   }
   if (ipsec.key) {
     std::string problem = check_secret_file(*ipsec.key, false);

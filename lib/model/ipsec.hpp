@@ -40,7 +40,19 @@ struct Ipsec {
   int ike_rekey_seconds = kDefaultIkeRekeySeconds;
   int child_rekey_seconds = kDefaultChildRekeySeconds;
   int dpd_seconds = kDefaultDpdSeconds;
+  // HMAC-SHA-256 of a fixed text keyed with the pre-shared key, 16 hex digits: tells a changed
+  // key apart in plans and files without revealing it. Empty without a usable psk_file.
+  std::string psk_fingerprint;
 };
+
+// The reqid of a tunnel's SAs and policies: etherctl's range (0x45000000 + 24 bits of a hash
+// of the tunnel name), so that its policies are recognised as its own and charon's SAs match
+// them. validate() refuses two tunnels of one site with the same reqid.
+uint32_t ipsec_reqid(const std::string& tunnel);
+inline bool is_ipsec_reqid(uint32_t reqid) { return (reqid >> 24) == 0x45; }
+
+// The fingerprint of a pre-shared key (see Ipsec::psk_fingerprint).
+std::string psk_fingerprint(const std::string& key);
 
 // Parses the "ipsec" member of a tunnel (fields: the tunnel object). Problems carry pointers
 // under <tunnel>/ipsec. Checks the key files too (see check_secret_file).

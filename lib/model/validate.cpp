@@ -286,7 +286,17 @@ void validate(const Site& site, Problems& problems) {
     validate_device(site, device, problems);
     validate_pools(device, problems);
   }
-  for (const auto& [name, tunnel] : site.tunnels) validate_tunnel(site, tunnel, problems);
+  std::map<uint32_t, std::string> reqids;  // IPsec reqid -> tunnel
+  for (const auto& [name, tunnel] : site.tunnels) {
+    validate_tunnel(site, tunnel, problems);
+    if (!tunnel.ipsec) continue;
+    auto [it, inserted] = reqids.emplace(ipsec_reqid(name), name);
+    if (!inserted) {
+      problems.push_back({tunnel.ipsec->path, "tunnels \"" + it->second + "\" and \"" + name +
+                                                  "\" would share IPsec reqid " +
+                                                  std::to_string(it->first) + "; rename one"});
+    }
+  }
 }
 
 }  // namespace etherctl::model

@@ -1,6 +1,7 @@
 // Site model -> the objects one device wants in its kernel.
 #include <set>
 
+#include "ipsec/connection.hpp"
 #include "model/pools.hpp"
 #include "model/validate.hpp"
 #include "plan/plan.hpp"
@@ -88,6 +89,48 @@ Objects desired_objects(const model::Site& site, const model::Device& device) {
               {"link_settings", "ok"}}};  // its links' offloads, queues, sysctls (datapath)
     if (tunnel.mtu) o.attrs["mtu"] = *tunnel.mtu;
     objects.push_back(std::move(o));
+    if (tunnel.ipsec && remote) {
+      const model::Ipsec& ipsec = *tunnel.ipsec;
+      std::string peer_device;
+      for (const auto& [peer, address] : tunnel.endpoints)
+        if (peer != device.name) peer_device = peer;
+      ipsec::ConnectionSpec spec;
+      spec.tunnel = name;
+      spec.local = local->second.str();
+      spec.remote = remote->str();
+      auto id = [&](const std::string& dev, const std::string& address) {
+        auto it = ipsec.identities.find(dev);
+        return it != ipsec.identities.end() ? it->second : address;
+      };
+      spec.local_id = id(device.name, spec.local);
+      spec.remote_id = id(peer_device, spec.remote);
+      spec.mode = ipsec.mode;
+      spec.reqid = model::ipsec_reqid(name);
+      spec.ike_proposal = ipsec.ike_proposal;
+      spec.esp_proposal = ipsec.esp_proposal;
+      spec.ike_rekey = ipsec.ike_rekey_seconds;
+      spec.child_rekey = ipsec.child_rekey_seconds;
+      spec.dpd = ipsec.dpd_seconds;
+      spec.psk_file = ipsec.psk_file.value_or("");
+      spec.psk_fingerprint = ipsec.psk_fingerprint;
+      spec.certificate = ipsec.certificate.value_or("");
+      spec.key = ipsec.key.value_or("");
+      spec.ca = ipsec.ca.value_or("");
+      const std::string key = spec.local + " -> " + spec.remote;
+      objects.push_back({kIpsecPolicy,
+                         key,
+                         name,
+                         ipsec.path,
+                         {{"local", spec.local},
+                          {"remote", spec.remote},
+                          {"reqid", spec.reqid},
+                          {"mode", spec.mode},
+                          {"directions", {"in", "out"}},
+                          {"exact", true}}});
+      nlohmann::json attrs = spec.attrs();
+      attrs["loaded"] = true;
+      objects.push_back({kIpsecConnection, name, name, ipsec.path, attrs});
+    }
   }
 
   for (const auto& [name, self_ip] : device.self_ips) {

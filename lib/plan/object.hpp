@@ -17,6 +17,8 @@ inline constexpr const char* kSelfIp = "self_ip";        // address on a link
 inline constexpr const char* kRoute = "route";           // route in the main table
 inline constexpr const char* kIpvsService = "ipvs_service";  // IPVS virtual service (a pool)
 inline constexpr const char* kIpvsMember = "ipvs_member";    // IPVS real server of a service
+inline constexpr const char* kIpsecPolicy = "ipsec_policy";  // xfrm policies of an IPsec tunnel
+inline constexpr const char* kIpsecConnection = "ipsec_connection";  // its strongSwan connection
 
 struct Object {
   std::string kind;
@@ -24,7 +26,8 @@ struct Object {
   //   links: interface name; port: "<bridge>/<link>"; self_ip: "<link> <address>/<prefix>";
   //   route: "<destination>" (main table, normalised prefix);
   //   ipvs_service: "<protocol> <address>:<port>" ("tcp 192.0.2.10:80", "udp [2001:db8::1]:53");
-  //   ipvs_member: "<service key> -> <address>:<port>" ("tcp 192.0.2.10:80 -> 10.1.0.21:80").
+  //   ipvs_member: "<service key> -> <address>:<port>" ("tcp 192.0.2.10:80 -> 10.1.0.21:80");
+//   ipsec_policy: "<local> -> <remote>"; ipsec_connection: the tunnel name.
   std::string key;
   std::string name;  // display name: the site file's name when known, else the key
   std::string path;  // JSON pointer into the site file; empty for observed objects
@@ -48,6 +51,11 @@ struct Object {
 //   ipvs_service: protocol ("tcp"/"udp"), address (canonical), port (int), scheduler (string)
 //   ipvs_member: service (the service key), address, port, weight (int 0..65535),
 //               forward ("masq", "route", "tunnel", "local"; desired: "masq")
+//   ipsec_policy: local, remote (addresses), reqid (int), mode ("transport"/"tunnel"),
+//               directions (["in", "out"]), exact (bool: priority, action, template as written)
+//   ipsec_connection: the connection's spec (ipsec::ConnectionSpec::attrs: addresses,
+//               identities, mode, reqid, proposals, lifetimes, psk_file + psk_fingerprint or
+//               certificate/key/ca), loaded (bool: charon has it)
 // Observed links additionally carry "ifindex" (int) and "type" (IFLA_INFO_KIND or "").
 
 using Objects = std::vector<Object>;

@@ -12,17 +12,27 @@ namespace {
 const std::vector<KindTraits> kTraits = {
     {kVlan, 0, true, {"interface", "tag", "mtu", "up"}, {"interface", "tag"}},
     {kVlanGroup, 0, true, {"mtu", "up"}, {}},
+    // Before the tunnel: with IPsec its datapath must never find the way out open.
+    {kIpsecPolicy, 1, false, {"reqid", "mode", "directions", "exact"}, {}},
     {kTunnel,
-     1,
+     2,
      true,
      {"local", "remote", "mtu", "accept_reversed", "fast_path", "clamp_tcp_mss", "underlay", "up",
       "attached", "link_settings"},
      {}},
-    {kPort, 2, false, {}, {}},
-    {kSelfIp, 3, false, {}, {}},
-    {kRoute, 4, false, {"gateway", "interface"}, {}},
-    {kIpvsService, 5, false, {"scheduler"}, {}, true},
-    {kIpvsMember, 6, false, {"weight", "forward"}, {}},
+    // After the tunnel: the decrypted packets need its receive path.
+    {kIpsecConnection,
+     3,
+     false,
+     {"local", "remote", "local_id", "remote_id", "mode", "reqid", "ike_proposal", "esp_proposal",
+      "ike_rekey", "child_rekey", "dpd", "psk_file", "psk_fingerprint", "certificate", "key", "ca",
+      "loaded"},
+     {}},
+    {kPort, 4, false, {}, {}},
+    {kSelfIp, 5, false, {}, {}},
+    {kRoute, 6, false, {"gateway", "interface"}, {}},
+    {kIpvsService, 7, false, {"scheduler"}, {}, true},
+    {kIpvsMember, 8, false, {"weight", "forward"}, {}},
 };
 
 // Links share one name space (the interface name), whatever their kind.
