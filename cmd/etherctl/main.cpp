@@ -87,6 +87,29 @@ void print_pending(const nlohmann::json& status) {
   }
 }
 
+// One or two lines on a tunnel's IPsec SAs (engine: ipsec::sa_status).
+void print_ipsec(const std::string& tunnel, const nlohmann::json& sa) {
+  if (sa.contains("error")) {
+    fmt::print("tunnel {}: IPsec: unknown ({})\n", tunnel, sa["error"].get<std::string>());
+    return;
+  }
+  if (!sa.value("established", false)) {
+    fmt::print("tunnel {}: IPsec: NOT established{}; nothing is sent in clear\n", tunnel,
+               sa.contains("state") ? " (IKE SA " + sa["state"].get<std::string>() + ")" : "");
+    return;
+  }
+  const auto& ike = sa["ike"];
+  const auto& child = sa["child"];
+  fmt::print(
+      "tunnel {}: IPsec established ({} {}), IKE SA {} s old (rekey in {} s), ESP SA {} s old "
+      "(rekey in {} s), in {} packets {} bytes, out {} packets {} bytes\n",
+      tunnel, child.value("mode", ""), child.value("encryption", ""),
+      ike.value("established_seconds", int64_t{-1}), ike.value("rekey_seconds", int64_t{-1}),
+      child.value("installed_seconds", int64_t{-1}), child.value("rekey_seconds", int64_t{-1}),
+      child.value("packets_in", int64_t{0}), child.value("bytes_in", int64_t{0}),
+      child.value("packets_out", int64_t{0}), child.value("bytes_out", int64_t{0}));
+}
+
 // Datapath counters of each tunnel (status, with or without a site file).
 void print_tunnel_counters(const nlohmann::json& status) {
   for (const auto& o : status["objects"]) {
@@ -103,15 +126,16 @@ void print_tunnel_counters(const nlohmann::json& status) {
         c["tx_bytes"].get<uint64_t>(), c["rx_packets"].get<uint64_t>(),
         c["rx_bytes"].get<uint64_t>(), c["rx_fragments"].get<uint64_t>(),
         c["reassembled"].get<uint64_t>(), drops.empty() ? " none" : drops);
+    if (o.contains("ipsec")) print_ipsec(o["name"].get<std::string>(), o["ipsec"]);
   }
 }
 
 void print_status_table(const nlohmann::json& status) {
-  fmt::print("{:<11} {:<36} {:<6} {}\n", "KIND", "NAME", "OWNED", "STATE");
+  fmt::print("{:<16} {:<36} {:<6} {}\n", "KIND", "NAME", "OWNED", "STATE");
   for (const auto& o : status["objects"]) {
     std::string name = o["name"].get<std::string>();
     if (o["key"] != o["name"]) name += " (" + o["key"].get<std::string>() + ")";
-    fmt::print("{:<11} {:<36} {:<6} {}\n", o["kind"].get<std::string>(), name,
+    fmt::print("{:<16} {:<36} {:<6} {}\n", o["kind"].get<std::string>(), name,
                o["owned"].get<bool>() ? "yes" : "no", o["state"].get<std::string>());
   }
   if (status.contains("members") && !status["members"].empty()) {

@@ -133,6 +133,51 @@ std::string render_metrics(const AgentStats& stats, const nlohmann::json& member
       w.sample(c.metric, labels, t.value(c.field, uint64_t{0}));
     }
   }
+  // IPsec, for tunnels that have it: whether an SA carries the tunnel, its age, time to rekey,
+  // what went through it (the SA's own counters: they restart with each rekeyed SA).
+  struct Gauge {
+    const char* metric;
+    const char* help;
+    const char* sa;  // "ike" or "child"
+    const char* field;
+  };
+  const Gauge gauges[] = {
+      {"etherctl_tunnel_ipsec_ike_age_seconds", "Age of the tunnel's IKE SA.", "ike",
+       "established_seconds"},
+      {"etherctl_tunnel_ipsec_ike_rekey_seconds", "Seconds until the IKE SA is rekeyed.", "ike",
+       "rekey_seconds"},
+      {"etherctl_tunnel_ipsec_sa_age_seconds", "Age of the tunnel's ESP SA.", "child",
+       "installed_seconds"},
+      {"etherctl_tunnel_ipsec_sa_rekey_seconds", "Seconds until the ESP SA is rekeyed.", "child",
+       "rekey_seconds"},
+  };
+  w.family("etherctl_tunnel_ipsec_established", "gauge",
+           "1 when an ESP SA negotiated by charon carries the tunnel, else 0.");
+  for (const auto& [tunnel, t] : tunnels.items()) {
+    if (!t.contains("ipsec")) continue;
+    w.sample("etherctl_tunnel_ipsec_established", label("tunnel", tunnel),
+             t["ipsec"].value("established", false) ? 1 : 0);
+  }
+  for (const auto& g : gauges) {
+    w.family(g.metric, "gauge", g.help);
+    for (const auto& [tunnel, t] : tunnels.items()) {
+      if (!t.contains("ipsec") || !t["ipsec"].contains(g.sa)) continue;
+      w.sample(g.metric, label("tunnel", tunnel), t["ipsec"][g.sa].value(g.field, int64_t{0}));
+    }
+  }
+  for (const char* unit : {"bytes", "packets"}) {
+    const std::string metric = fmt::format("etherctl_tunnel_ipsec_sa_{}", unit);
+    const std::string help =
+        fmt::format("{} through the tunnel's current ESP SA, by direction.", unit);
+    w.family(metric.c_str(), "gauge", help.c_str());
+    for (const auto& [tunnel, t] : tunnels.items()) {
+      if (!t.contains("ipsec") || !t["ipsec"].contains("child")) continue;
+      for (const char* direction : {"in", "out"}) {
+        w.sample(metric.c_str(), label("tunnel", tunnel) + "," + label("direction", direction),
+                 t["ipsec"]["child"].value(fmt::format("{}_{}", unit, direction), int64_t{0}));
+      }
+    }
+  }
   w.family("etherctl_tunnel_drops_total", "counter", "Packets a tunnel dropped, by reason.");
   for (const auto& [tunnel, t] : tunnels.items()) {
     if (!t.contains("drops")) continue;

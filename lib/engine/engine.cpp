@@ -13,11 +13,12 @@
 
 #include "datapath/datapath.hpp"
 #include "datapath/tunnel_kind.hpp"
-#include "ipsec/connection_kind.hpp"
 #include "engine/confirm.hpp"
 #include "engine/internal.hpp"
 #include "engine/journal.hpp"
 #include "engine/lock.hpp"
+#include "ipsec/connection.hpp"
+#include "ipsec/connection_kind.hpp"
 #include "kernel/kind.hpp"
 #include "kernel/snapshot.hpp"
 #include "location/location.hpp"
@@ -303,6 +304,9 @@ nlohmann::json tunnel_counters() {
                              {"rx_fragments", c.rx_fragments},
                              {"reassembled", c.reassembled},
                              {"drops", drops}};
+    // A tunnel with IPsec (its connection file is there): its SAs as charon reports them.
+    if (::access(ipsec::Settings::current().file_of(tunnel.spec.name).c_str(), F_OK) == 0)
+      out[tunnel.spec.name]["ipsec"] = ipsec::sa_status(tunnel.spec.name);
   }
   return out;
 }
@@ -341,7 +345,12 @@ nlohmann::json status_of(const plan::Objects& desired, const plan::Objects& obse
   nlohmann::json counters = tunnel_counters();
   for (auto& object : objects) {
     if (object["kind"] == plan::kTunnel && counters.contains(object["key"])) {
-      object["counters"] = counters[object["key"].get<std::string>()];
+      nlohmann::json c = counters[object["key"].get<std::string>()];
+      if (c.contains("ipsec")) {
+        object["ipsec"] = c["ipsec"];
+        c.erase("ipsec");
+      }
+      object["counters"] = c;
     }
   }
   for (const auto& change : plan.changes) {
@@ -381,7 +390,14 @@ nlohmann::json owned_objects(const plan::Objects& observed, const kernel::Snapsh
         {"key", o.key},     {"device", device == device_of_link.end() ? "" : device->second},
         {"owned", o.owned}, {"state", o.owned ? "owned" : "port of an etherctl bridge"},
         {"attrs", attrs}};
-    if (o.kind == plan::kTunnel && counters.contains(o.key)) object["counters"] = counters[o.key];
+    if (o.kind == plan::kTunnel && counters.contains(o.key)) {
+      nlohmann::json c = counters[o.key];
+      if (c.contains("ipsec")) {
+        object["ipsec"] = c["ipsec"];
+        c.erase("ipsec");
+      }
+      object["counters"] = c;
+    }
     objects.push_back(std::move(object));
   }
   return objects;

@@ -48,6 +48,8 @@ class Lab:
         self.env = dict(os.environ, LAB=self.name)
         self.tmp = tempfile.mkdtemp(prefix=f"etherctl-{self.name}-")
         self.env["ETHERCTL_LOCK_DIR"] = os.path.join(self.tmp, "run")
+        self.site = SITE
+        self.dc_env = {}  # per-edge environment (test_ipsec.py: each edge's own charon)
 
     def ns(self, node):
         return f"{self.name}-{node}"
@@ -74,9 +76,10 @@ class Lab:
         return subprocess.Popen(["ip", "netns", "exec", self.ns(node), *args], text=True,
                                 **kwargs)
 
-    def etherctl(self, dc, *args, check=True):
+    def etherctl(self, dc, *args, check=True, timeout=60):
         return run(ETHERCTL, "--netns", self.ns(f"{dc}-edge"), "--device", f"{dc}-edge", *args,
-                   SITE, check=check, env=self.env)
+                   self.site, check=check, env=dict(self.env, **self.dc_env.get(dc, {})),
+                   timeout=timeout)
 
     def etherctl_json(self, dc, *args):
         return json.loads(self.etherctl(dc, "--json", *args).stdout)
