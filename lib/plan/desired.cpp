@@ -96,7 +96,7 @@ Objects desired_objects(const model::Site& site, const model::Device& device) {
         if (peer != device.name) peer_device = peer;
       ipsec::ConnectionSpec spec;
       spec.tunnel = name;
-      spec.local = local->second.str();
+      spec.local = local->second.address.str();
       spec.remote = remote->str();
       auto id = [&](const std::string& dev, const std::string& address) {
         auto it = ipsec.identities.find(dev);

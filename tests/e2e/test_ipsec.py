@@ -48,13 +48,12 @@ def site(psk_file, ipsec=True, mode="transport"):
     with open(two_dc.SITE) as f:
         s = json.load(f)
     dc2 = s["devices"]["dc2-edge"]
-    # The hand-configured peer: a device of the file that etherctl never applies.
-    s["devices"]["bsd"] = {"vlans": {"wan": {"interface": "eth0"}},
-                           "self_ips": {"wan": {"address": BSD["address"] + "/24", "vlan": "wan"}}}
+    # The hand-configured peer: an endpoint etherctl does not manage.
     dc2["routes"]["to-bsd"] = {"destination": "192.0.2.0/24", "gateway": "203.0.113.254"}
     dc2["vlan_groups"]["vmotion"]["members"].append("bsdx")
     s["tunnels"]["bsdx"] = {"profile": "etherip",
-                            "endpoints": {"dc2-edge": "203.0.113.1", "bsd": BSD["address"]},
+                            "endpoints": {"dc2-edge": "203.0.113.1",
+                                          "bsd": {"address": BSD["address"], "managed": False}},
                             "ipsec": {"psk_file": psk_file, "mode": "transport"}}
     if ipsec:
         s["tunnels"]["dcx"]["ipsec"] = {"psk_file": psk_file, "mode": mode,
