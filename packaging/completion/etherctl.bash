@@ -7,8 +7,8 @@
 # Plain bash and awk: no jq or python at completion time.
 
 _etherctl_commands="validate plan apply destroy status watch confirm"
-_etherctl_options="-h --help --version --json --device --netns --wait --detailed-exitcodes --color --listen --interval --debounce --confirm-within --respect-revert"
-_etherctl_value_options="--device --netns --color --listen --interval --debounce --confirm-within"
+_etherctl_options="-h --help --version --json --device --netns --wait --detailed-exitcodes --color --listen --interval --debounce --confirm-within --respect-revert --vici-uri --swanctl-dir --ipsec-wait"
+_etherctl_value_options="--device --netns --color --listen --interval --debounce --confirm-within --vici-uri --swanctl-dir --ipsec-wait"
 
 # Prints the device names of a site file, one a line: the keys of the top-level "devices"
 # object. A small JSON tokenizer (strings, braces, brackets, colons, commas) is all it needs;
