@@ -79,16 +79,21 @@ PolicyIds ids_of(const plan::Object& o) {
   return ids;
 }
 
+// The selector of the tunnel's packets: src/32 -> dst/32 (or /128), protocol 97.
+void select_etherip(xfrm_selector& sel, const Address& src, const Address& dst) {
+  sel.family = static_cast<uint16_t>(src.family);
+  sel.saddr = src.bytes;
+  sel.daddr = dst.bytes;
+  sel.prefixlen_s = full_prefix(src.family);
+  sel.prefixlen_d = full_prefix(dst.family);
+  sel.proto = kEtherIp;
+}
+
 // One policy: src -> dst, protocol 97, with an ESP template from `tsrc` to `tdst`.
 void put_policy(Message& message, int dir, const Address& src, const Address& dst,
                 const PolicyIds& ids) {
   auto* info = message.put_header<xfrm_userpolicy_info>();
-  info->sel.family = static_cast<uint16_t>(src.family);
-  info->sel.saddr = src.bytes;
-  info->sel.daddr = dst.bytes;
-  info->sel.prefixlen_s = full_prefix(src.family);
-  info->sel.prefixlen_d = full_prefix(dst.family);
-  info->sel.proto = kEtherIp;
+  select_etherip(info->sel, src, dst);
   info->lft.soft_byte_limit = XFRM_INF;
   info->lft.hard_byte_limit = XFRM_INF;
   info->lft.soft_packet_limit = XFRM_INF;
@@ -111,12 +116,7 @@ void put_policy(Message& message, int dir, const Address& src, const Address& ds
 
 void put_policy_id(Message& message, int dir, const Address& src, const Address& dst) {
   auto* id = message.put_header<xfrm_userpolicy_id>();
-  id->sel.family = static_cast<uint16_t>(src.family);
-  id->sel.saddr = src.bytes;
-  id->sel.daddr = dst.bytes;
-  id->sel.prefixlen_s = full_prefix(src.family);
-  id->sel.prefixlen_d = full_prefix(dst.family);
-  id->sel.proto = kEtherIp;
+  select_etherip(id->sel, src, dst);
   id->dir = static_cast<uint8_t>(dir);
 }
 
