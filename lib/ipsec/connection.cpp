@@ -202,7 +202,7 @@ std::optional<FileHeader> parse_file_header(const std::string& text) {
   std::istringstream in(text);
   FileHeader header;
   bool have_owner = false, have_spec = false;
-  for (std::string line; std::getline(in, line) && line.rfind("#", 0) == 0;) {
+  for (std::string line; std::getline(in, line) && line.rfind('#', 0) == 0;) {
     if (line.rfind(kOwnerLine, 0) == 0) {
       header.owner = line.substr(std::string(kOwnerLine).size());
       have_owner = true;

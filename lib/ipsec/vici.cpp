@@ -33,7 +33,7 @@ enum : uint8_t {
   kListItem = 5,
   kListEnd = 6,
 };
-constexpr size_t kMaxSegment = 512 * 1024;
+constexpr size_t kMaxSegment = size_t{512} * 1024;
 
 void put_name(std::vector<uint8_t>& out, const std::string& name) {
   if (name.empty() || name.size() > 255)

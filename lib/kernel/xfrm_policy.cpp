@@ -58,6 +58,11 @@ std::string format(int family, const xfrm_address_t& bytes) {
   return text;
 }
 
+// xfrm_address_t is a union: compare its words (the kernel zeroes what IPv4 leaves unused).
+bool same_address(const xfrm_address_t& a, const xfrm_address_t& b) {
+  return std::equal(std::begin(a.a6), std::end(a.a6), std::begin(b.a6));
+}
+
 uint8_t full_prefix(int family) { return family == AF_INET ? 32 : 128; }
 
 uint8_t mode_of(const std::string& mode) {
@@ -197,7 +202,7 @@ plan::Objects observe(const Snapshot&, const Ownership&) {
                    templates == 1 && tmpl->id.proto == IPPROTO_ESP &&
                    ((info->flags & XFRM_POLICY_ICMP) != 0) == out;
       if (!exact) o.attrs["exact"] = false;
-      seen.directions.push_back(out ? "out" : "in");
+      seen.directions.emplace_back(out ? "out" : "in");
     });
   } catch (const KernelError&) {
     return objects;
@@ -238,9 +243,7 @@ void delete_states(Netlink& xfrm, const Address& src, const Address& dst, uint32
     if (header->nlmsg_type != XFRM_MSG_NEWSA) return;
     const auto* sa = static_cast<const xfrm_usersa_info*>(mnl_nlmsg_get_payload(header));
     if (sa->reqid != reqid || sa->family != src.family) return;
-    if (std::memcmp(&sa->saddr, &src.bytes, sizeof(xfrm_address_t)) != 0 ||
-        std::memcmp(&sa->id.daddr, &dst.bytes, sizeof(xfrm_address_t)) != 0)
-      return;
+    if (!same_address(sa->saddr, src.bytes) || !same_address(sa->id.daddr, dst.bytes)) return;
     State s{};
     s.id.daddr = sa->id.daddr;
     s.id.spi = sa->id.spi;

@@ -260,7 +260,7 @@ std::optional<Ipsec> parse_ipsec(Fields& tunnel, Problems& problems) {
 
   if (const nlohmann::json* lifetimes = fields.object("lifetimes", false)) {
     Fields l(*lifetimes, fields.path_of("lifetimes"), problems, {"ike_rekey", "child_rekey"});
-    constexpr int64_t kMax = 7 * 24 * 3600;
+    constexpr int64_t kMax = int64_t{7} * 24 * 3600;
     if (auto v = l.integer("ike_rekey", false, kMinRekeySeconds, kMax))
       ipsec.ike_rekey_seconds = static_cast<int>(*v);
     if (auto v = l.integer("child_rekey", false, kMinRekeySeconds, kMax))
