@@ -323,14 +323,22 @@ nlohmann::json sa_status(const std::string& tunnel) {
         return -1;
       }
     };
-    // The newest established IKE SA with an installed CHILD_SA is the one traffic uses.
+    // The newest installed CHILD_SA describes the tunnel (age, rekey, algorithms); the
+    // counters add up every installed CHILD_SA of the connection: when both ends initiated at
+    // once there are two, and traffic may use either.
     int64_t best_age = -1;
+    int64_t totals[4] = {0, 0, 0, 0};  // bytes in, packets in, bytes out, packets out
+    int installed = 0;
     out["ike_sas"] = ikes.size();
     for (const auto& ike : ikes) {
       if (ike.value("state", "") != "ESTABLISHED") continue;
       if (!ike.contains("child-sas") || !ike["child-sas"].is_object()) continue;
       for (const auto& [child_name, child] : ike["child-sas"].items()) {
         if (child.value("state", "") != "INSTALLED") continue;
+        ++installed;
+        int i = 0;
+        for (const char* key : {"bytes-in", "packets-in", "bytes-out", "packets-out"})
+          totals[i++] += std::max<int64_t>(0, number(child, key));
         int64_t age = number(child, "install-time");
         if (best_age >= 0 && age >= best_age) continue;
         best_age = age;
@@ -351,13 +359,16 @@ nlohmann::json sa_status(const std::string& tunnel) {
             {"installed_seconds", age},
             {"rekey_seconds", number(child, "rekey-time")},
             {"lifetime_seconds", number(child, "life-time")},
-            {"bytes_in", number(child, "bytes-in")},
-            {"packets_in", number(child, "packets-in")},
-            {"bytes_out", number(child, "bytes-out")},
-            {"packets_out", number(child, "packets-out")},
             {"encryption", child.value("encr-alg", "") + "-" + child.value("encr-keysize", "")},
             {"encap", child.value("encap", "no") == "yes"}};
       }
+    }
+    if (installed > 0) {
+      out["child"]["installed_sas"] = installed;
+      out["child"]["bytes_in"] = totals[0];
+      out["child"]["packets_in"] = totals[1];
+      out["child"]["bytes_out"] = totals[2];
+      out["child"]["packets_out"] = totals[3];
     }
     if (!out["established"].get<bool>() && !ikes.empty()) out["state"] = dump_state(ikes.front());
   } catch (const vici::Error& e) {
