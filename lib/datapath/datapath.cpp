@@ -145,6 +145,7 @@ struct Datapath::Impl {
     for (uint32_t u : value.underlay)
       if (u && !used.count(u)) tc_detach(static_cast<int>(u), true);
     tc_detach(static_cast<int>(value.eip_ifindex));
+    if (value.dec_ifindex) tc_detach(static_cast<int>(value.dec_ifindex));
     bpf_map_delete_elem(tunnels_fd(), &key);
     bpf_map_delete_elem(stats_fd(), &key);
   }
@@ -222,19 +223,36 @@ void Datapath::apply(const TunnelSpec& spec) {
   std::vector<uint32_t> underlay;
   for (const auto& u : spec.underlay) underlay.push_back(static_cast<uint32_t>(ifindex_of(u)));
 
-  prepare_links(spec.name, local.family == ETHERIP_FAMILY_V6);
+  const bool ipsec = spec.ipsec_reqid != 0;
+  if (ipsec && local.family != ETHERIP_FAMILY_V4)
+    throw DatapathError(EINVAL, fmt::format("tunnel {}: IPsec needs IPv4 endpoints", spec.name));
+  if (ipsec && spec.fast_path)
+    throw DatapathError(EINVAL, fmt::format("tunnel {}: the fast path skips IPsec policies; it "
+                                            "cannot be combined with IPsec",
+                                            spec.name));
+  const uint32_t esp = ipsec ? static_cast<uint32_t>(ifindex_of(esp_name(spec.name))) : 0;
+  const uint32_t dec = ipsec ? static_cast<uint32_t>(ifindex_of(dec_name(spec.name))) : 0;
+
+  prepare_links(spec.name, local.family == ETHERIP_FAMILY_V6, ipsec);
 
   etherip_tunnel value{};
   std::memcpy(value.name, spec.name.data(), spec.name.size());
   value.eip_ifindex = key;
   value.family = local.family;
   value.flags = (spec.accept_reversed ? ETHERIP_FLAG_ACCEPT_REVERSED : 0) |
-                (spec.fast_path ? ETHERIP_FLAG_FAST_PATH : 0);
+                (spec.fast_path ? ETHERIP_FLAG_FAST_PATH : 0) | (ipsec ? ETHERIP_FLAG_IPSEC : 0);
   std::memcpy(value.local, local.bytes.data(), 16);
   std::memcpy(value.remote, remote.bytes.data(), 16);
   auto mac = hardware_address(eip);
   std::memcpy(value.mac, mac.data(), 6);
   for (std::size_t i = 0; i < underlay.size(); ++i) value.underlay[i] = underlay[i];
+  if (ipsec) {
+    value.reqid = spec.ipsec_reqid;
+    value.esp_ifindex = esp;
+    value.dec_ifindex = dec;
+    auto dec_mac = hardware_address(dec_name(spec.name));
+    std::memcpy(value.dec_mac, dec_mac.data(), 6);
+  }
   if (spec.clamp_tcp_mss) {
     int mtu = 0xffff;
     for (const auto& u : spec.underlay) mtu = std::min(mtu, interface_mtu(u));
@@ -258,6 +276,7 @@ void Datapath::apply(const TunnelSpec& spec) {
     for (uint32_t u : old.underlay)
       if (u && !used.count(u) && std::find(underlay.begin(), underlay.end(), u) == underlay.end())
         tc_detach(static_cast<int>(u), true);
+    if (old.dec_ifindex && old.dec_ifindex != dec) tc_detach(static_cast<int>(old.dec_ifindex));
   }
 
   etherip_peer_key pk{};
@@ -287,6 +306,7 @@ void Datapath::apply(const TunnelSpec& spec) {
   tc_attach(static_cast<int>(key), encap_fd(), eip);
   for (std::size_t i = 0; i < underlay.size(); ++i)
     tc_attach(static_cast<int>(underlay[i]), decap_fd(), spec.underlay[i]);
+  if (ipsec) tc_attach(static_cast<int>(dec), decap_fd(), dec_name(spec.name));
 }
 
 void Datapath::remove(std::string_view name) {

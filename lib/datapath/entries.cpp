@@ -71,6 +71,7 @@ TunnelSpec spec_of(const etherip_tunnel& v) {
   spec.accept_reversed = v.flags & ETHERIP_FLAG_ACCEPT_REVERSED;
   spec.fast_path = v.flags & ETHERIP_FLAG_FAST_PATH;
   spec.clamp_tcp_mss = v.clamp_mtu != 0;
+  spec.ipsec_reqid = (v.flags & ETHERIP_FLAG_IPSEC) ? v.reqid : 0;
   return spec;
 }
 

@@ -4,8 +4,11 @@
 #include <linux/ethtool.h>
 #include <linux/sockios.h>
 #include <net/if.h>
+#include <spawn.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -109,6 +112,18 @@ std::optional<bool> eip_feature(std::string_view name) {
   return std::nullopt;
 }
 
+// The feature values the datapath needs on esp-T (like eip-T: no TSO, so that veth_xmit hands
+// its packets to dec-T's NAPI) and on dec-T (GRO, which decrypts ESP).
+std::optional<bool> esp_feature(std::string_view name) {
+  if (segmentation(name)) return false;
+  return std::nullopt;
+}
+
+std::optional<bool> dec_feature(std::string_view name) {
+  if (name == "rx-gro") return true;
+  return std::nullopt;
+}
+
 // One queue per CPU, as far as the pair has queues (a veth is created with one queue per
 // possible CPU, of which one is in use unless asked otherwise).
 uint32_t wanted_queues(uint32_t max) {
@@ -121,7 +136,8 @@ struct Sysctl {
 };
 
 // The sysctls prepare_links writes, in order.
-std::vector<Sysctl> sysctls(const std::string& eip, bool ipv6_outer) {
+std::vector<Sysctl> sysctls(const std::string& tunnel, bool ipv6_outer, bool ipsec) {
+  const std::string eip = eip_name(tunnel);
   // The outer packet enters the stack through eip's ingress with a local source address: it
   // must be forwarded, and not rejected as a martian or by reverse-path filtering.
   std::vector<Sysctl> out = {{"net/ipv4/conf", eip, "forwarding", "1"},
@@ -138,6 +154,14 @@ std::vector<Sysctl> sysctls(const std::string& eip, bool ipv6_outer) {
     out.push_back({"net/ipv6/conf", "all", "forwarding", "1"});
   } else {
     out.push_back({"net/ipv6/conf", eip, "disable_ipv6", "1"});
+  }
+  if (ipsec) {
+    // Quiet (no IPv6 chatter on the pair); the decrypted packets of other SAs between the
+    // tunnel's addresses reach the stack on dec-T with the peer as source: no reverse-path
+    // filtering there.
+    out.push_back({"net/ipv6/conf", esp_name(tunnel), "disable_ipv6", "1"});
+    out.push_back({"net/ipv6/conf", dec_name(tunnel), "disable_ipv6", "1"});
+    out.push_back({"net/ipv4/conf", dec_name(tunnel), "rp_filter", "0"});
   }
   return out;
 }
@@ -286,25 +310,37 @@ std::string read_sysctl(const std::string& prefix, const std::string& ifname,
   return value;
 }
 
-void prepare_links(const std::string& tunnel, bool ipv6_outer) {
+void prepare_links(const std::string& tunnel, bool ipv6_outer, bool ipsec) {
   const std::string eip = eip_name(tunnel);
   set_features(tunnel, port_feature);
   set_features(eip, eip_feature);
   prepare_queues(tunnel);
   prepare_queues(eip);
+  if (ipsec) {
+    set_features(esp_name(tunnel), esp_feature);
+    set_features(dec_name(tunnel), dec_feature);
+    prepare_queues(esp_name(tunnel));
+    prepare_queues(dec_name(tunnel));
+  }
   free_rp_filter_of_all();
-  for (const Sysctl& s : sysctls(eip, ipv6_outer))
+  for (const Sysctl& s : sysctls(tunnel, ipv6_outer, ipsec))
     write_sysctl(s.prefix, s.ifname, s.leaf, s.value);
 }
 
-std::vector<std::string> link_drift(const std::string& tunnel, bool ipv6_outer) {
+std::vector<std::string> link_drift(const std::string& tunnel, bool ipv6_outer, bool ipsec) {
   const std::string eip = eip_name(tunnel);
   std::vector<std::string> out;
   feature_drift(tunnel, port_feature, out);
   feature_drift(eip, eip_feature, out);
   queue_drift(tunnel, out);
   queue_drift(eip, out);
-  for (const Sysctl& s : sysctls(eip, ipv6_outer)) {
+  if (ipsec) {
+    feature_drift(esp_name(tunnel), esp_feature, out);
+    feature_drift(dec_name(tunnel), dec_feature, out);
+    queue_drift(esp_name(tunnel), out);
+    queue_drift(dec_name(tunnel), out);
+  }
+  for (const Sysctl& s : sysctls(tunnel, ipv6_outer, ipsec)) {
     std::string value = read_sysctl(s.prefix, s.ifname, s.leaf);
     if (value != s.value)
       out.push_back(fmt::format("{}/{} is {}, the datapath needs {}",
@@ -312,6 +348,31 @@ std::vector<std::string> link_drift(const std::string& tunnel, bool ipv6_outer) 
                                 value.empty() ? "unreadable" : value, s.value));
   }
   return out;
+}
+
+std::string esp_gro_missing() {
+  std::error_code ec;
+  if (std::filesystem::exists("/sys/module/esp4_offload", ec)) return "";
+  utsname uts{};
+  if (::uname(&uts) == 0) {
+    std::ifstream builtin(std::string("/lib/modules/") + uts.release + "/modules.builtin");
+    for (std::string line; std::getline(builtin, line);)
+      if (ends_with(line, "/esp4_offload.ko")) return "";
+  }
+  return "the kernel module esp4_offload (ESP GRO, which decrypts what IPsec tunnels receive) "
+         "is not loaded and could not be loaded: nothing is received (modprobe esp4_offload)";
+}
+
+void load_esp_gro() {
+  if (esp_gro_missing().empty()) return;
+  // What `ip link add ... type vlan` gets from the kernel's own request_module: nothing in
+  // the xfrm code asks for esp4_offload unless a state is offloaded to hardware.
+  pid_t pid = 0;
+  char* const argv[] = {const_cast<char*>("modprobe"), const_cast<char*>("-q"),
+                        const_cast<char*>("esp4_offload"), nullptr};
+  int status = 0;
+  if (::posix_spawnp(&pid, "modprobe", nullptr, nullptr, argv, environ) == 0)
+    ::waitpid(pid, &status, 0);
 }
 
 }  // namespace etherctl::datapath

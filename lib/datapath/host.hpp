@@ -67,11 +67,22 @@ std::string read_sysctl(const std::string& prefix, const std::string& ifname,
 //   kernel applies the larger one), IPv6 off (IPv4 outer) or on without addresses of its own
 //   and forwarding, plus net.ipv6.conf.all.forwarding=1, which ip6_forward checks globally
 //   (IPv6 outer).
-void prepare_links(const std::string& tunnel, bool ipv6_outer);
+// - IPsec tunnels, their pair esp-T -> dec-T: esp-T without segmentation offloads (as eip-T:
+//   so that its packets take dec-T's NAPI and GRO, where ESP is decrypted), dec-T with GRO on;
+//   one queue per CPU on both; IPv6 off on both; rp_filter=0 on dec-T (the decrypted packets
+//   of other SAs between the same addresses enter the stack there, with the peer as source).
+void prepare_links(const std::string& tunnel, bool ipv6_outer, bool ipsec = false);
 
 // How the links differ from what prepare_links sets, one line each ("dcx: rx-gro is off, the
 // datapath needs it on"); empty when everything is in place. Features the driver does not let
 // change are not compared.
-std::vector<std::string> link_drift(const std::string& tunnel, bool ipv6_outer);
+std::vector<std::string> link_drift(const std::string& tunnel, bool ipv6_outer, bool ipsec = false);
+
+// ESP GRO (the kernel module esp4_offload) decrypts the ESP of IPsec tunnels on dec-T: "" when
+// it is loaded or built in, else why not (apply reports it with the tunnel's IPsec state).
+std::string esp_gro_missing();
+// Loads esp4_offload (modprobe) when esp_gro_missing(). Without it an IPsec tunnel receives
+// nothing (its ESP is dropped as esp_no_sa), but never accepts clear text either.
+void load_esp_gro();
 
 }  // namespace etherctl::datapath

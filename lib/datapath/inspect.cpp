@@ -24,10 +24,12 @@ std::vector<TunnelStatus> inspect(const Options& options) {
     bool attached = program_attached(eip_name(spec.name), "etherip_encap");
     for (const auto& underlay : spec.underlay)
       attached = attached && program_attached(underlay, "etherip_decap");
+    if (spec.ipsec_reqid)
+      attached = attached && program_attached(dec_name(spec.name), "etherip_decap");
     std::vector<std::string> drift;
     if (entry_alive(key, value)) {
       try {
-        drift = link_drift(spec.name, value.family == ETHERIP_FAMILY_V6);
+        drift = link_drift(spec.name, value.family == ETHERIP_FAMILY_V6, spec.ipsec_reqid != 0);
       } catch (const DatapathError& e) {
         drift.push_back(e.what());  // a link gone meanwhile
       }

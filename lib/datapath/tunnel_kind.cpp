@@ -12,6 +12,8 @@
 #include <thread>
 
 #include "datapath/datapath.hpp"
+#include "datapath/host.hpp"
+#include "datapath/support.hpp"
 #include "kernel/detail.hpp"
 #include "kernel/snapshot.hpp"
 
@@ -63,6 +65,7 @@ TunnelSpec spec_of(const plan::Object& desired) {
   spec.accept_reversed = bool_attr(desired, "accept_reversed").value_or(false);
   spec.fast_path = bool_attr(desired, "fast_path").value_or(false);
   spec.clamp_tcp_mss = bool_attr(desired, "clamp_tcp_mss").value_or(false);
+  spec.ipsec_reqid = static_cast<uint32_t>(int_attr(desired, "ipsec_reqid").value_or(0));
   auto it = desired.attrs.find("underlay");
   if (it != desired.attrs.end() && it->is_array())
     for (const auto& u : *it)
@@ -104,7 +107,10 @@ plan::Objects observe(const kernel::Snapshot& snapshot, const kernel::Ownership&
   for (const kernel::LinkInfo& link : snapshot.links) {
     // Ours only: foreign veths are adoptable "vlan" links (see lib/kernel/vlan.cpp).
     if (link.type != "veth" || !ownership.owns_link(link.alias)) continue;
-    if (link.name.rfind("eip-", 0) == 0) continue;  // the programs' end, part of its tunnel
+    // The programs' end and the IPsec pair: parts of their tunnel.
+    if (link.name.rfind(kEipPrefix, 0) == 0 || link.name.rfind(kEspPrefix, 0) == 0 ||
+        link.name.rfind(kDecPrefix, 0) == 0)
+      continue;
     plan::Object& object = objects.emplace_back();
     object.kind = plan::kTunnel;
     object.key = link.name;
@@ -129,6 +135,7 @@ plan::Objects observe(const kernel::Snapshot& snapshot, const kernel::Ownership&
     object.attrs["fast_path"] = spec.fast_path;
     object.attrs["clamp_tcp_mss"] = spec.clamp_tcp_mss;
     object.attrs["attached"] = it->second.attached;
+    object.attrs["ipsec_reqid"] = spec.ipsec_reqid;
     // Offloads, queues and sysctls that the datapath needs on its links (prepare_links):
     // "ok", or what differs, so that drift shows in the plan and a modify repairs it.
     std::string drift;
@@ -156,47 +163,90 @@ void wait_operational(Netlink& netlink, const std::vector<std::string>& names,
   }
 }
 
-void create(Netlink& netlink, const plan::Object& desired, const kernel::Ownership& ownership) {
-  const std::string op = what("create", desired);
-  const std::string eip = eip_name(desired.key);
-  if (desired.key.size() > kMaxTunnelName)
-    throw KernelError(EINVAL, "", op + ": the name must have at most 11 bytes (\"eip-\" + name)");
-  auto mtu = int_attr(desired, "mtu");
-  // Created down: the datapath sets the links up (and their sysctls) before traffic flows.
+// A veth pair `name` + `peer`, created down and without the ownership mark (the kernel ignores
+// IFLA_IFALIAS on creation: mark_veth_pair).
+void create_veth_pair(Netlink& netlink, const std::string& name, const std::string& peer_name,
+                      std::optional<int> mtu, const std::string& op) {
   Message message(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
   message.put_header<ifinfomsg>()->ifi_family = AF_UNSPEC;
-  message.put_str(IFLA_IFNAME, desired.key);
+  message.put_str(IFLA_IFNAME, name);
   if (mtu) message.put_u32(IFLA_MTU, static_cast<uint32_t>(*mtu));
   nlattr* linkinfo = message.nest_start(IFLA_LINKINFO);
   message.put_str(IFLA_INFO_KIND, "veth");
   nlattr* data = message.nest_start(IFLA_INFO_DATA);
   nlattr* peer = message.nest_start(VETH_INFO_PEER);
   message.put_header<ifinfomsg>()->ifi_family = AF_UNSPEC;  // the peer's own link header
-  message.put_str(IFLA_IFNAME, eip);
+  message.put_str(IFLA_IFNAME, peer_name);
   if (mtu) message.put_u32(IFLA_MTU, static_cast<uint32_t>(*mtu));
   message.nest_end(peer);
   message.nest_end(data);
   message.nest_end(linkinfo);
   netlink.request(message, op);
+}
+
+void mark_veth_pair(Netlink& netlink, const std::string& name, const std::string& peer_name,
+                    const std::string& alias, const std::string& op) {
+  set_link(netlink, name, std::nullopt, std::nullopt, alias, op);
+  set_link(netlink, peer_name, std::nullopt, std::nullopt, alias, op);
+}
+
+bool link_exists(const std::string& name) { return ifindex_or_zero(name) != 0; }
+
+// IPsec: the pair esp-<name> -> dec-<name> that ESP from the peer is decrypted through (see
+// lib/datapath/README.md, "IPsec"), made before the datapath is applied (it needs their
+// ifindexes), and ESP GRO loaded. Nothing without IPsec.
+void ensure_esp_pair(Netlink& netlink, const plan::Object& desired, const std::string& alias,
+                     const std::string& op) {
+  if (int_attr(desired, "ipsec_reqid").value_or(0) == 0) return;
+  load_esp_gro();  // when it cannot, apply says so with the tunnel's IPsec state
+  const std::string esp = esp_name(desired.key), dec = dec_name(desired.key);
+  if (link_exists(esp) && link_exists(dec)) return;
+  if (link_exists(esp)) delete_link(netlink, esp, op);  // one end alone: a veth has two
+  create_veth_pair(netlink, esp, dec, kEspPairMtu, op);
+  mark_veth_pair(netlink, esp, dec, alias, op);
+}
+
+// Sets the IPsec pair up (after the datapath was applied) or, when the tunnel has no IPsec
+// (any more), removes it.
+void finish_esp_pair(Netlink& netlink, const plan::Object& desired, const std::string& op) {
+  const std::string esp = esp_name(desired.key), dec = dec_name(desired.key);
+  if (int_attr(desired, "ipsec_reqid").value_or(0) == 0) {
+    if (link_exists(esp)) delete_link(netlink, esp, op);  // dec- goes with it
+    return;
+  }
+  set_link(netlink, dec, std::nullopt, true, "", op);
+  set_link(netlink, esp, std::nullopt, true, "", op);
+}
+
+void create(Netlink& netlink, const plan::Object& desired, const kernel::Ownership& ownership) {
+  const std::string op = what("create", desired);
+  const std::string eip = eip_name(desired.key);
+  if (desired.key.size() > kMaxTunnelName)
+    throw KernelError(EINVAL, "", op + ": the name must have at most 11 bytes (\"eip-\" + name)");
+  // Created down: the datapath sets the links up (and their sysctls) before traffic flows.
+  create_veth_pair(netlink, desired.key, eip, int_attr(desired, "mtu"), op);
 
   try {
-    // The kernel ignores IFLA_IFALIAS on creation; both ends carry the ownership mark.
-    set_link(netlink, desired.key, std::nullopt, std::nullopt, ownership.link_alias(), op);
-    set_link(netlink, eip, std::nullopt, std::nullopt, ownership.link_alias(), op);
+    // Both ends carry the ownership mark.
+    mark_veth_pair(netlink, desired.key, eip, ownership.link_alias(), op);
+    ensure_esp_pair(netlink, desired, ownership.link_alias(), op);
     datapath().apply(spec_of(desired));
+    finish_esp_pair(netlink, desired, op);
     bool up = bool_attr(desired, "up").value_or(true);
     set_link(netlink, eip, std::nullopt, up, "", op);
     set_link(netlink, desired.key, std::nullopt, up, "", op);
     if (up) wait_operational(netlink, {desired.key, eip}, std::chrono::seconds(5));
   } catch (...) {
-    // Nothing half-made stays behind: the pair goes, and with it the filter on eip.
+    // Nothing half-made stays behind: the pairs go, and with them the filters on eip and dec.
     try {
       datapath().remove(desired.key);
     } catch (...) {
     }
-    try {
-      delete_link(netlink, desired.key, op + ": undo");
-    } catch (...) {
+    for (const std::string& link : {desired.key, esp_name(desired.key)}) {
+      try {
+        if (link_exists(link)) delete_link(netlink, link, op + ": undo");
+      } catch (...) {
+      }
     }
     try {
       throw;
@@ -215,28 +265,29 @@ void modify(Netlink& netlink, const plan::Object& desired, const plan::Object& o
   bool change_up = up && up != bool_attr(observed, "up");
   bool datapath_differs = false;
   for (const char* attr : {"local", "remote", "accept_reversed", "underlay", "fast_path",
-                           "clamp_tcp_mss", "attached", "link_settings"}) {
+                           "clamp_tcp_mss", "attached", "link_settings", "ipsec_reqid"}) {
     auto d = desired.attrs.find(attr), o = observed.attrs.find(attr);
     if (d != desired.attrs.end() && (o == observed.attrs.end() || *d != *o))
       datapath_differs = true;
   }
-  if (datapath_differs) {
-    try {
-      // Atomic: the programs are replaced in place, the maps rewritten entry by entry. Also
-      // completes what an interrupted run left (the observed tunnel then has no datapath
-      // attributes): the eip end gets its mark again below.
-      datapath().apply(spec_of(desired));
-    } catch (const DatapathError& e) {
-      rethrow(e, op);
-    }
-  }
-  // The eip end first, as on create: it carries the programs. It gets T's ownership mark too
-  // (again: a run killed between the two marks left it without).
+  // T's ownership mark: the eip end gets it again below (a run killed between the two marks
+  // left it without), the IPsec pair when it is made.
   std::string alias;
   if (datapath_differs) {
     kernel::Snapshot snapshot = kernel::Snapshot::read(netlink);
     if (const kernel::LinkInfo* link = snapshot.link_by_name(desired.key)) alias = link->alias;
+    ensure_esp_pair(netlink, desired, alias, op);
+    try {
+      // Atomic: the programs are replaced in place, the maps rewritten entry by entry. Also
+      // completes what an interrupted run left (the observed tunnel then has no datapath
+      // attributes).
+      datapath().apply(spec_of(desired));
+    } catch (const DatapathError& e) {
+      rethrow(e, op);
+    }
+    finish_esp_pair(netlink, desired, op);
   }
+  // The eip end first, as on create: it carries the programs.
   if (change_mtu || change_up || !alias.empty())
     set_link(netlink, eip, change_mtu ? mtu : std::nullopt, change_up ? up : std::nullopt, alias,
              op);
@@ -252,7 +303,8 @@ void remove(Netlink& netlink, const plan::Object& observed) {
   } catch (const DatapathError& e) {
     rethrow(e, op);
   }
-  kernel::detail::remove_link(netlink, observed);  // its peer "eip-" goes with it
+  kernel::detail::remove_link(netlink, observed);                 // its peer "eip-" goes with it
+  kernel::detail::abandon_link(netlink, esp_name(observed.key));  // IPsec: dec- goes with it
 }
 
 // A create that never finished: the veth pair (with or without its marks) and whatever of
@@ -265,6 +317,8 @@ void abandon(Netlink& netlink, const std::string& key) {
   }
   kernel::detail::abandon_link(netlink, key);  // its peer goes with it
   kernel::detail::abandon_link(netlink, eip_name(key));
+  kernel::detail::abandon_link(netlink, esp_name(key));
+  kernel::detail::abandon_link(netlink, dec_name(key));
 }
 
 std::vector<std::string> repair(Netlink&) {

@@ -30,6 +30,14 @@ inline constexpr int kMaxTunnelMtu = 9216;
 // The veth end that carries the encap program: kEipPrefix + tunnel name.
 inline constexpr std::string_view kEipPrefix = "eip-";
 std::string eip_name(std::string_view tunnel);
+// IPsec tunnels have a second veth pair: ESP from the peer is sent out of kEspPrefix + name and
+// decrypted by GRO on its peer kDecPrefix + name (lib/datapath/README.md, "IPsec").
+inline constexpr std::string_view kEspPrefix = "esp-";
+inline constexpr std::string_view kDecPrefix = "dec-";
+std::string esp_name(std::string_view tunnel);
+std::string dec_name(std::string_view tunnel);
+// MTU of that pair: any whole ESP packet an underlay can receive fits (a veth drops larger ones).
+inline constexpr int kEspPairMtu = 65535;
 
 // Drop reasons, in the order of the BPF program's enum etherip_drop.
 enum class Drop : int {
@@ -47,8 +55,10 @@ enum class Drop : int {
   kGso,
   kHelper,
   kFragEvicted,
+  kPlaintext,
+  kEspNoSa,
 };
-inline constexpr std::size_t kDropReasons = 14;
+inline constexpr std::size_t kDropReasons = 16;
 // Stable snake_case name for status output ("unknown_peer", ...).
 std::string_view drop_name(Drop reason);
 
@@ -78,6 +88,10 @@ struct TunnelSpec {
   // Lower the MSS of TCP SYNs entering the tunnel so that full segments of new connections fit
   // the smallest underlay MTU unfragmented (existing connections still work, fragmented).
   bool clamp_tcp_mss = false;
+  // IPsec (IPv4 only): nonzero, the reqid of the tunnel's SAs. Then EtherIP is accepted only
+  // when one of those SAs from the peer decrypted it (else dropped as "plaintext"), and ESP from
+  // the peer goes through the pair esp_name/dec_name, which must exist, to be decrypted.
+  uint32_t ipsec_reqid = 0;
 };
 
 struct Options {

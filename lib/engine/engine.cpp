@@ -12,6 +12,7 @@
 #include <map>
 
 #include "datapath/datapath.hpp"
+#include "datapath/host.hpp"
 #include "datapath/tunnel_kind.hpp"
 #include "engine/confirm.hpp"
 #include "engine/internal.hpp"
@@ -670,7 +671,13 @@ void await_ipsec(Run& run) {
   }
   if (tunnels.empty()) return;
   run.trace("ipsec");
-  for (const auto& [tunnel, why] : ipsec::await_established(tunnels, run.options.ipsec_wait))
+  std::map<std::string, std::string> problems =
+      ipsec::await_established(tunnels, run.options.ipsec_wait);
+  // Without ESP GRO the datapath cannot decrypt what the tunnels receive (lib/datapath/README.md).
+  if (std::string why = datapath::esp_gro_missing(); !why.empty())
+    for (const auto& tunnel : tunnels)
+      problems[tunnel] += (problems[tunnel].empty() ? "" : "; ") + why;
+  for (const auto& [tunnel, why] : problems)
     run.report.warnings.push_back({paths[tunnel], "tunnel " + tunnel + ": " + why});
 }
 

@@ -264,6 +264,11 @@ void validate_tunnel(const Site& site, const Tunnel& tunnel, Problems& problems)
                         "its peer (one managed and one unmanaged endpoint, or two managed)"});
   }
   if (tunnel.ipsec) {
+    if (family == 6) {
+      // The receive path checks the SA and reassembles ESP for IPv4 only (lib/datapath).
+      problems.push_back({tunnel.ipsec->path,
+                          "IPsec needs IPv4 endpoints; this tunnel's are IPv6 (not supported)"});
+    }
     for (const auto& [device, id] : tunnel.ipsec->identities) {
       if (!tunnel.endpoints.count(device)) {
         std::vector<std::string> endpoints;

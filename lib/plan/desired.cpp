@@ -85,8 +85,10 @@ Objects desired_objects(const model::Site& site, const model::Device& device) {
               {"clamp_tcp_mss", tunnel.clamp_tcp_mss},
               {"underlay", underlay},
               {"up", true},
-              {"attached", true},         // its programs on eip-<name> and the underlays
-              {"link_settings", "ok"}}};  // its links' offloads, queues, sysctls (datapath)
+              {"attached", true},       // its programs on eip-<name> and the underlays
+              {"link_settings", "ok"},  // its links' offloads, queues, sysctls (datapath)
+              // IPsec: the SAs' reqid (0: none); the datapath accepts only what they decrypted
+              {"ipsec_reqid", tunnel.ipsec ? model::ipsec_reqid(name) : 0}}};
     if (tunnel.mtu) o.attrs["mtu"] = *tunnel.mtu;
     objects.push_back(std::move(o));
     if (tunnel.ipsec && remote) {

@@ -27,7 +27,7 @@ struct Object {
   //   route: "<destination>" (main table, normalised prefix);
   //   ipvs_service: "<protocol> <address>:<port>" ("tcp 192.0.2.10:80", "udp [2001:db8::1]:53");
   //   ipvs_member: "<service key> -> <address>:<port>" ("tcp 192.0.2.10:80 -> 10.1.0.21:80");
-//   ipsec_policy: "<local> -> <remote>"; ipsec_connection: the tunnel name.
+  //   ipsec_policy: "<local> -> <remote>"; ipsec_connection: the tunnel name.
   std::string key;
   std::string name;  // display name: the site file's name when known, else the key
   std::string path;  // JSON pointer into the site file; empty for observed objects
@@ -47,7 +47,9 @@ struct Object {
 //               interface (string, optional), family (int AF_INET / AF_INET6)
 //   tunnel:     local (string address), remote (string address), mtu (int, optional),
 //               accept_reversed (bool), underlay (array of interface names that receive the
-//               outer packets: the decap program is attached to their TC ingress), up (bool)
+//               outer packets: the decap program is attached to their TC ingress), up (bool),
+//               ipsec_reqid (int: the reqid of its IPsec SAs, 0 without IPsec; with one, the
+//               tunnel has a second veth pair esp-<name>/dec-<name> for the ESP it receives)
 //   ipvs_service: protocol ("tcp"/"udp"), address (canonical), port (int), scheduler (string)
 //   ipvs_member: service (the service key), address, port, weight (int 0..65535),
 //               forward ("masq", "route", "tunnel", "local"; desired: "masq")

@@ -92,6 +92,16 @@ class DatapathTest : public ::testing::Test {
     TunnelSpec mss{"mss", "192.0.2.1", "192.0.2.4", {"u0"}};
     mss.clamp_tcp_mss = true;
     dp_->apply(mss);
+    // An IPsec tunnel and its ESP pair (the decryption itself needs ESP: tests/e2e/test_ipsec.py
+    // in the stock-kernel VM).
+    sh("ip link add sec type veth peer name eip-sec");
+    sh("ip link add esp-sec mtu 65535 type veth peer name dec-sec mtu 65535");
+    sh("sysctl -qw net.ipv6.conf.sec.disable_ipv6=1");
+    sh("ip link set sec up && ip link set eip-sec up && ip link set esp-sec up && "
+       "ip link set dec-sec up");
+    TunnelSpec sec{"sec", "192.0.2.1", "192.0.2.6", {"u0"}};
+    sec.ipsec_reqid = kSecReqid;
+    dp_->apply(sec);
   }
   static void TearDownTestSuite() {
     if (dp_) dp_->remove_all();
@@ -101,7 +111,7 @@ class DatapathTest : public ::testing::Test {
   static Result run(int prog, const Bytes& in, int ifindex, uint32_t mark = 0,
                     uint32_t gso_size = 0) {
     Result r;
-    r.out.resize(std::max<size_t>(in.size() + 4096, ETHERIP_FRAG_MAX + 64));  // reassembled
+    r.out.resize(std::max<size_t>(in.size() + 4096, ETHERIP_ESP_MAX + 64));  // reassembled
     TestRun t = test_run(prog, in, ifindex, r.out, mark, gso_size);
     EXPECT_EQ(t.error, 0) << "BPF_PROG_TEST_RUN failed: " << t.error;
     r.verdict = t.verdict;
@@ -134,6 +144,7 @@ class DatapathTest : public ::testing::Test {
     return b;
   }
 
+  static constexpr uint32_t kSecReqid = 0x45000001;
   static constexpr Mac kUnderlayMac = {0x02, 0xaa, 0, 0, 0, 1};
   static constexpr Mac kPeerMac = {0x02, 0xaa, 0, 0, 0, 2};
   static inline std::unique_ptr<Datapath> dp_;
@@ -630,9 +641,9 @@ TEST_F(DatapathTest, MalformedIsDroppedAndCounted) {
 
 // ------------------------------------------------------------------------------ reassembly
 
-// Splits an EtherIP payload into IPv4 fragments at the given payload offsets.
+// Splits an EtherIP (or `proto`) payload into IPv4 fragments at the given payload offsets.
 std::vector<Bytes> fragments4(const Bytes& payload, std::vector<size_t> cuts, uint16_t id,
-                              const char* src = "192.0.2.2") {
+                              const char* src = "192.0.2.2", uint8_t proto = ETHERIP_IPPROTO) {
   std::vector<Bytes> out;
   cuts.push_back(payload.size());
   size_t start = 0;
@@ -641,7 +652,7 @@ std::vector<Bytes> fragments4(const Bytes& payload, std::vector<size_t> cuts, ui
     Bytes piece(payload.begin() + start, payload.begin() + cuts[i]);
     uint16_t field = static_cast<uint16_t>((more ? 0x2000 : 0) | (start / 8));
     Bytes b = ether({0x02, 0xaa, 0, 0, 0, 1}, {0x02, 0xaa, 0, 0, 0, 2}, 0x0800);
-    append(b, ipv4(src, "192.0.2.1", ETHERIP_IPPROTO, piece, id, field));
+    append(b, ipv4(src, "192.0.2.1", proto, piece, id, field));
     out.push_back(b);
     start = cuts[i];
   }
@@ -1291,10 +1302,135 @@ TEST_F(DatapathTest, OverfullReassemblyTableLosesDatagramsVisiblyButNeverMixesTh
 
 // ------------------------------------------------------------------------------ lifecycle
 
+// ------------------------------------------------------------------------------ IPsec
+
+// An IPv4 packet of protocol `proto` from src to 192.0.2.1 as it arrives on the underlay.
+Bytes packet4(const char* src, uint8_t proto, const Bytes& payload) {
+  Bytes b = ether({0x02, 0xaa, 0, 0, 0, 1}, {0x02, 0xaa, 0, 0, 0, 2}, 0x0800);
+  append(b, ipv4(src, "192.0.2.1", proto, payload));
+  return b;
+}
+
+// An ESP packet's payload: SPI, sequence number, then bytes that stand for the ciphertext.
+Bytes esp_payload(size_t size, uint8_t seed = 3) {
+  Bytes b = {0x00, 0x00, 0x10, 0x01, 0, 0, 0, 1};
+  for (size_t i = b.size(); i < size; ++i) b.push_back(static_cast<uint8_t>(i * 13 + seed));
+  return b;
+}
+
+std::vector<Bytes> esp_fragments(const Bytes& payload, std::vector<size_t> cuts, uint16_t id) {
+  return fragments4(payload, std::move(cuts), id, "192.0.2.6", 50);
+}
+
+TEST_F(DatapathTest, IpsecTunnelDropsPlaintextEtheripFromThePeerAndCountsIt) {
+  // No security path: clear text, although it comes from the peer's address; fragments too.
+  auto before = counters("sec");
+  Bytes frame = inner_frame(100);
+  auto r = decap(outer4("192.0.2.6", "192.0.2.1", etherip(frame)));
+  EXPECT_EQ(r.verdict, static_cast<uint32_t>(TC_ACT_SHOT));
+  for (const Bytes& piece : fragments4(etherip(inner_frame(1514)), {1480}, 800, "192.0.2.6"))
+    EXPECT_EQ(decap(piece).verdict, static_cast<uint32_t>(TC_ACT_SHOT));
+  // Arriving on dec-sec changes nothing: only an SA of the tunnel makes it EtherIP.
+  r = run(dp_->decap_fd(), outer4("192.0.2.6", "192.0.2.1", etherip(frame)), index("dec-sec"));
+  EXPECT_EQ(r.verdict, static_cast<uint32_t>(TC_ACT_SHOT));
+  auto after = counters("sec");
+  EXPECT_EQ(after.drop(Drop::kPlaintext) - before.drop(Drop::kPlaintext), 4u);
+  EXPECT_EQ(after.rx_packets, before.rx_packets);
+  EXPECT_EQ(after.rx_fragments, before.rx_fragments);
+  EXPECT_EQ(after.total_drops() - before.total_drops(), 4u);
+  // A tunnel without IPsec still takes clear EtherIP.
+  EXPECT_EQ(decap(outer4("192.0.2.2", "192.0.2.1", etherip(frame))).verdict,
+            static_cast<uint32_t>(TC_ACT_REDIRECT));
+}
+
+TEST_F(DatapathTest, IpsecTunnelSendsEspFromThePeerToItsDecryptionPair) {
+  auto dec_mac = hardware_address("dec-sec");
+  for (size_t size : {60u, 1400u, 1480u}) {
+    Bytes pkt = packet4("192.0.2.6", 50, esp_payload(size));
+    auto r = decap(pkt);
+    ASSERT_EQ(r.verdict, static_cast<uint32_t>(TC_ACT_REDIRECT)) << size;
+    Bytes want = pkt;
+    std::copy(dec_mac.begin(), dec_mac.end(), want.begin());  // to dec-sec, else unchanged
+    EXPECT_EQ(r.out, want) << size;
+  }
+  // ESP of other SAs passes untouched: between a non-IPsec tunnel's endpoints, from strangers.
+  for (const char* src : {"192.0.2.2", "192.0.2.99"}) {
+    Bytes pkt = packet4(src, 50, esp_payload(200));
+    auto r = decap(pkt);
+    EXPECT_EQ(r.verdict, kUnspec) << src;
+    EXPECT_EQ(r.out, pkt) << src;
+  }
+}
+
+TEST_F(DatapathTest, IpsecTunnelReassemblesEspFragmentsIntoOneEspPacket) {
+  auto dec_mac = hardware_address("dec-sec"), eip_mac = hardware_address("eip-sec");
+  // 1590: a full frame in transport mode, as Linux sends it (encrypted, then fragmented);
+  // 9330: the largest ESP datagram, beyond the largest EtherIP one.
+  for (size_t size : {1590u, ETHERIP_ESP_MAX - 6u}) {
+    Bytes payload = esp_payload(size, static_cast<uint8_t>(size));
+    std::vector<size_t> cuts;
+    for (size_t at = 1480; at < size; at += 1480) cuts.push_back(at);
+    auto frags = esp_fragments(payload, cuts, static_cast<uint16_t>(900 + size % 7));
+    std::swap(frags.front(), frags.back());  // any order
+    auto before = counters("sec");
+    for (size_t i = 0; i + 1 < frags.size(); ++i)
+      EXPECT_EQ(decap(frags[i]).verdict, static_cast<uint32_t>(TC_ACT_STOLEN)) << size;
+    auto r = decap(frags.back());
+    ASSERT_EQ(r.verdict, static_cast<uint32_t>(TC_ACT_REDIRECT)) << size;
+    ASSERT_EQ(r.out.size(), 14 + 20 + size);
+    EXPECT_TRUE(std::equal(dec_mac.begin(), dec_mac.end(), r.out.begin()));
+    EXPECT_TRUE(std::equal(eip_mac.begin(), eip_mac.end(), r.out.begin() + 6));
+    Bytes ip(r.out.begin() + 14, r.out.begin() + 34);
+    EXPECT_EQ(checksum(ip.data(), ip.size()), 0) << "header checksum";
+    EXPECT_EQ(ip[0], 0x45);
+    EXPECT_EQ((ip[2] << 8 | ip[3]), static_cast<int>(20 + size));
+    EXPECT_EQ((ip[6] << 8 | ip[7]) & 0x3fff, 0) << "not a fragment";
+    EXPECT_EQ(ip[9], 50);
+    EXPECT_EQ(Bytes(ip.begin() + 12, ip.begin() + 16), Bytes({192, 0, 2, 6}));
+    EXPECT_EQ(Bytes(ip.begin() + 16, ip.begin() + 20), Bytes({192, 0, 2, 1}));
+    EXPECT_EQ(Bytes(r.out.begin() + 34, r.out.end()), payload);
+    auto after = counters("sec");
+    EXPECT_EQ(after.rx_fragments - before.rx_fragments, frags.size());
+    EXPECT_EQ(after.reassembled - before.reassembled, 1u);
+    EXPECT_EQ(after.total_drops(), before.total_drops());
+  }
+  // Beyond ETHERIP_ESP_MAX: oversize.
+  auto before = counters("sec");
+  auto big =
+      esp_fragments(esp_payload(ETHERIP_ESP_MAX + 100), {1480, 2960, 4440, 5920, 7400, 8880}, 990);
+  EXPECT_EQ(decap(big[0]).verdict, static_cast<uint32_t>(TC_ACT_STOLEN));
+  EXPECT_EQ(decap(big[6]).verdict, static_cast<uint32_t>(TC_ACT_SHOT));
+  EXPECT_EQ(counters("sec").drop(Drop::kFragOversize) - before.drop(Drop::kFragOversize), 1u);
+}
+
+TEST_F(DatapathTest, EspThatComesBackFromTheDecryptionPairEncryptedIsDroppedAndCounted) {
+  // No SA decrypted it in dec-sec's GRO: never to the stack (transport mode would deliver it
+  // locally), dropped and counted.
+  auto before = counters("sec");
+  auto r = run(dp_->decap_fd(), packet4("192.0.2.6", 50, esp_payload(300)), index("dec-sec"));
+  EXPECT_EQ(r.verdict, static_cast<uint32_t>(TC_ACT_SHOT));
+  EXPECT_EQ(counters("sec").drop(Drop::kEspNoSa) - before.drop(Drop::kEspNoSa), 1u);
+}
+
+TEST_F(DatapathTest, IpsecIsRefusedForIpv6AndWithTheFastPath) {
+  TunnelSpec v6{"dcx6", "2001:db8::1", "2001:db8::2", {"u0"}};
+  v6.ipsec_reqid = kSecReqid;
+  EXPECT_THROW(dp_->apply(v6), DatapathError);
+  TunnelSpec fast{"sec", "192.0.2.1", "192.0.2.6", {"u0"}};
+  fast.ipsec_reqid = kSecReqid;
+  fast.fast_path = true;
+  EXPECT_THROW(dp_->apply(fast), DatapathError);
+  for (const auto& t : dp_->tunnels()) {
+    if (t.name == "sec") {
+      EXPECT_EQ(t.ipsec_reqid, kSecReqid);
+    }
+  }
+}
+
 TEST_F(DatapathTest, ReapplyReplacesInPlaceAndListsTunnels) {
   dp_->apply({"dcx", "192.0.2.1", "192.0.2.2", {"u0"}, false});
   auto tunnels = dp_->tunnels();
-  ASSERT_EQ(tunnels.size(), 5u);
+  ASSERT_EQ(tunnels.size(), 6u);
   bool found = false;
   for (const auto& t : tunnels)
     if (t.name == "dcx") {
@@ -1308,7 +1444,7 @@ TEST_F(DatapathTest, ReapplyReplacesInPlaceAndListsTunnels) {
   Options options;
   options.bpffs = "/tmp/ectest-bpffs-" + std::to_string(::getpid());
   Datapath second = Datapath::open(options);
-  EXPECT_EQ(second.tunnels().size(), 5u);
+  EXPECT_EQ(second.tunnels().size(), 6u);
   EXPECT_EQ(second.pin_dir(), dp_->pin_dir());
 }
 

@@ -165,6 +165,77 @@ TEST_F(TunnelKindTest, LinkSettingsAreInPlaceAndDriftIsRepaired) {
   EXPECT_EQ(if_nametoindex("eip-lnk"), 0u);
 }
 
+// IPsec: the pair esp-<name> -> dec-<name> comes with ipsec_reqid (GRO on dec, no TSO on esp,
+// the decap program on dec's ingress, both marked), is repaired when deleted behind etherctl's
+// back, and goes when the tunnel loses IPsec or goes itself.
+TEST_F(TunnelKindTest, IpsecPairComesAndGoesWithTheTunnelsIpsec) {
+  plan::Object desired{plan::kTunnel,
+                       "sec",
+                       "sec",
+                       "/tunnels/sec",
+                       {{"local", "192.0.2.1"},
+                        {"remote", "192.0.2.6"},
+                        {"underlay", {"u0"}},
+                        {"up", true},
+                        {"attached", true},
+                        {"link_settings", "ok"},
+                        {"ipsec_reqid", 0x45000001}}};
+  kernel::Netlink netlink;
+  ops().create(netlink, desired, owner);
+  auto objects = observe();
+  const plan::Object* seen = find(objects, "sec");
+  ASSERT_NE(seen, nullptr);
+  EXPECT_EQ(find(objects, "esp-sec"), nullptr) << "the pair is part of the tunnel";
+  EXPECT_EQ(find(objects, "dec-sec"), nullptr) << "the pair is part of the tunnel";
+  EXPECT_EQ(seen->attrs.at("ipsec_reqid"), 0x45000001);
+  EXPECT_EQ(seen->attrs.at("attached"), true);
+  EXPECT_EQ(seen->attrs.at("link_settings"), "ok");
+  EXPECT_NE(sh_out("tc filter show dev dec-sec ingress").find("etherip_decap"), std::string::npos);
+  EXPECT_EQ(sh_out("ethtool -k dec-sec | grep -E '^generic-receive-offload:'"),
+            "generic-receive-offload: on\n");
+  EXPECT_EQ(sh_out("ethtool -k esp-sec | grep -E '^tcp-segmentation-offload:'"),
+            "tcp-segmentation-offload: off\n");
+  EXPECT_NE(sh_out("ip -o link show dec-sec").find("mtu 65535"), std::string::npos);
+  EXPECT_NE(sh_out("ip -o link show esp-sec").find("alias etherctl:dc1-edge"), std::string::npos);
+  EXPECT_EQ(sh_out("cat /proc/sys/net/ipv4/conf/dec-sec/rp_filter"), "0\n");
+
+  // Deleted behind etherctl's back: observe sees it, modify makes it again.
+  ASSERT_EQ(std::system("ip link del dec-sec"), 0);
+  objects = observe();
+  seen = find(objects, "sec");
+  ASSERT_NE(seen, nullptr);
+  EXPECT_NE(seen->attrs.at("link_settings"), "ok");
+  ops().modify(netlink, desired, *seen);
+  objects = observe();
+  seen = find(objects, "sec");
+  ASSERT_NE(seen, nullptr);
+  EXPECT_EQ(seen->attrs.at("link_settings"), "ok");
+  EXPECT_EQ(seen->attrs.at("attached"), true);
+
+  // IPsec removed from the tunnel: the pair goes, clear EtherIP is the tunnel's again.
+  plan::Object clear = desired;
+  clear.attrs["ipsec_reqid"] = 0;
+  ops().modify(netlink, clear, *seen);
+  EXPECT_EQ(if_nametoindex("esp-sec"), 0u);
+  EXPECT_EQ(if_nametoindex("dec-sec"), 0u);
+  objects = observe();
+  seen = find(objects, "sec");
+  ASSERT_NE(seen, nullptr);
+  EXPECT_EQ(seen->attrs.at("ipsec_reqid"), 0);
+  EXPECT_EQ(seen->attrs.at("attached"), true);
+
+  // Back on, then the tunnel goes: nothing of it stays.
+  ops().modify(netlink, desired, *seen);
+  EXPECT_NE(if_nametoindex("dec-sec"), 0u);
+  objects = observe();
+  seen = find(objects, "sec");
+  ASSERT_NE(seen, nullptr);
+  ops().remove(netlink, *seen);
+  for (const char* link : {"sec", "eip-sec", "esp-sec", "dec-sec"})
+    EXPECT_EQ(if_nametoindex(link), 0u) << link;
+  EXPECT_TRUE(inspect().empty());
+}
+
 TEST_F(TunnelKindTest, HundredApplyDestroyCyclesLeaveNothingBehind) {
   plan::Object desired{plan::kTunnel,
                        "cyc",

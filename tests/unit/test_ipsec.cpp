@@ -192,3 +192,11 @@ TEST_F(IpsecModel, FastPathIsRefused) {
       only(problems(site({{"psk_file", psk_}}, true)), "/tunnels/dcx/fast_path").find("past IPsec"),
       std::string::npos);
 }
+
+TEST_F(IpsecModel, Ipv6EndpointsAreRefused) {
+  auto doc = nlohmann::json::parse(site({{"psk_file", psk_}}));
+  doc["devices"]["dc1"]["self_ips"]["wan"]["address"] = "2001:db8:1::1/64";
+  doc["devices"]["dc2"]["self_ips"]["wan"]["address"] = "2001:db8:2::1/64";
+  doc["tunnels"]["dcx"]["endpoints"] = {{"dc1", "2001:db8:1::1"}, {"dc2", "2001:db8:2::1"}};
+  EXPECT_NE(only(problems(doc.dump()), "/tunnels/dcx/ipsec").find("IPv4"), std::string::npos);
+}

@@ -22,11 +22,13 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
  *   etherip_helpers.h     constants, header layouts, counting and bounds helpers
  *   etherip_encap.h       program etherip_encap (with MSS clamping and IPv6 fragmentation)
  *   etherip_deliver.h     handing decapsulated frames to the bridge
+ *   etherip_ipsec.h       IPsec tunnels: the SA check, ESP sent to be decrypted
  *   etherip_reassembly.h  reassembly of outer fragments
  *   etherip_decap.h       program etherip_decap */
 #include "etherip_maps.h"
 #include "etherip_helpers.h"
 #include "etherip_encap.h"
 #include "etherip_deliver.h"
+#include "etherip_ipsec.h"
 #include "etherip_reassembly.h"
 #include "etherip_decap.h"

@@ -21,11 +21,18 @@
 #define ETHERIP_FLAG_ACCEPT_REVERSED (1u << 0)
 /* Encapsulated IPv4 packets that fit the route MTU bypass the stack (bpf_fib_lookup). */
 #define ETHERIP_FLAG_FAST_PATH (1u << 1)
+/* IPsec: EtherIP is accepted only when it was decrypted by an SA of the tunnel's reqid from its
+ * peer; ESP from the peer is sent through the tunnel's ESP veth pair to be decrypted. */
+#define ETHERIP_FLAG_IPSEC (1u << 2)
 
 /* Largest outer payload (EtherIP header + inner frame) that is reassembled, and that the IPv6
  * send path fragments: the frame of a 9216-byte tunnel MTU with two VLAN tags (9216 + 14 + 8)
  * plus the 2-byte header. Bigger datagrams are dropped as oversize. */
 #define ETHERIP_FRAG_MAX 9240
+/* Largest ESP payload (behind the outer IPv4 header) that is reassembled: an EtherIP datagram of
+ * ETHERIP_FRAG_MAX bytes in tunnel mode (inner IPv4 header, 20) plus the largest ESP overhead
+ * (header 8, IV 16, padding 15, trailer 2, ICV 32), rounded up to 8 bytes. */
+#define ETHERIP_ESP_MAX (ETHERIP_FRAG_MAX + 96)
 /* The IPv6 send path cuts at most this many fragments: ETHERIP_FRAG_MAX bytes in pieces of
  * 1232 bytes, what the IPv6 minimum MTU (1280) leaves after the fixed and fragment headers. */
 #define ETHERIP_FRAG6_MAX_PIECES ((ETHERIP_FRAG_MAX + 1231) / 1232)
@@ -54,6 +61,10 @@ enum etherip_drop {
   ETHERIP_DROP_GSO,            /* GSO packet reached the encap program (offloads left on) */
   ETHERIP_DROP_HELPER,         /* a resize/copy/redirect helper failed */
   ETHERIP_DROP_FRAG_EVICTED,   /* incomplete datagram pushed out of a full reassembly table */
+  ETHERIP_DROP_PLAINTEXT,      /* EtherIP of an IPsec tunnel that no SA of the tunnel decrypted:
+                                  clear text, even from the peer's address */
+  ETHERIP_DROP_ESP_NO_SA,      /* ESP from the peer that came back from the ESP veth pair still
+                                  encrypted: no SA for its SPI (one just deleted, none yet) */
   ETHERIP_DROP_MAX,
 };
 
@@ -69,6 +80,12 @@ struct etherip_tunnel {
   __u8 mac[6];     /* eip end's own MAC: outer destination so its ingress accepts the packet */
   __u16 clamp_mtu; /* underlay MTU that TCP SYNs' MSS is clamped to fit, 0: no clamping */
   __u32 underlay[ETHERIP_MAX_UNDERLAY]; /* ifindexes carrying the decap program (0 = unused) */
+  /* IPsec (ETHERIP_FLAG_IPSEC), else zero: */
+  __u32 reqid;       /* the SAs' reqid */
+  __u32 esp_ifindex; /* "esp-<name>": ESP from the peer is sent out of it, to be decrypted */
+  __u32 dec_ifindex; /* "dec-<name>", its peer: GRO decrypts, decap runs on its ingress */
+  __u8 dec_mac[6];   /* dec-<name>'s MAC: destination of the ESP packets sent to it */
+  __u16 pad;
 };
 
 /* Key of `peers` (decap's tunnel lookup): addresses as seen on receive. IPv4 in the first 4

@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
-/* Decapsulation: the program on TC ingress of each underlay interface. Accepts protocol 97 from
- * configured peers only, checks the outer headers, strips them (or hands fragments to reassembly)
- * and sends the inner frame to the bridge. */
+/* Decapsulation: the program on TC ingress of each underlay interface (and of dec-<tunnel> for
+ * IPsec tunnels). Accepts protocol 97 from configured peers only (and for IPsec tunnels only
+ * what one of the tunnel's SAs decrypted), checks the outer headers, strips them (or hands
+ * fragments to reassembly) and sends the inner frame to the bridge. ESP from the peer of an
+ * IPsec tunnel is sent (whole, or reassembled) to be decrypted. */
 #ifndef ETHERCTL_ETHERIP_DECAP_H
 #define ETHERCTL_ETHERIP_DECAP_H
 
 #include "etherip_deliver.h"
+#include "etherip_ipsec.h"
 #include "etherip_reassembly.h"
 
 /* An unfragmented EtherIP payload of plen bytes (EtherIP header included) at offset off. */
@@ -73,16 +76,24 @@ static __always_inline int not_a_peer(struct __sk_buff *skb, __u32 family, const
 static __always_inline int decap4(struct __sk_buff *skb) {
   struct iphdr ip;
   if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip))) return TC_ACT_UNSPEC;
-  if (ip.version != 4 || ip.protocol != ETHERIP_IPPROTO) return TC_ACT_UNSPEC;
+  if (ip.version != 4) return TC_ACT_UNSPEC;
+  int esp = ip.protocol == IPPROTO_ESP;
+  if (!esp && ip.protocol != ETHERIP_IPPROTO) return TC_ACT_UNSPEC;
 
   struct etherip_peer_key pk = {.family = ETHERIP_FAMILY_V4};
   __builtin_memcpy(pk.local, &ip.daddr, 4);
   __builtin_memcpy(pk.remote, &ip.saddr, 4);
   __u32 *kp = bpf_map_lookup_elem(&peers, &pk);
-  if (!kp) return not_a_peer(skb, ETHERIP_FAMILY_V4, pk.remote, pk.local);
+  if (!kp) return esp ? TC_ACT_UNSPEC : not_a_peer(skb, ETHERIP_FAMILY_V4, pk.remote, pk.local);
   __u32 key = *kp;
   struct etherip_tunnel *t = bpf_map_lookup_elem(&tunnels, &key);
   if (!t) return drop(ETHERIP_UNATTRIBUTED, ETHERIP_DROP_NO_TUNNEL);
+  if (t->flags & ETHERIP_FLAG_IPSEC) {
+    /* Every piece is checked: the security path is per packet. */
+    if (!esp && !decrypted_by_tunnel_sa(skb, t)) return drop(key, ETHERIP_DROP_PLAINTEXT);
+  } else if (esp) {
+    return TC_ACT_UNSPEC; /* the host's own IPsec between the two addresses, not the tunnel's */
+  }
 
   __u32 ihl = ip.ihl * 4;
   if (ihl < sizeof(struct iphdr)) return drop(key, ETHERIP_DROP_BAD_IP_HEADER);
@@ -99,11 +110,14 @@ static __always_inline int decap4(struct __sk_buff *skb) {
   __u32 plen = tot - ihl;
   __u16 frag = bpf_ntohs(ip.frag_off);
   if (frag & (IP_MF | IP_OFFSET)) {
-    /* The tunnel stands for (source, destination, protocol 97): with the IP id, the datagram. */
+    /* The tunnel stands for (source, destination, protocol 97): with the IP id, the datagram.
+     * ESP fragments are reassembled alike (TC ingress comes before IP reassembly, and neither
+     * GRO nor xfrm in transport mode would bring them back here). */
     return etherip_reassemble(skb, key, bpf_ntohs(ip.id),
                               (__u64)((frag & IP_OFFSET) * 8) << 32 | plen,
-                              off | (frag & IP_MF ? 1u << 31 : 0));
+                              off | (frag & IP_MF ? 1u << 31 : 0) | (esp ? 1u << 30 : 0));
   }
+  if (esp) return send_esp(skb, t, key);
   return decap_whole(skb, t, key, off, plen);
 }
 
@@ -129,6 +143,8 @@ static __always_inline int decap6(struct __sk_buff *skb) {
   __u32 key = *kp;
   struct etherip_tunnel *t = bpf_map_lookup_elem(&tunnels, &key);
   if (!t) return drop(ETHERIP_UNATTRIBUTED, ETHERIP_DROP_NO_TUNNEL);
+  /* IPsec over IPv6 is refused by the loader; should such an entry exist, nothing passes. */
+  if (t->flags & ETHERIP_FLAG_IPSEC) return drop(key, ETHERIP_DROP_PLAINTEXT);
 
   __u32 plen = bpf_ntohs(ip.payload_len);
   if (plen > skb->len - ETH_HLEN - sizeof(ip)) return drop(key, ETHERIP_DROP_TRUNCATED);

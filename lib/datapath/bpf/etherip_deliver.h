@@ -39,10 +39,13 @@ static __always_inline int deliver(struct __sk_buff *skb, struct etherip_tunnel 
 
 /* Sets the frame length to len, zero-padded to the Ethernet minimum as a NIC would deliver it:
  * a forwarded skb keeps its transport header offset, below which the kernel refuses to trim
- * (34 bytes behind IPv4, 54 behind IPv6), and a short frame could not be delivered otherwise. */
+ * (34 bytes behind IPv4, 54 behind IPv6), and a short frame could not be delivered otherwise.
+ * The kernel refuses to resize a packet that xfrm decrypted (skb->encapsulation is set:
+ * -ENOTSUPP, seen on 6.1): such a frame, which has its exact length already (ESP carries no
+ * Ethernet padding), is delivered unpadded. */
 static __always_inline int fix_tail(struct __sk_buff *skb, __u32 len) {
   __u32 want = len < ETH_ZLEN ? ETH_ZLEN : len;
-  if (skb->len < want && bpf_skb_change_tail(skb, want, 0)) return -1;
+  if (skb->len < want && bpf_skb_change_tail(skb, want, 0)) return skb->len == len ? 0 : -1;
   if (len < ETH_ZLEN) {
     __u32 zero = 0;
     struct zeroes *z = bpf_map_lookup_elem(&zeroes, &zero);

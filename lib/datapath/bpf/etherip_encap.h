@@ -246,25 +246,12 @@ static __always_inline int send_fast(struct __sk_buff *skb, const struct etherip
   return bpf_redirect(fib.ifindex, 0);
 }
 
-/* The outer IPv4 header, checksummed. */
+/* The outer IPv4 header, checksummed. The id is unique per packet so that the peer never mixes
+ * fragments of different datagrams; DF clear: oversized packets get fragmented, as RFC 3378
+ * peers do. */
 static __always_inline struct iphdr outer_ipv4(struct etherip_tunnel *t, __u32 inner_len) {
-  struct iphdr ip = {};
-  ip.version = 4;
-  ip.ihl = 5;
-  ip.tot_len = bpf_htons(sizeof(struct iphdr) + 2 + inner_len);
-  /* Unique per packet so that the peer never mixes fragments of different datagrams. */
-  ip.id = bpf_htons((__u16)__sync_fetch_and_add(&t->ip_id, 1));
-  ip.frag_off = 0; /* DF clear: oversized packets get fragmented, as RFC 3378 peers do */
-  ip.ttl = 64;
-  ip.protocol = ETHERIP_IPPROTO;
-  __builtin_memcpy(&ip.saddr, t->local, 4);
-  __builtin_memcpy(&ip.daddr, t->remote, 4);
-  __u16 *w = (__u16 *)&ip;
-  __u32 sum = 0;
-#pragma unroll
-  for (int i = 0; i < (int)sizeof(struct iphdr) / 2; i++) sum += w[i];
-  ip.check = csum_fold(sum);
-  return ip;
+  return ipv4_header(t->local, t->remote, ETHERIP_IPPROTO, 2 + inner_len,
+                     (__u16)__sync_fetch_and_add(&t->ip_id, 1));
 }
 
 SEC("tc")

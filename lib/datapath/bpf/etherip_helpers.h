@@ -72,4 +72,25 @@ static __always_inline __u16 csum_fold(__u32 sum) {
   return (__u16)~sum;
 }
 
+/* An IPv4 header without options, DF clear, TTL 64, checksummed: from src to dst (4 bytes each),
+ * with payload_len bytes of protocol behind it. */
+static __always_inline struct iphdr ipv4_header(const __u8 *src, const __u8 *dst, __u8 protocol,
+                                                __u32 payload_len, __u16 id) {
+  struct iphdr ip = {};
+  ip.version = 4;
+  ip.ihl = 5;
+  ip.tot_len = bpf_htons(sizeof(struct iphdr) + payload_len);
+  ip.id = bpf_htons(id);
+  ip.ttl = 64;
+  ip.protocol = protocol;
+  __builtin_memcpy(&ip.saddr, src, 4);
+  __builtin_memcpy(&ip.daddr, dst, 4);
+  __u16 *w = (__u16 *)&ip;
+  __u32 sum = 0;
+#pragma unroll
+  for (int i = 0; i < (int)sizeof(struct iphdr) / 2; i++) sum += w[i];
+  ip.check = csum_fold(sum);
+  return ip;
+}
+
 #endif

@@ -43,11 +43,13 @@ struct {
 #define FRAG_BUCKET_BITS 6
 #define FRAG_BUCKETS (1 << FRAG_BUCKET_BITS)
 #define FRAG_WAYS 4
-#define FRAG_WORDS ((ETHERIP_FRAG_MAX / 8 + 63) / 64) /* bitmap words: one bit per 8 bytes */
+/* Datagrams up to ETHERIP_ESP_MAX bytes: EtherIP payloads (at most ETHERIP_FRAG_MAX) and, for
+ * IPsec tunnels, ESP payloads. */
+#define FRAG_WORDS ((ETHERIP_ESP_MAX / 8 + 63) / 64) /* bitmap words: one bit per 8 bytes */
 /* Pieces are copied in chunks so that "offset < MAX" and "chunk <= FRAG_CHUNK" bound every
  * write for the verifier: the buffer needs FRAG_CHUNK bytes of slack, not another MAX. */
 #define FRAG_CHUNK 512
-#define FRAG_CHUNKS ((ETHERIP_FRAG_MAX + FRAG_CHUNK - 1) / FRAG_CHUNK)
+#define FRAG_CHUNKS ((ETHERIP_ESP_MAX + FRAG_CHUNK - 1) / FRAG_CHUNK)
 
 enum frag_state {
   FRAG_FREE = 0,
@@ -81,7 +83,7 @@ struct {
 
 /* Payload of slot `way` of bucket `b`: entry b * FRAG_WAYS + way. */
 struct frag_buf {
-  __u8 data[ETHERIP_FRAG_MAX + FRAG_CHUNK];
+  __u8 data[ETHERIP_ESP_MAX + FRAG_CHUNK];
 };
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);

@@ -5,6 +5,7 @@
 #define ETHERCTL_ETHERIP_REASSEMBLY_H
 
 #include "etherip_deliver.h"
+#include "etherip_ipsec.h"
 
 /* Reassembly of outer fragments.
  *
@@ -91,18 +92,19 @@ static __always_inline struct frag_bucket *bucket_of(__u64 ident, __u32 *b) {
  * copy loops exceeded the million instructions). BPF functions take at most five arguments.
  *
  * Step 1, under the bucket lock: finds the datagram's slot or opens one, checks the piece
- * (datagram offset foff, plen bytes, more: not the last piece) against the blocks claimed so
- * far, claims its blocks and takes a writer reference. Returns the slot (0..FRAG_WAYS-1), or -1
+ * (datagram offset foff, plen bytes; more_max = more | max << 1, more: not the last piece, max:
+ * the datagram's largest size) against the blocks claimed so far, claims its blocks and takes a
+ * writer reference. Returns the slot (0..FRAG_WAYS-1), or -1
  * when the piece is refused (counted). */
-__noinline int frag_claim(__u64 ident, __u32 foff, __u32 plen, __u32 more, __u64 now) {
+__noinline int frag_claim(__u64 ident, __u32 foff, __u32 plen, __u32 more_max, __u64 now) {
   __u32 key = (__u32)(ident >> 32), b;
+  __u32 more = more_max & 1, max = more_max >> 1;
   struct frag_bucket *bk = bucket_of(ident, &b);
   if (!bk) {
     drop(key, ETHERIP_DROP_HELPER);
     return -1;
   }
-  int oversize =
-      plen > ETHERIP_FRAG_MAX || foff >= ETHERIP_FRAG_MAX || foff + plen > ETHERIP_FRAG_MAX;
+  int oversize = max > ETHERIP_ESP_MAX || plen > max || foff >= max || foff + plen > max;
   __u32 end = foff + plen, first = foff / 8, last = (end - 1) / 8;
 
   /* Under the lock: no helper calls. Drops are counted after unlocking. */
@@ -195,7 +197,7 @@ __noinline int frag_copy(struct __sk_buff *skb, __u32 idx, __u32 off, __u32 foff
   for (int i = 0; i < FRAG_CHUNKS && done < plen; i++) {
     __u32 pos = foff + done, left = plen - done;
     OPAQUE(pos);
-    if (pos >= ETHERIP_FRAG_MAX) return 0;
+    if (pos >= ETHERIP_ESP_MAX) return 0;
     BOUNDED_SIZE(n, left > FRAG_CHUNK ? FRAG_CHUNK : left, FRAG_CHUNK, return 0);
     if (bpf_skb_load_bytes(skb, off + done, buf->data + pos, n)) return 0;
     done += n;
@@ -242,19 +244,46 @@ __noinline int frag_release(__u64 ident, __u32 way) {
   return 0;
 }
 
+/* The whole ESP packet of a reassembled datagram (len bytes of ESP in buf) replaces the packet:
+ * Ethernet to dec-<tunnel>, an IPv4 header from the peer to the tunnel's local address without
+ * fragmentation, the ESP bytes. AEAD and ESP authentication cover the ESP bytes only, so a
+ * rebuilt outer header decrypts alike. Checksum handling as in emit(). */
+static __always_inline int emit_esp4(struct __sk_buff *skb, const struct etherip_tunnel *t,
+                                     __u8 *buf, __u32 len) {
+  const __u32 hlen = ETH_HLEN + sizeof(struct iphdr);
+  if (len < 8 || len > ETHERIP_ESP_MAX) return -1;
+  __u32 want = hlen + len;
+  if (skb->len < want && bpf_skb_change_tail(skb, want, 0)) return -1;
+  struct ethhdr eth;
+  __builtin_memcpy(eth.h_dest, t->dec_mac, ETH_ALEN);
+  __builtin_memcpy(eth.h_source, t->mac, ETH_ALEN);
+  eth.h_proto = bpf_htons(ETH_P_IP);
+  struct iphdr ip = ipv4_header(t->remote, t->local, IPPROTO_ESP, len, 0);
+  if (bpf_skb_store_bytes(skb, 0, &eth, ETH_HLEN, 0) ||
+      bpf_skb_store_bytes(skb, ETH_HLEN, &ip, sizeof(ip), BPF_F_RECOMPUTE_CSUM))
+    return -1;
+  BOUNDED_SIZE(n, len, ETHERIP_ESP_MAX, return -1);
+  if (bpf_skb_store_bytes(skb, hlen, buf, n, BPF_F_RECOMPUTE_CSUM)) return -1;
+  if (skb->len > want && bpf_skb_change_tail(skb, want, 0)) return -1;
+  return 0;
+}
+
 /* One fragment of datagram `id` of tunnel `key`: payload of plen bytes at skb offset off,
- * belonging at datagram offset foff; more: not the last piece. See the comment at frag_buckets
- * for the locking. Global too, packed arguments: geometry = foff << 32 | plen,
- * off_more = off | more << 31. */
+ * belonging at datagram offset foff; more: not the last piece; esp: a piece of an ESP packet
+ * (IPsec tunnels, IPv4), which is sent whole to be decrypted (send_esp) rather than delivered.
+ * See the comment at frag_buckets for the locking. Global too, packed arguments:
+ * geometry = foff << 32 | plen, flags_off = off | more << 31 | esp << 30. */
 __noinline int etherip_reassemble(struct __sk_buff *skb, __u32 key, __u32 id, __u64 geometry,
-                                  __u32 off_more) {
+                                  __u32 flags_off) {
   __u32 plen = (__u32)geometry, foff = (__u32)(geometry >> 32);
-  __u32 off = off_more & 0x7fffffff, more = off_more >> 31;
+  __u32 off = flags_off & 0x3fffffff, more = flags_off >> 31, esp = (flags_off >> 30) & 1;
   struct etherip_tunnel *t = bpf_map_lookup_elem(&tunnels, &key);
   if (!skb || !t) return drop(ETHERIP_UNATTRIBUTED, ETHERIP_DROP_NO_TUNNEL);
   if (plen == 0 || (more && (plen & 7))) return drop(key, ETHERIP_DROP_FRAG_MALFORMED);
-  __u64 ident = ((__u64)key << 32) | id;
-  int way = frag_claim(ident, foff, plen, more, bpf_ktime_get_ns());
+  /* ESP and EtherIP datagrams of one tunnel never share a slot: IPv4 ids have 16 bits. */
+  __u64 ident = ((__u64)key << 32) | id | (esp ? 1u << 16 : 0);
+  __u32 max = esp ? ETHERIP_ESP_MAX : ETHERIP_FRAG_MAX;
+  int way = frag_claim(ident, foff, plen, more | max << 1, bpf_ktime_get_ns());
   if (way < 0) return TC_ACT_SHOT;
   way &= FRAG_WAYS - 1;
   __u32 b;
@@ -273,6 +302,13 @@ __noinline int etherip_reassemble(struct __sk_buff *skb, __u32 key, __u32 id, __
   struct frag_buf *buf = bpf_map_lookup_elem(&frag_bufs, &idx);
   if (!buf) {
     verdict = drop(key, ETHERIP_DROP_HELPER);
+  } else if (esp) {
+    if (emit_esp4(skb, t, buf->data, total)) {
+      verdict = drop(key, ETHERIP_DROP_HELPER);
+    } else {
+      if (st) st->reassembled++;
+      verdict = send_esp(skb, t, key);
+    }
   } else if (total < 2 + ETH_HLEN || total > ETHERIP_FRAG_MAX) {
     verdict = drop(key, ETHERIP_DROP_TRUNCATED);
   } else if (!version_ok(t, key, *(__be16 *)buf->data)) {
