@@ -52,7 +52,8 @@ def icmp_echo(src_ip, dst_ip, ident, seq, kind=8):
 
 
 def arp_reply(a, request):
-    sender_mac, sender_ip = request[22:28], request[28:32]
+    """The reply to an ARP request (the ARP packet, behind the Ethernet header)."""
+    sender_mac, sender_ip = request[8:14], request[14:18]
     arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 2) + mac(a.src_mac) + ip4(a.src_ip) + \
         sender_mac + sender_ip
     return ethernet(sender_mac, mac(a.src_mac), 0x0806, arp)
