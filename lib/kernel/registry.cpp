@@ -27,9 +27,10 @@ size_t rank(std::string_view kind) {
 }
 
 std::vector<KindOps>& registry() {
-  static std::vector<KindOps> kinds = {vlan_kind(),        bridge_kind(),     port_kind(),
-                                       address_kind(),     route_kind(),      ipvs_service_kind(),
-                                       ipvs_member_kind(), xfrm_policy_kind()};
+  // In creation order (kCreationOrder): register_kind inserts by rank.
+  static std::vector<KindOps> kinds = {vlan_kind(),         bridge_kind(),     xfrm_policy_kind(),
+                                       port_kind(),         address_kind(),    route_kind(),
+                                       ipvs_service_kind(), ipvs_member_kind()};
   return kinds;
 }
 

@@ -799,8 +799,8 @@ TEST(RequireFeature, FailsInsteadOfSkippingWhenAllAreRequired) {
 TEST(Registry, KindsInCreationOrder) {
   std::vector<std::string> names;
   for (const auto& ops : kinds()) names.emplace_back(ops.kind);
-  EXPECT_EQ(names, (std::vector<std::string>{"vlan", "vlan_group", "port", "self_ip", "route",
-                                             "ipvs_service", "ipvs_member"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"vlan", "vlan_group", "ipsec_policy", "port",
+                                             "self_ip", "route", "ipvs_service", "ipvs_member"}));
   EXPECT_EQ(kind_ops("route").kind, "route");
   EXPECT_THROW(kind_ops("nonsense"), std::out_of_range);
 }
@@ -812,10 +812,10 @@ TEST(Registry, RegisterKindKeepsCreationOrder) {
   register_kind(tunnel);
   std::vector<std::string> names;
   for (const auto& ops : kinds()) names.emplace_back(ops.kind);
-  EXPECT_EQ(names, (std::vector<std::string>{"vlan", "vlan_group", "tunnel", "port", "self_ip",
-                                             "route", "ipvs_service", "ipvs_member"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"vlan", "vlan_group", "ipsec_policy", "tunnel", "port",
+                                             "self_ip", "route", "ipvs_service", "ipvs_member"}));
   register_kind(tunnel);  // again: replaces, does not duplicate
-  EXPECT_EQ(kinds().size(), 8u);
+  EXPECT_EQ(kinds().size(), 9u);
   // Leave the registry as other tests expect it.
   const_cast<std::vector<KindOps>&>(kinds()) = saved;
 }
