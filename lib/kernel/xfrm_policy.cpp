@@ -158,7 +158,11 @@ plan::Objects observe(const Snapshot&, const Ownership&) {
   try {
     xfrm->dump(request, [&](const nlmsghdr* header) {
       if (header->nlmsg_type != XFRM_MSG_NEWPOLICY) return;
-      const auto* info = static_cast<const xfrm_userpolicy_info*>(mnl_nlmsg_get_payload(header));
+      // Copied out: the netlink payload is 4-byte aligned, the struct wants 8 (UBSan).
+      if (mnl_nlmsg_get_payload_len(header) < sizeof(xfrm_userpolicy_info)) return;
+      xfrm_userpolicy_info copy{};
+      std::memcpy(&copy, mnl_nlmsg_get_payload(header), sizeof(copy));
+      const xfrm_userpolicy_info* info = &copy;
       if (info->sel.proto != kEtherIp || info->sel.prefixlen_s != full_prefix(info->sel.family) ||
           info->sel.prefixlen_d != full_prefix(info->sel.family))
         return;
