@@ -34,11 +34,14 @@ constexpr uint8_t kEtherIp = 97;
 
 struct Address {
   int family = 0;  // AF_INET / AF_INET6
-  xfrm_address_t bytes{};
+  xfrm_address_t bytes{};  // see parse(): not enough to zero a union
 };
 
 Address parse(const std::string& text, const std::string& what) {
   Address a;
+  // xfrm_address_t is a union: `{}` zeroes only its first member (4 bytes), and the kernel
+  // compares all 16 bytes of an IPv4 selector.
+  std::memset(&a.bytes, 0, sizeof(a.bytes));
   if (inet_pton(AF_INET, text.c_str(), &a.bytes.a4) == 1) {
     a.family = AF_INET;
   } else if (inet_pton(AF_INET6, text.c_str(), &a.bytes.a6) == 1) {
