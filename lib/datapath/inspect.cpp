@@ -31,7 +31,7 @@ std::vector<TunnelStatus> inspect(const Options& options) {
       try {
         drift = link_drift(spec.name, value.family == ETHERIP_FAMILY_V6, spec.ipsec_reqid != 0);
       } catch (const DatapathError& e) {
-        drift.push_back(e.what());  // a link gone meanwhile
+        drift.emplace_back(e.what());  // a link gone meanwhile
       }
     }
     out.push_back({spec, read_counters(fd("stats"), key).value_or(Counters{}), attached,
