@@ -89,6 +89,8 @@ void print_pending(const nlohmann::json& status) {
 
 // One or two lines on a tunnel's IPsec SAs (engine: ipsec::sa_status).
 void print_ipsec(const std::string& tunnel, const nlohmann::json& sa) {
+  if (sa.contains("receive_problem"))
+    fmt::print("tunnel {}: IPsec: {}\n", tunnel, sa["receive_problem"].get<std::string>());
   if (sa.contains("error")) {
     fmt::print("tunnel {}: IPsec: unknown ({})\n", tunnel, sa["error"].get<std::string>());
     return;

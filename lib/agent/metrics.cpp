@@ -158,6 +158,13 @@ std::string render_metrics(const AgentStats& stats, const nlohmann::json& member
     w.sample("etherctl_tunnel_ipsec_established", label("tunnel", tunnel),
              t["ipsec"].value("established", false) ? 1 : 0);
   }
+  w.family("etherctl_tunnel_ipsec_receive_ready", "gauge",
+           "1 when the kernel can decrypt what the tunnel receives (ESP GRO), else 0.");
+  for (const auto& [tunnel, t] : tunnels.items()) {
+    if (!t.contains("ipsec")) continue;
+    w.sample("etherctl_tunnel_ipsec_receive_ready", label("tunnel", tunnel),
+             t["ipsec"].contains("receive_problem") ? 0 : 1);
+  }
   for (const auto& g : gauges) {
     w.family(g.metric, "gauge", g.help);
     for (const auto& [tunnel, t] : tunnels.items()) {

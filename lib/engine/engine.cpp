@@ -306,8 +306,11 @@ nlohmann::json tunnel_counters() {
                              {"reassembled", c.reassembled},
                              {"drops", drops}};
     // A tunnel with IPsec (its connection file is there): its SAs as charon reports them.
-    if (::access(ipsec::Settings::current().file_of(tunnel.spec.name).c_str(), F_OK) == 0)
-      out[tunnel.spec.name]["ipsec"] = ipsec::sa_status(tunnel.spec.name);
+    if (::access(ipsec::Settings::current().file_of(tunnel.spec.name).c_str(), F_OK) == 0) {
+      auto& sa = out[tunnel.spec.name]["ipsec"] = ipsec::sa_status(tunnel.spec.name);
+      // SAs up but nothing decrypted: the kernel cannot decrypt on the tunnel's receive path.
+      if (std::string why = datapath::esp_gro_missing(); !why.empty()) sa["receive_problem"] = why;
+    }
   }
   return out;
 }

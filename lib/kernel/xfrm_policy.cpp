@@ -33,7 +33,7 @@ constexpr uint32_t kPriority = 1000;
 constexpr uint8_t kEtherIp = 97;
 
 struct Address {
-  int family = 0;  // AF_INET / AF_INET6
+  int family = 0;          // AF_INET / AF_INET6
   xfrm_address_t bytes{};  // see parse(): not enough to zero a union
 };
 

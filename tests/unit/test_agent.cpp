@@ -24,7 +24,13 @@ TEST(Metrics, ExpositionIsWellFormedAndGroupedByFamily) {
      "effective_weight": 0}])");
   const auto tunnels = nlohmann::json::parse(R"({"dcx": {"tx_packets": 3, "tx_bytes": 300,
     "rx_packets": 4, "rx_bytes": 400, "rx_fragments": 2, "reassembled": 1,
-    "drops": {"wrong_peer": 9, "bad_version": 0}}})");
+    "drops": {"wrong_peer": 9, "bad_version": 0}},
+    "dcy": {"tx_packets": 0, "tx_bytes": 0, "rx_packets": 0, "rx_bytes": 0, "rx_fragments": 0,
+    "reassembled": 0, "drops": {},
+    "ipsec": {"established": true, "receive_problem": "no ESP GRO",
+              "ike": {"established_seconds": 30, "rekey_seconds": 14000},
+              "child": {"installed_seconds": 20, "rekey_seconds": 3500, "bytes_in": 10,
+                        "packets_in": 1, "bytes_out": 20, "packets_out": 2}}}})");
   const std::string text = render_metrics(stats, members, tunnels);
 
   // Every sample line is NAME{labels} VALUE or NAME VALUE, after its family's TYPE line, and
@@ -58,6 +64,14 @@ TEST(Metrics, ExpositionIsWellFormedAndGroupedByFamily) {
             std::string::npos);
   EXPECT_NE(text.find("etherctl_tunnel_drops_total{tunnel=\"dcx\",reason=\"wrong_peer\"} 9\n"),
             std::string::npos);
+  EXPECT_NE(text.find("etherctl_tunnel_ipsec_established{tunnel=\"dcy\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("etherctl_tunnel_ipsec_receive_ready{tunnel=\"dcy\"} 0\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("etherctl_tunnel_ipsec_sa_rekey_seconds{tunnel=\"dcy\"} 3500\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("etherctl_tunnel_ipsec_sa_bytes{tunnel=\"dcy\",direction=\"out\"} 20\n"),
+            std::string::npos);
+  EXPECT_EQ(text.find("etherctl_tunnel_ipsec_established{tunnel=\"dcx\"}"), std::string::npos);
   EXPECT_NE(text.find("etherctl_in_sync 1\n"), std::string::npos);
 }
 
