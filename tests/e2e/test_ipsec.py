@@ -482,6 +482,91 @@ secrets {{ ike-bsd {{ id = 203.0.113.1
         self.assertEqual({k: v - before["drops"].get(k, 0) for k, v in after["drops"].items()
                           if v != before["drops"].get(k, 0)}, {}, after)
 
+    def test_11_tunnel_mode_carries_the_tunnel_and_switches_back(self):
+        """mode "tunnel" (a changed mode renegotiates the SAs and rewrites the policies in
+        place), then back to the default transport mode."""
+        try:
+            self.write_site(site(self.psk, mode="tunnel"))
+            self.apply_both()
+            stop = self.capture("wan", "dc1")
+            for dc in ("dc1", "dc2"):
+                sa = self.sa_of(dc)
+                self.assertTrue(sa.get("established"), sa)
+                self.assertEqual(sa["child"]["mode"], "TUNNEL", sa)
+                policies = run("ip", "-n", self.lab.ns(f"{dc}-edge"), "xfrm", "policy").stdout
+                self.assertIn(f"reqid {sa['child']['reqid']} mode tunnel", policies)
+            self.ping("vm1", VM_IP["vm2"])
+            self.ping("vm2", VM_IP["vm1"], "-s", "1472", "-M", "do")
+            result, server = self.stream("vm2", "vm1", bytes_=2_000_000)
+            self.assertTrue(result["ok"], result)
+            self.assertIsNone(result["first_bad_byte"], result)
+            self.assertEqual(server["received"], result["sent"])
+            self.assert_only_ike_and_esp(stop(), "tunnel mode")
+        finally:
+            self.write_site(site(self.psk))
+            self.apply_both()
+        for dc in ("dc1", "dc2"):
+            self.assertEqual(self.sa_of(dc)["child"]["mode"], "TRANSPORT")
+        self.ping("vm1", VM_IP["vm2"])
+
+    def test_12_certificates_and_identities(self):
+        """X.509 instead of the pre-shared key: a test CA, one certificate per edge (subject
+        CN=<edge>, the edge's address as subjectAltName), the identities set to the subjects.
+        Each edge is a host of its own, so each reads its own files at the same paths; here
+        both share a filesystem, so each edge gets its own copy of the site file."""
+        pki = os.path.join(self.lab.tmp, "pki")
+        os.makedirs(pki, exist_ok=True)
+
+        def openssl(*args):
+            run("openssl", *args)
+
+        ca_key, ca = os.path.join(pki, "ca.key"), os.path.join(pki, "ca.pem")
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", ca_key, "-out", ca, "-subj", "/CN=etherctl test CA", "-days", "2")
+        addresses = {"dc1": "198.51.100.1", "dc2": "203.0.113.1"}
+        sites = {}
+        for dc, address in addresses.items():
+            d = os.path.join(pki, dc)
+            os.makedirs(d, exist_ok=True)
+            key, csr, cert = (os.path.join(d, n) for n in ("edge.key", "edge.csr", "edge.pem"))
+            ext = os.path.join(d, "ext.cnf")
+            with open(ext, "w") as f:
+                f.write(f"subjectAltName=IP:{address}\n")
+            openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", key, "-out", csr, "-subj", f"/CN={dc}-edge")
+            openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+                    "-out", cert, "-days", "2", "-extfile", ext)
+            os.chmod(key, 0o600)
+            s = site(self.psk)
+            s["tunnels"]["dcx"]["ipsec"] = {
+                "certificate": cert, "key": key, "ca": ca, "mode": "transport",
+                "identities": {"dc1-edge": "CN=dc1-edge", "dc2-edge": "CN=dc2-edge"}}
+            sites[dc] = os.path.join(self.lab.tmp, f"site-{dc}.json")
+            with open(sites[dc], "w") as f:
+                json.dump(s, f, indent=1)
+        shared = self.lab.site
+        try:
+            for dc, waits in (("dc1", "0"), ("dc2", "60s")):
+                self.lab.site = sites[dc]
+                self.apply_ok(dc, "--ipsec-wait", waits, exit_codes=(0, 4))
+            stop = self.capture("wan", "dc1")
+            for dc in ("dc1", "dc2"):
+                self.lab.site = sites[dc]
+                sa = self.sa_of(dc)
+                self.assertTrue(sa.get("established"), f"{sa}\n{self.diagnostics()}")
+                # The oracle: charon authenticated both ends by their certificates' subjects.
+                listed = self.charons[dc].swanctl("--list-sas", check=False)
+                other = "dc2" if dc == "dc1" else "dc1"
+                self.assertRegex(listed, rf"local\s+'CN={dc}-edge'", listed)
+                self.assertRegex(listed, rf"remote\s+'CN={other}-edge'", listed)
+            self.ping("vm1", VM_IP["vm2"])
+            self.ping("vm2", VM_IP["vm1"])
+            self.assert_only_ike_and_esp(stop(), "certificates")
+        finally:
+            self.lab.site = shared
+            self.apply_both()
+        self.ping("vm1", VM_IP["vm2"])
+
     def assert_no_ipsec_left(self, dc, tunnels):
         ns = self.lab.ns(f"{dc}-edge")
         states = run("ip", "-n", ns, "xfrm", "state").stdout
