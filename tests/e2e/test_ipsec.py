@@ -251,6 +251,7 @@ secrets {{ ike-bsd {{ id = 203.0.113.1
             time.sleep(0.5)
             proc.send_signal(signal.SIGINT)
             proc.wait(60)
+            proc.stderr.close()
             out = run(TSHARK, "-n", "-r", pcap, "-T", "fields", "-e", "ip.proto", "-e",
                       "udp.dstport", "-e", "ip.src", "-E", "separator=|", "-E",
                       "aggregator=;").stdout
