@@ -87,8 +87,10 @@ void write_section(std::ostringstream& out, const vici::Message& section, int de
       out << indent << "}\n";
     } else if (value.is_array()) {
       std::string joined;
-      for (const auto& item : value)
-        joined += (joined.empty() ? "" : ",") + item.get<std::string>();
+      for (const auto& item : value) {
+        if (!joined.empty()) joined += ',';  // not `"," + string`: GCC 12 -O3 false -Wrestrict
+        joined += item.get<std::string>();
+      }
       out << indent << key << " = \"" << joined << "\"\n";
     } else {
       out << indent << key << " = " << value.get<std::string>() << "\n";
