@@ -25,7 +25,7 @@ default (IKE aes256gcm16-prfsha384-ecp384, ESP aes256gcm16-ecp384). Paths:
   vxlan+ipsec          VM to VM through in-kernel VXLAN with its ESP SA, MSS 1376 (fits, like
                        +fit), TSO and GSO off on the VXLAN device: with them on, the kernel
                        drops GSO VXLAN packets on their way into transport-mode ESP
-                       (SKB_BAD_GSO, 6.12 with esp4_offload loaded) and TCP crawls at 1 Mbit/s.
+                       (SKB_BAD_GSO, 6.12 with esp4_offload loaded) and TCP crawls at 1-3 Mbit/s.
                        Measured while etherctl's tunnel has no "ipsec", because with "ipsec"
                        etherctl's decap program takes every ESP packet from the peer address
                        through its own receive path (lib/datapath/README.md, "IPsec")
