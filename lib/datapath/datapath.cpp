@@ -256,7 +256,8 @@ void Datapath::apply(const TunnelSpec& spec) {
   if (spec.clamp_tcp_mss) {
     int mtu = 0xffff;
     for (const auto& u : spec.underlay) mtu = std::min(mtu, interface_mtu(u));
-    value.clamp_mtu = static_cast<uint16_t>(mtu);
+    value.clamp_mtu = static_cast<uint16_t>(std::max(mtu - spec.esp_headroom, 1));
+    value.esp_headroom = spec.esp_headroom;
   }
 
   impl_->ensure_pinned();

@@ -72,6 +72,7 @@ TunnelSpec spec_of(const etherip_tunnel& v) {
   spec.fast_path = v.flags & ETHERIP_FLAG_FAST_PATH;
   spec.clamp_tcp_mss = v.clamp_mtu != 0;
   spec.ipsec_reqid = (v.flags & ETHERIP_FLAG_IPSEC) ? v.reqid : 0;
+  spec.esp_headroom = v.esp_headroom;
   return spec;
 }
 

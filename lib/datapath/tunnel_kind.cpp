@@ -66,6 +66,7 @@ TunnelSpec spec_of(const plan::Object& desired) {
   spec.fast_path = bool_attr(desired, "fast_path").value_or(false);
   spec.clamp_tcp_mss = bool_attr(desired, "clamp_tcp_mss").value_or(false);
   spec.ipsec_reqid = static_cast<uint32_t>(int_attr(desired, "ipsec_reqid").value_or(0));
+  spec.esp_headroom = static_cast<uint16_t>(int_attr(desired, "esp_headroom").value_or(0));
   auto it = desired.attrs.find("underlay");
   if (it != desired.attrs.end() && it->is_array())
     for (const auto& u : *it)
@@ -136,6 +137,7 @@ plan::Objects observe(const kernel::Snapshot& snapshot, const kernel::Ownership&
     object.attrs["clamp_tcp_mss"] = spec.clamp_tcp_mss;
     object.attrs["attached"] = it->second.attached;
     object.attrs["ipsec_reqid"] = spec.ipsec_reqid;
+    object.attrs["esp_headroom"] = spec.esp_headroom;
     // Offloads, queues and sysctls that the datapath needs on its links (prepare_links):
     // "ok", or what differs, so that drift shows in the plan and a modify repairs it.
     std::string drift;
@@ -264,8 +266,9 @@ void modify(Netlink& netlink, const plan::Object& desired, const plan::Object& o
   bool change_mtu = mtu && mtu != int_attr(observed, "mtu");
   bool change_up = up && up != bool_attr(observed, "up");
   bool datapath_differs = false;
-  for (const char* attr : {"local", "remote", "accept_reversed", "underlay", "fast_path",
-                           "clamp_tcp_mss", "attached", "link_settings", "ipsec_reqid"}) {
+  for (const char* attr :
+       {"local", "remote", "accept_reversed", "underlay", "fast_path", "clamp_tcp_mss", "attached",
+        "link_settings", "ipsec_reqid", "esp_headroom"}) {
     auto d = desired.attrs.find(attr), o = observed.attrs.find(attr);
     if (d != desired.attrs.end() && (o == observed.attrs.end() || *d != *o))
       datapath_differs = true;

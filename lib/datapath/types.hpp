@@ -92,6 +92,9 @@ struct TunnelSpec {
   // when one of those SAs from the peer decrypted it (else dropped as "plaintext"), and ESP from
   // the peer goes through the pair esp_name/dec_name, which must exist, to be decrypted.
   uint32_t ipsec_reqid = 0;
+  // IPsec: bytes of the underlay MTU that ESP takes (model::esp_overhead), kept free by the MSS
+  // clamp so that full segments fit after encryption.
+  uint16_t esp_headroom = 0;
 };
 
 struct Options {

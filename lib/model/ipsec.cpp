@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -269,6 +270,84 @@ std::optional<Ipsec> parse_ipsec(Fields& tunnel, Problems& problems) {
   if (auto v = fields.integer("dpd_delay", false, 1, 3600))
     ipsec.dpd_seconds = static_cast<int>(*v);
   return ipsec;
+}
+
+namespace {
+
+struct EspShape {
+  int iv = 0, block = 4, icv = 0;
+};
+
+// One algorithm token of a proposal, as strongSwan names them (RFC 4106/4309/7634 AEADs, CBC
+// and CTR ciphers, HMAC and XCBC integrity); tokens that are neither (DH groups, "esn",
+// "noesn") return false.
+bool shape_token(const std::string& token, EspShape& shape) {
+  auto starts = [&](const char* prefix) { return token.rfind(prefix, 0) == 0; };
+  auto ends = [&](const char* suffix) {
+    const std::string s(suffix);
+    return token.size() >= s.size() && token.compare(token.size() - s.size(), s.size(), s) == 0;
+  };
+  if (starts("aes") &&
+      (token.find("gcm") != std::string::npos || token.find("ccm") != std::string::npos)) {
+    // ICV in bytes (gcm8, gcm12, gcm16) or bits (gcm64, gcm96, gcm128); plain "gcm": 16
+    shape.iv = 8;
+    shape.icv = 16;
+    for (const char* mode : {"gcm", "ccm"}) {
+      if (ends((std::string(mode) + "8").c_str()) || ends((std::string(mode) + "64").c_str()))
+        shape.icv = 8;
+      if (ends((std::string(mode) + "12").c_str()) || ends((std::string(mode) + "96").c_str()))
+        shape.icv = 12;
+    }
+    return true;
+  }
+  if (starts("chacha20poly1305")) {
+    shape.iv = 8;
+    shape.icv = 16;
+    return true;
+  }
+  if (starts("aes") && token.find("ctr") != std::string::npos) {
+    shape.iv = 8;
+    return true;
+  }
+  if (starts("aes") || starts("camellia") || starts("serpent") || starts("twofish")) {
+    shape.iv = 16;  // CBC
+    shape.block = 16;
+    return true;
+  }
+  if (starts("3des") || starts("blowfish") || starts("cast")) {
+    shape.iv = 8;
+    shape.block = 8;
+    return true;
+  }
+  if (starts("sha512")) return shape.icv = 32, true;
+  if (starts("sha384")) return shape.icv = 24, true;
+  if (starts("sha256") || starts("sha2_256")) return shape.icv = 16, true;
+  if (starts("sha1") || starts("md5") || starts("aesxcbc") || starts("aescmac"))
+    return shape.icv = 12, true;
+  return false;
+}
+
+}  // namespace
+
+int esp_overhead(const Ipsec& ipsec) {
+  constexpr int kFixed = 8 + 2;  // SPI + sequence number, pad length + next header
+  const EspShape worst{16, 16, 32};
+  int most = 0;
+  std::stringstream proposals(ipsec.esp_proposal);
+  for (std::string proposal; std::getline(proposals, proposal, ',');) {
+    EspShape shape;
+    bool unknown_cipher = true;
+    std::stringstream tokens(proposal);
+    for (std::string token; std::getline(tokens, token, '-');) {
+      EspShape before = shape;
+      if (!shape_token(token, shape)) continue;
+      if (shape.iv != before.iv || shape.block != before.block) unknown_cipher = false;
+    }
+    if (unknown_cipher) shape = worst;
+    most = std::max(most, kFixed + shape.iv + (shape.block - 1) + shape.icv);
+  }
+  if (most == 0) most = kFixed + worst.iv + (worst.block - 1) + worst.icv;
+  return most + (ipsec.mode == "tunnel" ? 20 : 0);
 }
 
 }  // namespace etherctl::model

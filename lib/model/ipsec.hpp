@@ -51,6 +51,13 @@ struct Ipsec {
 uint32_t ipsec_reqid(const std::string& tunnel);
 inline bool is_ipsec_reqid(uint32_t reqid) { return (reqid >> 24) == 0x45; }
 
+// The most bytes ESP adds to an EtherIP packet under this configuration, for any algorithm of
+// its ESP proposals: SPI and sequence number, IV, padding to the cipher's block, pad length and
+// next header, integrity check value, and in tunnel mode the outer IPv4 header. The TCP MSS
+// clamp keeps this much of the WAN MTU free, so that full segments fit after encryption. An
+// algorithm it does not know counts as the largest (16-byte IV and block, 32-byte ICV).
+int esp_overhead(const Ipsec& ipsec);
+
 // The fingerprint of a pre-shared key (see Ipsec::psk_fingerprint).
 std::string psk_fingerprint(const std::string& key);
 

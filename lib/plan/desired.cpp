@@ -88,7 +88,10 @@ Objects desired_objects(const model::Site& site, const model::Device& device) {
               {"attached", true},       // its programs on eip-<name> and the underlays
               {"link_settings", "ok"},  // its links' offloads, queues, sysctls (datapath)
               // IPsec: the SAs' reqid (0: none); the datapath accepts only what they decrypted
-              {"ipsec_reqid", tunnel.ipsec ? model::ipsec_reqid(name) : 0}}};
+              {"ipsec_reqid", tunnel.ipsec ? model::ipsec_reqid(name) : 0},
+              // IPsec: what ESP adds, kept free of the WAN MTU by the MSS clamp
+              {"esp_headroom",
+               tunnel.ipsec && tunnel.clamp_tcp_mss ? model::esp_overhead(*tunnel.ipsec) : 0}}};
     if (tunnel.mtu) o.attrs["mtu"] = *tunnel.mtu;
     objects.push_back(std::move(o));
     if (tunnel.ipsec && remote) {

@@ -18,7 +18,7 @@ const std::vector<KindTraits> kTraits = {
      2,
      true,
      {"local", "remote", "mtu", "accept_reversed", "fast_path", "clamp_tcp_mss", "underlay", "up",
-      "attached", "link_settings", "ipsec_reqid"},
+      "attached", "link_settings", "ipsec_reqid", "esp_headroom"},
      {}},
     // After the tunnel: the decrypted packets need its receive path.
     {kIpsecConnection,

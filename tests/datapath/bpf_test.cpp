@@ -101,6 +101,8 @@ class DatapathTest : public ::testing::Test {
        "ip link set dec-sec up");
     TunnelSpec sec{"sec", "192.0.2.1", "192.0.2.6", {"u0"}};
     sec.ipsec_reqid = kSecReqid;
+    sec.clamp_tcp_mss = true;
+    sec.esp_headroom = kSecEspHeadroom;
     dp_->apply(sec);
   }
   static void TearDownTestSuite() {
@@ -145,6 +147,7 @@ class DatapathTest : public ::testing::Test {
   }
 
   static constexpr uint32_t kSecReqid = 0x45000001;
+  static constexpr uint16_t kSecEspHeadroom = 37;
   static constexpr Mac kUnderlayMac = {0x02, 0xaa, 0, 0, 0, 1};
   static constexpr Mac kPeerMac = {0x02, 0xaa, 0, 0, 0, 2};
   static inline std::unique_ptr<Datapath> dp_;
@@ -498,6 +501,13 @@ TEST_F(DatapathTest, EncapClampsMssOfSyns) {
   r = encap(tcp4_frame(0x12, options), "mss");
   inner.assign(r.out.begin() + 36, r.out.end());
   EXPECT_EQ((inner[34 + 20 + 6] << 8) | inner[34 + 20 + 7], 1424);
+  EXPECT_TRUE(tcp4_checksum_ok(inner));
+  // IPsec: the clamp keeps the ESP overhead free as well (model::esp_overhead: 37 bytes for
+  // AES-GCM-16 in transport mode), so that full segments fit the WAN after encryption.
+  r = encap(tcp4_frame(0x02, options), "sec");
+  ASSERT_EQ(r.verdict, static_cast<uint32_t>(TC_ACT_OK));
+  inner.assign(r.out.begin() + 36, r.out.end());
+  EXPECT_EQ((inner[34 + 20 + 6] << 8) | inner[34 + 20 + 7], 1424 - kSecEspHeadroom);
   EXPECT_TRUE(tcp4_checksum_ok(inner));
   // Small MSS, non-SYN segments and tunnels without the option stay as they are.
   Bytes small = {2, 4, 0x03, 0xe8};
@@ -1423,6 +1433,7 @@ TEST_F(DatapathTest, IpsecIsRefusedForIpv6AndWithTheFastPath) {
   for (const auto& t : dp_->tunnels()) {
     if (t.name == "sec") {
       EXPECT_EQ(t.ipsec_reqid, kSecReqid);
+      EXPECT_EQ(t.esp_headroom, kSecEspHeadroom);  // read back from the entry
     }
   }
 }

@@ -10,6 +10,8 @@
 #include "model/site.hpp"
 
 namespace fs = std::filesystem;
+using etherctl::model::esp_overhead;
+using etherctl::model::Ipsec;
 using etherctl::model::load_site;
 using etherctl::model::Problems;
 
@@ -112,6 +114,30 @@ TEST_F(IpsecModel, EverySetting) {
   EXPECT_EQ(ipsec.child_rekey_seconds, 20);
   EXPECT_EQ(ipsec.dpd_seconds, 3);
   EXPECT_EQ(ipsec.identities.at("dc1"), "dc1.example.net");
+}
+
+// What ESP adds at most (RFC 4303 framing: SPI 4 + sequence 4, IV, padding to the block,
+// pad length 1 + next header 1, ICV; tunnel mode: an outer IPv4 header), for the MSS clamp.
+TEST(EspOverhead, ByModeAndAlgorithms) {
+  Ipsec ipsec;  // defaults: transport, aes256gcm16
+  EXPECT_EQ(esp_overhead(ipsec), 8 + 8 + 3 + 2 + 16);
+  ipsec.mode = "tunnel";
+  EXPECT_EQ(esp_overhead(ipsec), 8 + 8 + 3 + 2 + 16 + 20);
+  ipsec.mode = "transport";
+  ipsec.esp_proposal = "aes128gcm8-modp2048";  // ICV 8 bytes
+  EXPECT_EQ(esp_overhead(ipsec), 8 + 8 + 3 + 2 + 8);
+  ipsec.esp_proposal = "aes128gcm128";  // ICV in bits: 16 bytes
+  EXPECT_EQ(esp_overhead(ipsec), 8 + 8 + 3 + 2 + 16);
+  ipsec.esp_proposal = "chacha20poly1305-x25519";
+  EXPECT_EQ(esp_overhead(ipsec), 8 + 8 + 3 + 2 + 16);
+  // CBC: a 16-byte IV and block; the largest of several proposals counts.
+  ipsec.esp_proposal = "aes128gcm16,aes256-sha512-ecp384";
+  EXPECT_EQ(esp_overhead(ipsec), 8 + 16 + 15 + 2 + 32);
+  ipsec.esp_proposal = "aes256ctr-sha256";
+  EXPECT_EQ(esp_overhead(ipsec), 8 + 8 + 3 + 2 + 16);
+  // A cipher it does not know: the largest shape, never too little.
+  ipsec.esp_proposal = "sm4cbc-sm3";
+  EXPECT_EQ(esp_overhead(ipsec), 8 + 16 + 15 + 2 + 32);
 }
 
 TEST_F(IpsecModel, PskFileRules) {

@@ -85,7 +85,7 @@ struct etherip_tunnel {
   __u32 esp_ifindex; /* "esp-<name>": ESP from the peer is sent out of it, to be decrypted */
   __u32 dec_ifindex; /* "dec-<name>", its peer: GRO decrypts, decap runs on its ingress */
   __u8 dec_mac[6];   /* dec-<name>'s MAC: destination of the ESP packets sent to it */
-  __u16 pad;
+  __u16 esp_headroom; /* bytes for ESP already taken off clamp_mtu (read back by the loader) */
 };
 
 /* Key of `peers` (decap's tunnel lookup): addresses as seen on receive. IPv4 in the first 4
