@@ -274,6 +274,24 @@ secrets {{ ike-bsd {{ id = 203.0.113.1
                          f"{what}: the WAN carried more than IKE and ESP: {kinds}")
         self.assertNotIn("protocol 97", kinds)
 
+    def wait_until_carrying(self, what, timeout=90):
+        """After both ends changed their authentication or mode: both ends re-initiate at once
+        (the changed connection is terminated and started again on each), and charon may need
+        a collision or a dead-peer round to settle. Waits until a ping crosses, and says how
+        long it took; fails after `timeout` seconds with the diagnostics."""
+        start = time.monotonic()
+        while True:
+            r = self.lab.exec("vm1", "ping", "-n", "-c", "1", "-W", "1", VM_IP["vm2"],
+                              check=False)
+            if r.returncode == 0:
+                break
+            if time.monotonic() - start > timeout:
+                self.fail(f"{what}: the tunnel carried nothing for {timeout} s\n"
+                          f"{self.diagnostics()}")
+            time.sleep(0.5)
+        print(f"\n  {what}: carrying {time.monotonic() - start:.1f} s after the second apply",
+              flush=True)
+
     def sa_of(self, dc):
         t = self.tunnel_status(dc)
         return t.get("ipsec", {})
@@ -506,6 +524,7 @@ secrets {{ ike-bsd {{ id = 203.0.113.1
         finally:
             self.write_site(site(self.psk))
             self.apply_both()
+        self.wait_until_carrying("tunnel mode back to transport")
         for dc in ("dc1", "dc2"):
             self.assertEqual(self.sa_of(dc)["child"]["mode"], "TRANSPORT")
         self.ping("vm1", VM_IP["vm2"])
@@ -550,6 +569,7 @@ secrets {{ ike-bsd {{ id = 203.0.113.1
             for dc, waits in (("dc1", "0"), ("dc2", "60s")):
                 self.lab.site = sites[dc]
                 self.apply_ok(dc, "--ipsec-wait", waits, exit_codes=(0, 4))
+            self.wait_until_carrying("pre-shared key to certificates")
             stop = self.capture("wan", "dc1")
             for dc in ("dc1", "dc2"):
                 self.lab.site = sites[dc]
@@ -566,6 +586,7 @@ secrets {{ ike-bsd {{ id = 203.0.113.1
         finally:
             self.lab.site = shared
             self.apply_both()
+        self.wait_until_carrying("certificates back to the pre-shared key")
         self.ping("vm1", VM_IP["vm2"])
 
     def assert_no_ipsec_left(self, dc, tunnels):
