@@ -167,6 +167,13 @@ ConnectionSpec ConnectionSpec::from_attrs(const std::string& tunnel, const nlohm
 std::string connection_name(const std::string& tunnel) { return "etherctl-" + tunnel; }
 std::string shared_key_id(const std::string& tunnel) { return "ike-" + connection_name(tunnel); }
 
+bool only_the_key_changed(nlohmann::json before, nlohmann::json after) {
+  if (before.value("psk_fingerprint", "") == after.value("psk_fingerprint", "")) return false;
+  for (auto* attrs : {&before, &after})
+    for (const char* key : {"loaded", "psk_file", "psk_fingerprint"}) attrs->erase(key);
+  return before == after;
+}
+
 vici::Message load_conn_message(const ConnectionSpec& spec) {
   vici::Message message = vici::Message::object();
   message[connection_name(spec.tunnel)] = connection_tree(spec, false);

@@ -32,6 +32,11 @@ struct ConnectionSpec {
   static ConnectionSpec from_attrs(const std::string& tunnel, const nlohmann::json& attrs);
 };
 
+// Whether two specs (as attrs) differ in the pre-shared key only. charon sees no change in
+// such a connection (the key is loaded apart from it), so etherctl renegotiates it itself;
+// every other change replaces the connection in charon, which renegotiates it.
+bool only_the_key_changed(nlohmann::json before, nlohmann::json after);
+
 // "etherctl-<tunnel>": the IKE connection; its CHILD_SA is named like the tunnel.
 std::string connection_name(const std::string& tunnel);
 // Secret ids as swanctl names them: "ike-etherctl-<tunnel>", "private-etherctl-<tunnel>".

@@ -157,6 +157,33 @@ plan::Objects observe(const kernel::Snapshot&, const kernel::Ownership& ownershi
   return objects;
 }
 
+// Deletes every IKE SA of the connection `name`, the peer told; at once when that does not
+// finish within 3 s. Returns when charon is done with them.
+void terminate_all(vici::Client& client, const std::string& name) {
+  std::vector<std::string> ids;
+  client.stream(
+      "list-sas", {{"ike", name}}, "list-sa",
+      [&](const vici::Message& event) {
+        for (const auto& [n, ike] : event.items())
+          if (n == name) ids.push_back(ike.value("uniqueid", ""));
+      },
+      std::chrono::seconds(10));
+  for (const auto& id : ids) {
+    vici::Message terminate = {{"ike-id", id}, {"timeout", "3000"}};
+    auto response = client.request("terminate", terminate);
+    if (response.value("success", "") != "yes") {
+      terminate = {{"ike-id", id}, {"force", "yes"}, {"timeout", "-1"}};
+      client.request("terminate", terminate);
+    }
+  }
+}
+
+// Starts negotiating the tunnel's connection; does not wait for it.
+void initiate(vici::Client& client, const std::string& tunnel) {
+  client.request("initiate",
+                 {{"child", tunnel}, {"ike", connection_name(tunnel)}, {"timeout", "-1"}});
+}
+
 // Writes the file and loads credentials and connection into charon.
 void install(const plan::Object& desired, const kernel::Ownership& ownership,
              const std::string& op) {
@@ -225,19 +252,19 @@ void modify(kernel::Netlink& netlink, const plan::Object& desired, const plan::O
                                                                           : std::string();
   }
   install(desired, ownership, op);
-  // A changed connection (not merely one that was missing from charon) is negotiated anew:
-  // the SAs in place were made for the old one.
-  nlohmann::json before = observed.attrs, after = desired.attrs;
-  before.erase("loaded");
-  after.erase("loaded");
-  if (before != after && observed.attrs.value("loaded", false)) {
+  // A connection charon already holds is renegotiated by charon itself when load-conn changes
+  // it: strongSwan (vici merge_config) closes the SAs of the replaced configuration and, with
+  // start_action = start, initiates the new one. Terminating and initiating here as well raced
+  // with that (it killed charon's fresh IKE_SA half-way, leaving the peer a half-open one) and
+  // left neither end with an SA after a switch from certificates to a pre-shared key. Only a
+  // new pre-shared key keeps the connection equal in charon's eyes: negotiate anew by hand
+  // then, so that a wrong new key shows now rather than at the next reauthentication.
+  if (observed.attrs.value("loaded", false) &&
+      only_the_key_changed(observed.attrs, desired.attrs)) {
     try {
       vici::Client client(Settings::current().vici_uri);
-      vici::Message terminate = {{"ike", connection_name(desired.key)}, {"timeout", "-1"}};
-      client.request("terminate", terminate);
-      vici::Message initiate = {
-          {"child", desired.key}, {"ike", connection_name(desired.key)}, {"timeout", "-1"}};
-      client.request("initiate", initiate);
+      terminate_all(client, connection_name(desired.key));
+      initiate(client, desired.key);
     } catch (const vici::Error& e) {
       fail(op, e.what());
     }
@@ -256,22 +283,7 @@ void remove(kernel::Netlink& netlink, const plan::Object& observed) {
     const std::string name = connection_name(observed.key);
     client.request("unload-conn", vici::Message{{"name", name}});
     client.request("unload-shared", vici::Message{{"id", shared_key_id(observed.key)}});
-    std::vector<std::string> ids;
-    client.stream(
-        "list-sas", {{"ike", name}}, "list-sa",
-        [&](const vici::Message& event) {
-          for (const auto& [n, ike] : event.items())
-            if (n == name) ids.push_back(ike.value("uniqueid", ""));
-        },
-        std::chrono::seconds(10));
-    for (const auto& id : ids) {
-      vici::Message terminate = {{"ike-id", id}, {"timeout", "3000"}};
-      auto response = client.request("terminate", terminate);
-      if (response.value("success", "") != "yes") {
-        terminate = {{"ike-id", id}, {"force", "yes"}, {"timeout", "-1"}};
-        client.request("terminate", terminate);
-      }
-    }
+    terminate_all(client, name);
   } catch (const vici::Error&) {
   }
   std::string file = settings.file_of(observed.key);
@@ -377,6 +389,16 @@ nlohmann::json sa_status(const std::string& tunnel) {
   return out;
 }
 
+namespace {
+void initiate_ignoring_errors(const std::string& tunnel) {
+  try {
+    vici::Client client(Settings::current().vici_uri, std::chrono::seconds(5));
+    initiate(client, tunnel);
+  } catch (const vici::Error&) {
+  }
+}
+}  // namespace
+
 std::map<std::string, std::string> await_established(const std::vector<std::string>& tunnels,
                                                      std::chrono::milliseconds timeout) {
   std::map<std::string, std::string> problems;
@@ -392,6 +414,8 @@ std::map<std::string, std::string> await_established(const std::vector<std::stri
   } catch (const vici::Error&) {
     logs.reset();
   }
+  const auto started = std::chrono::steady_clock::now();
+  std::set<std::string> restarted;
   for (;;) {
     for (auto it = pending.begin(); it != pending.end();) {
       nlohmann::json status = sa_status(*it);
@@ -400,6 +424,14 @@ std::map<std::string, std::string> await_established(const std::vector<std::stri
         continue;
       }
       if (status.contains("error")) reasons[*it] = status["error"].get<std::string>();
+      // No SA of the connection at all, not even one being negotiated: charon gave up (the
+      // peer refused us, or deleted an SA that was not up yet) and nothing would start one
+      // before charon restarts. Start it once per run, after charon had the time to act on a
+      // load-conn of this run (which starts it by itself).
+      if (!status.contains("error") && status.value("ike_sas", 1) == 0 &&
+          std::chrono::steady_clock::now() - started >= std::chrono::seconds(2) &&
+          restarted.insert(*it).second)
+        initiate_ignoring_errors(*it);
       ++it;
     }
     if (pending.empty() || std::chrono::steady_clock::now() >= deadline) break;
@@ -426,7 +458,10 @@ std::map<std::string, std::string> await_established(const std::vector<std::stri
     auto reason = reasons.find(tunnel);
     line +=
         reason != reasons.end() ? ": charon: " + reason->second : ": no answer from the peer yet";
-    line += " (nothing is sent in clear meanwhile; charon keeps trying)";
+    line += restarted.count(tunnel)
+                ? " (nothing is sent in clear meanwhile; charon had stopped trying: etherctl "
+                  "started a new negotiation, and charon keeps trying)"
+                : " (nothing is sent in clear meanwhile; charon keeps trying)";
     problems[tunnel] = line;
   }
   return problems;

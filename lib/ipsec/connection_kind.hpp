@@ -20,7 +20,9 @@ nlohmann::json sa_status(const std::string& tunnel);
 
 // Waits until every tunnel's connection has an established IKE SA with an installed CHILD_SA,
 // at most `timeout`. Returns, for each tunnel that is not up, why (charon's own log line of the
-// attempt, e.g. "received AUTHENTICATION_FAILED notify error"). Never throws.
+// attempt, e.g. "received AUTHENTICATION_FAILED notify error"). A connection of which charon
+// holds no SA at all, not even one being negotiated, 2 s into the wait (charon gave up), is
+// initiated once. Never throws.
 std::map<std::string, std::string> await_established(const std::vector<std::string>& tunnels,
                                                      std::chrono::milliseconds timeout);
 

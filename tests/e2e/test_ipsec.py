@@ -30,6 +30,7 @@ PEER_TOOL = os.path.join(HERE, "ipsec_peer.py")
 CHILD_REKEY_S = 12  # short: the stream tests see several rekeys
 BSD = {"address": "192.0.2.1", "router": "192.0.2.254", "mac": "02:ec:00:00:00:99",
        "ip": "10.1.0.99"}
+ADDRESS = {"dc1": "198.51.100.1", "dc2": "203.0.113.1"}  # the edge hosts' WAN addresses
 
 
 def xfrm_available():
@@ -544,9 +545,8 @@ secrets {{ ike-bsd {{ id = 203.0.113.1
         ca_key, ca = os.path.join(pki, "ca.key"), os.path.join(pki, "ca.pem")
         openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                 "-keyout", ca_key, "-out", ca, "-subj", "/CN=etherctl test CA", "-days", "2")
-        addresses = {"dc1": "198.51.100.1", "dc2": "203.0.113.1"}
-        sites = {}
-        for dc, address in addresses.items():
+        shared, sites = self.lab.site, {}
+        for dc, address in ADDRESS.items():
             d = os.path.join(pki, dc)
             os.makedirs(d, exist_ok=True)
             key, csr, cert = (os.path.join(d, n) for n in ("edge.key", "edge.csr", "edge.pem"))
@@ -565,9 +565,6 @@ secrets {{ ike-bsd {{ id = 203.0.113.1
             sites[dc] = os.path.join(self.lab.tmp, f"site-{dc}.json")
             with open(sites[dc], "w") as f:
                 json.dump(s, f, indent=1)
-        # The last case: the lab stays on certificates (tearDownClass removes it). Switching a
-        # running tunnel back from certificates to the pre-shared key did not converge on 6.1 in
-        # two of three runs (no SA pair carried for 90 s): a known defect, not yet tested here.
         for dc, waits in (("dc1", "0"), ("dc2", "60s")):
             self.lab.site = sites[dc]
             self.apply_ok(dc, "--ipsec-wait", waits, exit_codes=(0, 4))
@@ -585,6 +582,38 @@ secrets {{ ike-bsd {{ id = 203.0.113.1
         self.ping("vm1", VM_IP["vm2"])
         self.ping("vm2", VM_IP["vm1"])
         self.assert_only_ike_and_esp(stop(), "certificates")
+        # And back to the pre-shared key (the lab's own file), each end in turn as before.
+        self.lab.site = shared
+        self.apply_both()
+        self.wait_until_carrying("certificates back to the pre-shared key")
+        for dc in ("dc1", "dc2"):
+            listed = self.charons[dc].swanctl("--list-sas", check=False)
+            self.assertRegex(listed, rf"local\s+'{ADDRESS[dc]}'", listed)
+        self.ping("vm2", VM_IP["vm1"])
+
+    def test_13_apply_restarts_a_negotiation_charon_gave_up(self):
+        """Both ends lose their SAs while the WAN drops everything (the DELETEs are lost), so
+        neither charon holds an SA or tries to make one: nothing would bring the tunnel back
+        before a charon restart. A reconciling apply on one end, with nothing to change,
+        starts the negotiation again."""
+        wan = self.lab.ns("wan")
+        blackholes = [f"{ADDRESS[dc]}/32" for dc in ("dc1", "dc2")]
+        for prefix in blackholes:
+            run("ip", "-n", wan, "route", "add", "blackhole", prefix)
+        try:
+            for dc in ("dc1", "dc2"):
+                # --force: deleted at once, without waiting for the peer's answer
+                self.charons[dc].swanctl("--terminate", "--ike", "etherctl-dcx", "--force")
+        finally:
+            for prefix in blackholes:
+                run("ip", "-n", wan, "route", "del", "blackhole", prefix)
+        time.sleep(5)
+        for dc in ("dc1", "dc2"):
+            self.assertNotIn("etherctl-dcx", self.charons[dc].sas(), "charon tries by itself")
+        report = self.apply_ok("dc1", "--ipsec-wait", "60s")
+        self.assertEqual(report["changes"], [], report)
+        self.wait_until_carrying("a negotiation restarted by apply")
+        self.ping("vm2", VM_IP["vm1"])
 
     def assert_no_ipsec_left(self, dc, tunnels):
         ns = self.lab.ns(f"{dc}-edge")

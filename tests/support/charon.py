@@ -51,6 +51,7 @@ class Charon:
     log {{
       path = {self.log}
       time_format = %T
+      flush_line = yes
       default = 1
       ike = 2
     }}

@@ -99,3 +99,27 @@ TEST(Vici, FileKeepsTheSpecAndHidesNothingButTheKey) {
   EXPECT_EQ(ConnectionSpec::from_attrs("dcx", header->attrs).attrs(), spec().attrs());
   EXPECT_FALSE(etherctl::ipsec::parse_file_header("connections {}\n"));
 }
+
+TEST(Vici, OnlyANewKeyIsRenegotiatedByEtherctl) {
+  using etherctl::ipsec::only_the_key_changed;
+  nlohmann::json before = spec().attrs(), after = before;
+  EXPECT_FALSE(only_the_key_changed(before, after));
+  after["psk_fingerprint"] = "fedcba9876543210";
+  EXPECT_TRUE(only_the_key_changed(before, after));
+  after["psk_file"] = "/etc/etherctl/new.psk";  // another file, another key
+  after["loaded"] = true;
+  EXPECT_TRUE(only_the_key_changed(before, after));
+  after["mode"] = "tunnel";  // charon replaces the connection and renegotiates it itself
+  EXPECT_FALSE(only_the_key_changed(before, after));
+  ConnectionSpec certificates = spec();
+  certificates.psk_file.clear();
+  certificates.psk_fingerprint.clear();
+  certificates.certificate = "/etc/etherctl/dc1.pem";
+  certificates.key = "/etc/etherctl/dc1.key";
+  certificates.ca = "/etc/etherctl/ca.pem";
+  EXPECT_FALSE(only_the_key_changed(certificates.attrs(), before));
+  EXPECT_FALSE(only_the_key_changed(before, certificates.attrs()));
+  after = before;
+  after["psk_file"] = "/etc/etherctl/moved.psk";  // the same key moved: nothing to negotiate
+  EXPECT_FALSE(only_the_key_changed(before, after));
+}
