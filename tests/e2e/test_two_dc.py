@@ -58,7 +58,9 @@ class Lab:
         return run(LAB_SH, *args, check=check, timeout=timeout, env=self.env)
 
     def up(self):
-        self.sh("up")
+        # A limit for a hung lab, not a timing check: in the TCG VM on a loaded machine (CI
+        # runs both VMs beside other tests) building the lab took more than 60 s.
+        self.sh("up", timeout=300)
 
     def down(self):
         # etherctl destroy first: the datapath's maps are pinned in the host's bpffs and would
