@@ -233,7 +233,7 @@ void Datapath::apply(const TunnelSpec& spec) {
   const uint32_t esp = ipsec ? static_cast<uint32_t>(ifindex_of(esp_name(spec.name))) : 0;
   const uint32_t dec = ipsec ? static_cast<uint32_t>(ifindex_of(dec_name(spec.name))) : 0;
 
-  prepare_links(spec.name, local.family == ETHERIP_FAMILY_V6, ipsec);
+  prepare_links(spec.name, local.family == ETHERIP_FAMILY_V6, spec.underlay, ipsec);
 
   etherip_tunnel value{};
   std::memcpy(value.name, spec.name.data(), spec.name.size());

@@ -99,11 +99,22 @@ bool segmentation(std::string_view name) {
   return starts_with(name, "tx-gso") || ends_with(name, "segmentation");
 }
 
-// The feature values the datapath needs on the bridge-port end T (nullopt: any).
-std::optional<bool> port_feature(std::string_view name) {
+// The feature values the datapath needs on the bridge-port end T (nullopt: any). With
+// `partial_checksums`, the generic transmit checksum offload: TCP and UDP frames then cross the
+// tunnel with the checksum still to be filled in (CHECKSUM_PARTIAL), which the kernel or the
+// underlay's NIC does after encapsulation (see partial_checksums_safe). Never the
+// protocol-specific ones (IPv4/IPv6 TCP/UDP only, SCTP's CRC): those are promises about what
+// the underlay's hardware parses.
+std::optional<bool> port_feature(std::string_view name, bool partial_checksums) {
+  if (name == "tx-checksum-ip-generic") return partial_checksums;
   if (segmentation(name) || starts_with(name, "tx-checksum")) return false;
   if (name == "rx-gro") return true;
   return std::nullopt;
+}
+
+FeatureWish port_features(bool partial_checksums) {
+  return
+      [partial_checksums](std::string_view name) { return port_feature(name, partial_checksums); };
 }
 
 // The feature values the datapath needs on eip-T.
@@ -310,9 +321,20 @@ std::string read_sysctl(const std::string& prefix, const std::string& ifname,
   return value;
 }
 
-void prepare_links(const std::string& tunnel, bool ipv6_outer, bool ipsec) {
+bool partial_checksums_safe(bool ipv6_outer, const std::vector<std::string>& underlays) {
+  if (ipv6_outer) return false;
+  for (const auto& underlay : underlays) {
+    auto all = features(underlay);
+    auto it = all.find("tx-checksum-ipv4");
+    if (it != all.end() && it->second.active) return false;
+  }
+  return true;
+}
+
+void prepare_links(const std::string& tunnel, bool ipv6_outer,
+                   const std::vector<std::string>& underlays, bool ipsec) {
   const std::string eip = eip_name(tunnel);
-  set_features(tunnel, port_feature);
+  set_features(tunnel, port_features(!ipsec && partial_checksums_safe(ipv6_outer, underlays)));
   set_features(eip, eip_feature);
   prepare_queues(tunnel);
   prepare_queues(eip);
@@ -327,10 +349,12 @@ void prepare_links(const std::string& tunnel, bool ipv6_outer, bool ipsec) {
     write_sysctl(s.prefix, s.ifname, s.leaf, s.value);
 }
 
-std::vector<std::string> link_drift(const std::string& tunnel, bool ipv6_outer, bool ipsec) {
+std::vector<std::string> link_drift(const std::string& tunnel, bool ipv6_outer,
+                                    const std::vector<std::string>& underlays, bool ipsec) {
   const std::string eip = eip_name(tunnel);
   std::vector<std::string> out;
-  feature_drift(tunnel, port_feature, out);
+  feature_drift(tunnel, port_features(!ipsec && partial_checksums_safe(ipv6_outer, underlays)),
+                out);
   feature_drift(eip, eip_feature, out);
   queue_drift(tunnel, out);
   queue_drift(eip, out);

@@ -52,9 +52,10 @@ std::string read_sysctl(const std::string& prefix, const std::string& ifname,
 // What apply() does to the links of tunnel T besides BPF (the design and the reasons are in
 // lib/datapath/README.md, "Link settings"):
 // - T, the bridge port: every segmentation offload off (there is no GSO handler for protocol
-//   97: the kernel segments before the veth), transmit checksum offload off (the kernel fills
-//   in checksums before encapsulation), GRO on (frames decapsulated into eip-T are coalesced on
-//   their way into the bridge);
+//   97: the kernel segments before the veth), GRO on (frames decapsulated into eip-T are
+//   coalesced on their way into the bridge), the generic transmit checksum offload on when
+//   partial_checksums_safe() (TCP/UDP checksums are filled in after encapsulation, by the
+//   kernel or the underlay's NIC), else off (the kernel fills them in before the veth);
 // - eip-T: every segmentation offload off (a veth hands frames to its peer's NAPI, hence GRO,
 //   only when the sending end has no TSO; nothing eip-T sends is ever a GSO packet), GRO off
 //   (frames for the encap program must arrive one by one);
@@ -71,12 +72,32 @@ std::string read_sysctl(const std::string& prefix, const std::string& ifname,
 //   so that its packets take dec-T's NAPI and GRO, where ESP is decrypted), dec-T with GRO on;
 //   one queue per CPU on both; IPv6 off on both; rp_filter=0 on dec-T (the decrypted packets
 //   of other SAs between the same addresses enter the stack there, with the peer as source).
-void prepare_links(const std::string& tunnel, bool ipv6_outer, bool ipsec = false);
+void prepare_links(const std::string& tunnel, bool ipv6_outer,
+                   const std::vector<std::string>& underlays, bool ipsec = false);
+
+// Whether a partial checksum (CHECKSUM_PARTIAL: the sum over the data still to be done, from
+// csum_start, written at csum_offset) can ride inside the outer packet:
+// - IPv4 outer: the offsets stay valid through encapsulation (bpf_skb_adjust_room keeps the
+//   inner bytes where they are in the buffer), the stack resolves the checksum before it
+//   fragments (ip_do_fragment), and a device without checksum offload resolves it as it sends
+//   (validate_xmit_skb), both in software from csum_start;
+// - unless an underlay has the IPv4-only TCP/UDP offload (NETIF_F_IP_CSUM, "tx-checksum-ipv4"):
+//   the stack then hands the packet to the driver on the strength of csum_offset alone, and such
+//   hardware may parse the headers, find protocol 97 and leave the inner checksum unfilled. The
+//   generic offload ("tx-checksum-ip-generic") sums from csum_start whatever the protocol;
+// - never with an IPv6 outer: the datapath cuts IPv6 fragments itself, from a copy of the
+//   payload, and BPF can neither see nor resolve a partial checksum (6.1 exposes no ip_summed),
+//   so the pieces would carry offsets into the wrong bytes.
+// IPsec tunnels keep the offload off as well (xfrm_output would resolve the checksum in
+// software before ESP anyway; the combination is not tested).
+bool partial_checksums_safe(bool ipv6_outer, const std::vector<std::string>& underlays);
 
 // How the links differ from what prepare_links sets, one line each ("dcx: rx-gro is off, the
 // datapath needs it on"); empty when everything is in place. Features the driver does not let
-// change are not compared.
-std::vector<std::string> link_drift(const std::string& tunnel, bool ipv6_outer, bool ipsec = false);
+// change are not compared. A change of an underlay's offloads that changes
+// partial_checksums_safe() shows here too.
+std::vector<std::string> link_drift(const std::string& tunnel, bool ipv6_outer,
+                                    const std::vector<std::string>& underlays, bool ipsec = false);
 
 // ESP GRO (the kernel module esp4_offload) decrypts the ESP of IPsec tunnels on dec-T: "" when
 // it is loaded or built in, else why not (apply reports it with the tunnel's IPsec state).

@@ -29,7 +29,8 @@ std::vector<TunnelStatus> inspect(const Options& options) {
     std::vector<std::string> drift;
     if (entry_alive(key, value)) {
       try {
-        drift = link_drift(spec.name, value.family == ETHERIP_FAMILY_V6, spec.ipsec_reqid != 0);
+        drift = link_drift(spec.name, value.family == ETHERIP_FAMILY_V6, spec.underlay,
+                           spec.ipsec_reqid != 0);
       } catch (const DatapathError& e) {
         drift.emplace_back(e.what());  // a link gone meanwhile
       }

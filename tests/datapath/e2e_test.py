@@ -180,6 +180,19 @@ def mac_of(name, dev):
     return out[0]["address"]
 
 
+def tshark_started(name, *args, stdout=subprocess.PIPE):
+    """tshark capturing in a namespace, once it says so (opening the capture takes a while)."""
+    cap = subprocess.Popen(["ip", "netns", "exec", ns(name), "tshark", *args], stdout=stdout,
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        line = cap.stderr.readline()
+        if not line or "Capturing on" in line:
+            break
+    time.sleep(0.5)
+    return cap
+
+
 class Sniffer:
     """scapy capture in a namespace, started before traffic is sent."""
 
@@ -225,22 +238,42 @@ class TunnelTest(unittest.TestCase):
         # The echo replies went the other way, through e1's reassembly.
         self.assertEqual(sum(after["drops"].values()), sum(before["drops"].values()))
 
-    def test_03_tcp_stream_both_ways_byte_exact(self):
+    def tcp_echo_byte_exact(self, address="10.0.0.2", mib=24):
         # An echo server in v2; the client checks every byte that comes back.
         server = subprocess.Popen(
-            ["ip", "netns", "exec", ns("v2"), "/usr/bin/python3", "-c", ECHO_SERVER],
+            ["ip", "netns", "exec", ns("v2"), "/usr/bin/python3", "-c", ECHO_SERVER, address],
             stdout=subprocess.PIPE, text=True)
         try:
             self.assertEqual(server.stdout.readline().strip(), "listening")
-            r = nsrun("v1", "/usr/bin/python3", "-c", ECHO_CLIENT, timeout=120)
+            r = nsrun("v1", "/usr/bin/python3", "-c", ECHO_CLIENT, address, str(mib),
+                      timeout=120)
             result = json.loads(r.stdout)
-            self.assertEqual(result["sent"], result["received"])
-            self.assertEqual(result["sent_sha"], result["received_sha"])
-            self.assertGreaterEqual(result["sent"], 16 << 20)
+            self.assertEqual(result["sent"], result["received"], address)
+            self.assertEqual(result["sent_sha"], result["received_sha"], address)
+            self.assertEqual(result["sent"], mib << 20)
         finally:
             server.kill()
             server.wait()
             server.stdout.close()
+
+    def udp_echo_byte_exact(self, address, sizes=()):
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", ns("v2"), "/usr/bin/python3", "-c", UDP_ECHO_SERVER,
+             address], stdout=subprocess.PIPE, text=True)
+        try:
+            self.assertEqual(server.stdout.readline().strip(), "listening")
+            r = nsrun("v1", "/usr/bin/python3", "-c", UDP_ECHO_CLIENT, address,
+                      *([",".join(map(str, sizes))] if sizes else []), timeout=120)
+            result = json.loads(r.stdout)
+            self.assertEqual(result["lost"], [], f"{address}: no echo, or a wrong one: {result}")
+            return result["sizes"]
+        finally:
+            server.kill()
+            server.wait()
+            server.stdout.close()
+
+    def test_03_tcp_stream_both_ways_byte_exact(self):
+        self.tcp_echo_byte_exact()
         for edge in ("e1", "e2"):
             self.assertEqual(counters(edge, "dcx")["drops"]["gso"], 0, "offloads must be off")
 
@@ -367,18 +400,11 @@ class TunnelTest(unittest.TestCase):
             r = nsrun("v1", "ping", "-M", "do", "-s", "8972", "-c", "3", "-i", "0.2", "-w", "15",
                       "10.0.0.2")
             self.assertIn("3 received", r.stdout)
-            cap = subprocess.Popen(
-                ["ip", "netns", "exec", ns("e1"), "tshark", "-l", "-n", "-i", "wan1", "-a",
-                 "duration:60", "-f", "ip6 and src 2001:db8::1", "-T", "fields", "-E",
-                 "separator=|", "-e", "ipv6.fraghdr.offset", "-e", "ipv6.fraghdr.more",
-                 "-e", "etherip.ver", "-e", "icmp.type", "-e", "data.len", "-e", "frame.len"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            deadline = time.time() + 20
-            while time.time() < deadline:
-                line = cap.stderr.readline()
-                if not line or "Capturing on" in line:
-                    break
-            time.sleep(0.5)
+            cap = tshark_started(
+                "e1", "-l", "-n", "-i", "wan1", "-a", "duration:60", "-f",
+                "ip6 and src 2001:db8::1", "-T", "fields", "-E", "separator=|",
+                "-e", "ipv6.fraghdr.offset", "-e", "ipv6.fraghdr.more", "-e", "etherip.ver",
+                "-e", "icmp.type", "-e", "data.len", "-e", "frame.len")
             r = nsrun("v1", "ping", "-M", "do", "-s", "8972", "-c", "3", "-i", "0.2", "-w", "15",
                       "10.6.0.2")
             self.assertIn("3 received", r.stdout)
@@ -406,6 +432,95 @@ class TunnelTest(unittest.TestCase):
                                      sum(before[e][t]["drops"].values()), (e, t))
         finally:
             set_mtu(1500)
+
+    def test_07c_partial_checksums_are_filled_in_after_encapsulation(self):
+        """TCP and UDP leave the VMs with partial checksums (CHECKSUM_PARTIAL: the veths offload
+        them). Over the IPv4 tunnel the bridge port keeps them partial (transmit checksum
+        offload on) and they are filled in after encapsulation: by the stack before it cuts
+        outer fragments, or by the WAN device as it sends. Over the IPv6 tunnel the datapath
+        cuts outer fragments itself, so the bridge port has the offload off. The WAN devices
+        are made to behave like NICs without checksum offload (`ethtool -K tx off`: the kernel
+        fills the checksum in from csum_start as it sends), so what tshark captures on the WAN
+        is what a wire carries: it reassembles the outer fragments and checks every inner
+        TCP and UDP checksum. Every byte is checked at the far end too."""
+        for tunnel, offload in (("dcx", "on"), ("dcx6", "off")):
+            for edge in ("e1", "e2"):
+                self.assertIn(f"tx-checksum-ip-generic: {offload}",
+                              nsrun(edge, "ethtool", "-k", tunnel).stdout, (edge, tunnel))
+        pcap = os.path.join(STATE, "wan.pcap")
+        for edge, dev in (("e1", "wan1"), ("e2", "wan2")):
+            nsrun(edge, "ethtool", "-K", dev, "tx", "off")
+        try:
+            before = {t: counters("e2", t) for t in ("dcx", "dcx6")}
+            cap = tshark_started("e2", "-n", "-i", "wan2", "-a", "duration:120", "-B", "64",
+                                 "-s", "0", "-f", "ip proto 97 or ip6", "-w", pcap,
+                                 stdout=subprocess.DEVNULL)
+            sizes = {}
+            for address in ("10.0.0.2", "10.6.0.2"):
+                self.tcp_echo_byte_exact(address, mib=4)
+                sizes[address] = self.udp_echo_byte_exact(address)
+            # The fast path (IPv4 outer) hands unfragmented outer packets straight to the WAN
+            # device: its checksums are filled in there too.
+            dp("e1", "apply", "dcx", "192.0.2.1", "192.0.2.2", "wan1", "--fast-path")
+            dp("e2", "apply", "dcx", "192.0.2.2", "192.0.2.1", "wan2", "--fast-path")
+            try:
+                forwarded = wan_forwarded()
+                # 25 datagrams each way, all small enough not to need outer fragments.
+                self.udp_echo_byte_exact("10.0.0.2", sizes=(1, 18, 200, 1000, 1400))
+                self.assertLess(wan_forwarded() - forwarded, 13, "the fast path was taken")
+            finally:
+                dp("e1", "apply", "dcx", "192.0.2.1", "192.0.2.2", "wan1")
+                dp("e2", "apply", "dcx", "192.0.2.2", "192.0.2.1", "wan2")
+            time.sleep(1.0)
+            cap.send_signal(signal.SIGINT)
+            cap.communicate(timeout=60)
+        finally:
+            for edge, dev in (("e1", "wan1"), ("e2", "wan2")):
+                nsrun(edge, "ethtool", "-K", dev, "tx", "on")
+        after = {t: counters("e2", t) for t in ("dcx", "dcx6")}
+        for t in ("dcx", "dcx6"):
+            # Full-size TCP frames crossed in outer fragments (no MSS clamping here).
+            self.assertGreater(after[t]["reassembled"] - before[t]["reassembled"], 1000, t)
+
+        # One pass over the capture: per packet the IP protocol numbers (outer, inner), IPv6
+        # next headers, and the inner TCP/UDP checksum status (0 bad, 1 good, 2 unverified).
+        r = run("tshark", "-n", "-r", pcap, "-o", "tcp.check_checksum:TRUE", "-o",
+                "udp.check_checksum:TRUE", "-o", "ip.defragment:TRUE", "-o",
+                "ipv6.defragment:TRUE", "-Y", "tcp or udp", "-T", "fields", "-E", "separator=|",
+                "-e", "ip.proto", "-e", "ipv6.nxt", "-e", "tcp.checksum.status", "-e", "tcp.len",
+                "-e", "udp.checksum.status", "-e", "udp.length", "-e", "tcp.checksum",
+                "-e", "tcp.checksum_calculated", "-e", "frame.number", "-e", "ip.src",
+                timeout=240)
+        seen = {}  # (outer, l4) -> {"status": Counter, "sizes": set}
+        bad = []
+        for line in r.stdout.splitlines():
+            (proto, nxt, tcp_status, tcp_len, udp_status, udp_len, tcp_sum, tcp_calc,
+             *_) = line.split("|")
+            if tcp_status == "0" and (tcp_sum, tcp_calc) == ("0xffff", "0x0000"):
+                # A sum of zero, which the kernel writes as 0xffff (skb_checksum_help: CSUM_MANGLED_0,
+                # for UDP's sake, whatever the protocol): the same number in one's complement,
+                # and receivers accept it; tshark calls it illegal after RFC 1624.
+                tcp_status = "1"
+            if "1" not in (tcp_status, udp_status):
+                bad.append(line)
+            outer = "ipv4" if proto.split(",")[0] == "97" else "ipv6" if nxt else "?"
+            l4, status, size = (("tcp", tcp_status, tcp_len) if tcp_status else
+                                ("udp", udp_status, str(int(udp_len or 8) - 8)))
+            entry = seen.setdefault((outer, l4), {"status": {}, "sizes": {}})
+            entry["status"][status] = entry["status"].get(status, 0) + 1
+            entry["sizes"][size] = entry["sizes"].get(size, 0) + 1
+        summary = {k: v["status"] for k, v in seen.items()}
+        print(f"\n  inner checksums on the WAN (status: count): {summary}", file=sys.stderr)
+        self.assertEqual(set(seen), {(o, p) for o in ("ipv4", "ipv6") for p in ("tcp", "udp")},
+                         summary)
+        for (outer, l4), entry in seen.items():
+            self.assertEqual(set(entry["status"]), {"1"}, f"{outer} {l4}: {summary}; " +
+                             "\n".join(bad[:20]))
+        for outer in ("ipv4", "ipv6"):
+            # 4 MiB each way: thousands of full segments, in outer fragments.
+            self.assertGreater(seen[(outer, "tcp")]["sizes"].get("1448", 0), 3000, outer)
+            self.assertTrue({str(n) for n in sizes["10.0.0.2"]} <= set(seen[(outer, "udp")]["sizes"]),
+                            (outer, seen[(outer, "udp")]["sizes"]))
 
     def test_08_scapy_peer(self):
         e1_mac = mac_of("e1", "wsp")
@@ -584,10 +699,11 @@ class TunnelTest(unittest.TestCase):
         # Programs still running after the tool exited was the premise of every test above.
 
 
+# argv: the server's address; the client's also the MiB to send.
 ECHO_SERVER = r"""
-import socket
+import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("10.0.0.2", 5001)); s.listen(1); print("listening", flush=True)
+s.bind((sys.argv[1], 5001)); s.listen(1); print("listening", flush=True)
 c, _ = s.accept()
 while True:
     d = c.recv(1 << 16)
@@ -597,10 +713,10 @@ c.close()
 """
 
 ECHO_CLIENT = r"""
-import hashlib, json, os, socket, threading
-total = 24 << 20
+import hashlib, json, os, socket, sys, threading
+total = int(sys.argv[2]) << 20
 data = os.urandom(1 << 20)
-s = socket.create_connection(("10.0.0.2", 5001), timeout=60)
+s = socket.create_connection((sys.argv[1], 5001), timeout=60)
 rx = hashlib.sha256(); got = [0]
 def reader():
     while got[0] < total:
@@ -614,6 +730,39 @@ while sent < total:
 t.join(90)
 print(json.dumps({"sent": sent, "received": got[0], "sent_sha": tx.hexdigest(),
                   "received_sha": rx.hexdigest()}))
+"""
+
+
+# Echoes each datagram back; the client sends every size a few times, each with fresh random
+# bytes, and checks each echo byte for byte (retrying a lost one: UDP).
+UDP_ECHO_SERVER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 5002)); print("listening", flush=True)
+while True:
+    d, peer = s.recvfrom(65535)
+    s.sendto(d, peer)
+"""
+
+UDP_ECHO_CLIENT = r"""
+import json, os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1.0)
+s.connect((sys.argv[1], 5002))
+sizes = [int(n) for n in sys.argv[2].split(",")] if len(sys.argv) > 2 else \
+    [1, 18, 200, 1000, 1400, 1450, 1472, 1473, 3000, 8000]
+lost = []
+for size in sizes:
+    for _ in range(5):
+        data = os.urandom(size)
+        for attempt in range(5):
+            s.send(data)
+            try:
+                if s.recv(65535) == data: break
+            except socket.timeout:
+                pass
+        else:
+            lost.append(size)
+print(json.dumps({"sizes": sizes, "lost": lost}))
 """
 
 
