@@ -203,6 +203,20 @@ TEST_F(TunnelKindTest, IpsecPairComesAndGoesWithTheTunnelsIpsec) {
   EXPECT_NE(sh_out("ip -o link show dec-sec").find("mtu 65535"), std::string::npos);
   EXPECT_NE(sh_out("ip -o link show esp-sec").find("alias etherctl:dc1-edge"), std::string::npos);
   EXPECT_EQ(sh_out("cat /proc/sys/net/ipv4/conf/dec-sec/rp_filter"), "0\n");
+  // No partial checksums into IPsec: the bridge port keeps transmit checksum offload off.
+  auto tx_checksum = [] { return sh_out("ethtool -k sec | grep -E '^tx-checksumming:'"); };
+  EXPECT_EQ(tx_checksum(), "tx-checksumming: off\n");
+  ASSERT_EQ(std::system("ethtool -K sec tx on"), 0);
+  objects = observe();
+  seen = find(objects, "sec");
+  ASSERT_NE(seen, nullptr);
+  EXPECT_NE(seen->attrs.at("link_settings")
+                .get<std::string>()
+                .find("sec: tx-checksum-ip-generic is on, the datapath needs it off"),
+            std::string::npos)
+      << seen->attrs.at("link_settings");
+  ops().modify(netlink, desired, *seen);
+  EXPECT_EQ(tx_checksum(), "tx-checksumming: off\n");
 
   // Deleted behind etherctl's back: observe sees it, modify makes it again.
   ASSERT_EQ(std::system("ip link del dec-sec"), 0);
@@ -228,10 +242,12 @@ TEST_F(TunnelKindTest, IpsecPairComesAndGoesWithTheTunnelsIpsec) {
   ASSERT_NE(seen, nullptr);
   EXPECT_EQ(seen->attrs.at("ipsec_reqid"), 0);
   EXPECT_EQ(seen->attrs.at("attached"), true);
+  EXPECT_EQ(tx_checksum(), "tx-checksumming: on\n") << "IPv4 outer without IPsec";
 
   // Back on, then the tunnel goes: nothing of it stays.
   ops().modify(netlink, desired, *seen);
   EXPECT_NE(if_nametoindex("dec-sec"), 0u);
+  EXPECT_EQ(tx_checksum(), "tx-checksumming: off\n");
   objects = observe();
   seen = find(objects, "sec");
   ASSERT_NE(seen, nullptr);
