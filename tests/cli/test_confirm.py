@@ -231,6 +231,12 @@ class ConfirmTest(ConfirmBase, CliBase):
         wait_until(lambda: not alive(pid), 10 * TIME_FACTOR, "the waiter to end")
 
 
+# How long the tests below leave a change pending while they read the world (dozens of ip, tc
+# and bpftool runs): 2 s was too short on a loaded machine, where the revert began in the middle
+# of the reading ("Cannot find device eip-dcy").
+PENDING_WHILE_READING = 6
+
+
 class ConfirmTunnelTest(ConfirmBase, CrashBase):
     """Bridges, ports and EtherIP tunnels (BPF datapath) revert too (sites of test_crash)."""
 
@@ -241,7 +247,8 @@ class ConfirmTunnelTest(ConfirmBase, CrashBase):
             self.ns.ip("link", "add", vnet, "type", "veth", "peer", "name", f"{vnet}-vm")
             self.ns.ip("link", "set", vnet, "master", "storage")
         world = self.world()
-        result = self.run_etherctl("apply", "B", "--json", "--confirm-within", within(2))
+        result = self.run_etherctl("apply", "B", "--json", "--confirm-within",
+                                   within(PENDING_WHILE_READING))
         report = json.loads(result.stdout)
         kinds = {c["kind"] for c in report["changes"]}
         self.assertTrue({"tunnel", "vlan_group", "port"} <= kinds, kinds)
@@ -293,7 +300,8 @@ class ConfirmTunnelTest(ConfirmBase, CrashBase):
         self.run_etherctl("apply", "E")
         world = self.world()
         self.assertIsNone(world["pins"])
-        result = self.run_etherctl("apply", "A", "--json", "--confirm-within", within(2))
+        result = self.run_etherctl("apply", "A", "--json", "--confirm-within",
+                                   within(PENDING_WHILE_READING))
         report = json.loads(result.stdout)
         self.assertIsNotNone(self.world()["pins"])
         self.wait_for_revert(report["pending_confirmation"]["waiter_pid"])
