@@ -12,6 +12,7 @@ packages=(
   libgtest-dev libgmock-dev
   # kernel tests, oracles and the lab
   iproute2 iputils-ping iputils-arping ethtool tshark tcpdump python3 python3-scapy iperf3 ipvsadm jq
+  keepalived
   # schema, packaging and Ansible tests
   python3-jsonschema python3-yaml lintian ansible-core systemd
   # the stock-kernel test VM

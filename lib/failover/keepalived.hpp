@@ -1,0 +1,64 @@
+// keepalived as the VRRP engine of a failover group: the configuration etherctl renders for
+// one unit, and the command line that runs it. Pure code (no processes, no kernel).
+//
+// keepalived runs the election only. Its single virtual address is a *marker* on the loopback
+// device (169.254.0.<virtual router id>/32, scope host): keepalived 2.2.7 refuses a VRRPv3
+// instance without a virtual address, and when keepalived owns the floating self IPs it
+// removes them before it tells anyone that it left MASTER, so nobody could block the tunnel
+// ports first. etherctl owns the floating addresses and the ports and learns the state from
+// the notify FIFO (`vrrp_notify_fifo`), where keepalived writes one line per transition.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace etherctl::failover {
+
+// VRRPv3 advertisement interval limits: a 12-bit field in centiseconds (RFC 5798 5.2.7).
+inline constexpr int kMinAdvertCentiseconds = 1;
+inline constexpr int kMaxAdvertCentiseconds = 4095;
+// The default interval: 0.1 s. See docs/failover.md ("Why advert_int 0.1").
+inline constexpr int kDefaultAdvertCentiseconds = 10;
+// SCHED_RR priority of keepalived's VRRP process, so that adverts leave on time on a busy host.
+inline constexpr int kKeepalivedRtPriority = 50;
+
+// What one unit's keepalived runs.
+struct KeepalivedSettings {
+  std::string group;          // failover group name: the vrrp_instance's name
+  std::string device;         // this unit's device name (the configuration's comment, router_id)
+  std::string interface;      // the VRRP interface (the group's VLAN on this unit)
+  int virtual_router_id = 0;  // 1..255
+  int priority = 100;         // 1..254 (255 means address owner in VRRP)
+  int advert_centiseconds = kDefaultAdvertCentiseconds;  // 1..4095
+  bool preempt = true;
+  int preempt_delay_seconds = 0;  // 0..1000; with preempt only
+  // Links whose loss puts the instance into FAULT (besides `interface`, always tracked).
+  std::vector<std::string> track_interfaces;
+  // Unicast VRRP: this unit's source address and the peer's (multicast 224.0.0.18 when empty).
+  std::string unicast_source;
+  std::vector<std::string> unicast_peers;
+  std::string notify_fifo;  // path of the FIFO keepalived writes transitions to
+  std::string netns;        // network namespace name (top-level net_namespace), "" for none
+};
+
+// The marker address of a virtual router id: "169.254.0.<id>".
+std::string marker_address(int virtual_router_id);
+
+// The whole configuration file. Throws std::invalid_argument naming the setting when a value
+// is out of range or a name or path could not be written into keepalived's syntax safely
+// (whitespace, quotes, braces, '#', '!', control characters).
+std::string render_keepalived_conf(const KeepalivedSettings& settings);
+
+// Files of one keepalived instance.
+struct KeepalivedFiles {
+  std::string config;
+  std::string pid_file;       // the parent (-p)
+  std::string vrrp_pid_file;  // the VRRP child (-r)
+};
+
+// argv of keepalived for `files`: VRRP only, no fork (the parent stays the process that was
+// started), logging to the console (its standard output and error, which the caller
+// redirects), no syslog.
+std::vector<std::string> keepalived_argv(const std::string& binary, const KeepalivedFiles& files);
+
+}  // namespace etherctl::failover

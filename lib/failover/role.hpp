@@ -1,0 +1,70 @@
+// The role of a failover unit, decided from what its agent observes. Pure code: the agent
+// feeds it keepalived's state (notify FIFO), keepalived's liveness (its process) and the
+// VRRP advertisements it sees on the wire, and applies the verdict.
+//
+// A unit is active only while all of these hold, so that it fails closed:
+//   * keepalived runs and says MASTER;
+//   * its own advertisements keep leaving: none for longer than `hang_after` means keepalived
+//     is hung (stopped, starved), and the peer is about to take over (it does so after
+//     3 x advert + skew, RFC 5798 6.4.2), so this unit must stop first;
+//   * the peer does not advertise as master: a peer advert with a priority above 0 within
+//     `quiet_after` means the peer still forwards (a handover in progress, or both claim the
+//     role), and two forwarding units would loop the stretched segment. A priority-0 advert
+//     means the peer resigned: no need to wait.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "failover/vrrp.hpp"
+
+namespace etherctl::failover {
+
+using Clock = std::chrono::steady_clock;
+
+enum class Role { Standby, Active };
+std::string to_string(Role role);  // "standby", "active"
+
+struct Timing {
+  std::chrono::milliseconds advert{100};
+  int peer_priority = 100;
+
+  // VRRPv3 skew time of the peer: (256 - priority) / 256 advertisement intervals.
+  std::chrono::milliseconds peer_skew() const;
+  // No own advertisement for this long while MASTER: keepalived is hung. Two intervals plus
+  // the peer's skew: one interval before the peer takes over (master down interval = 3
+  // intervals + skew), and well above the longest gap seen between adverts on a loaded host.
+  std::chrono::milliseconds hang_after() const;
+  // A peer advertisement this recent means the peer still acts as master: one and a half
+  // intervals (the peer sends one every interval while it is master).
+  std::chrono::milliseconds quiet_after() const;
+};
+
+// What the agent knows about the election at one moment.
+struct ElectionView {
+  bool keepalived_running = false;
+  std::string keepalived_down_reason;  // why it is not running, for the verdict's reason
+  VrrpState state = VrrpState::Unknown;
+  Clock::time_point state_since{};               // when `state` was reported
+  std::optional<Clock::time_point> own_advert;   // last advertisement this unit sent
+  std::optional<Clock::time_point> peer_advert;  // last peer advert with a priority above 0
+  int peer_advert_priority = 0;
+  std::string peer_address;  // of that advert, for messages
+};
+
+struct Verdict {
+  Role role = Role::Standby;
+  std::string reason;  // one line: why this role
+  // Both units claim to be master (MASTER here, the peer advertising) for longer than a
+  // handover takes: keepalived cannot hear the other side, or one of them misbehaves.
+  bool both_master = false;
+  // The verdict changes by itself at this time unless an event comes first (a timeout runs
+  // out: the peer stayed quiet long enough, or our own adverts stopped for too long).
+  std::optional<Clock::time_point> recheck_at;
+};
+
+Verdict decide(const ElectionView& view, const Timing& timing, Clock::time_point now);
+
+}  // namespace etherctl::failover
