@@ -49,6 +49,7 @@ std::string render_keepalived_conf(const KeepalivedSettings& s) {
   check_token(s.device, "device name");
   check_token(s.interface, "interface");
   check_token(s.notify_fifo, "notify FIFO path");
+  check_token(s.agent_ready_file, "agent ready file path");
   check_range(s.virtual_router_id, 1, 255, "virtual_router_id");
   check_range(s.priority, 1, 254, "priority");
   check_range(s.advert_centiseconds, kMinAdvertCentiseconds, kMaxAdvertCentiseconds,
@@ -79,6 +80,13 @@ std::string render_keepalived_conf(const KeepalivedSettings& s) {
       "}}\n",
       s.device, s.notify_fifo, kKeepalivedRtPriority);
   out += fmt::format(
+      "track_file {} {{\n"
+      "  file \"{}\"\n"
+      "  weight 0\n"
+      "  init_file 1\n"
+      "}}\n",
+      kAgentTrackFile, s.agent_ready_file);
+  out += fmt::format(
       "vrrp_instance {} {{\n"
       "  state BACKUP\n"
       "  interface {}\n"
@@ -92,6 +100,11 @@ std::string render_keepalived_conf(const KeepalivedSettings& s) {
   } else if (s.preempt_delay_seconds > 0) {
     out += fmt::format("  preempt_delay {}\n", s.preempt_delay_seconds);
   }
+  out += fmt::format(
+      "  track_file {{\n"
+      "    {}\n"
+      "  }}\n",
+      kAgentTrackFile);
   if (!s.track_interfaces.empty()) {
     out += "  track_interface {\n";
     for (const auto& link : s.track_interfaces) out += fmt::format("    {}\n", link);

@@ -38,8 +38,17 @@ struct KeepalivedSettings {
   std::string unicast_source;
   std::vector<std::string> unicast_peers;
   std::string notify_fifo;  // path of the FIFO keepalived writes transitions to
-  std::string netns;        // network namespace name (top-level net_namespace), "" for none
+  // keepalived's track_file (weight 0): the instance is in FAULT while this file holds a
+  // non-zero number, and keepalived creates it holding 1. etherctl's agent writes 0 once it
+  // applies transitions, and 1 again when it stops after leaving the active role: a unit whose
+  // agent does not run never becomes master (it could not forward), and an agent that dies
+  // leaves the election alone (its restart adopts the running keepalived).
+  std::string agent_ready_file;
+  std::string netns;  // network namespace name (top-level net_namespace), "" for none
 };
+
+// The track_file name in the rendered configuration.
+inline constexpr const char* kAgentTrackFile = "etherctl_agent";
 
 // The marker address of a virtual router id: "169.254.0.<id>".
 std::string marker_address(int virtual_router_id);

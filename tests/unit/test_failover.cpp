@@ -24,6 +24,7 @@ KeepalivedSettings settings() {
   s.virtual_router_id = 51;
   s.priority = 200;
   s.notify_fifo = "/run/etherctl/netns-4026531840.failover/notify.fifo";
+  s.agent_ready_file = "/run/etherctl/netns-4026531840.failover/agent-ready";
   return s;
 }
 
@@ -42,6 +43,11 @@ TEST(Keepalived, RendersTheElectionOnlyInstance) {
             "  enable_script_security\n"
             "  script_user root\n"
             "}\n"
+            "track_file etherctl_agent {\n"
+            "  file \"/run/etherctl/netns-4026531840.failover/agent-ready\"\n"
+            "  weight 0\n"
+            "  init_file 1\n"
+            "}\n"
             "vrrp_instance dc1 {\n"
             "  state BACKUP\n"
             "  interface eth0\n"
@@ -49,6 +55,9 @@ TEST(Keepalived, RendersTheElectionOnlyInstance) {
             "  priority 200\n"
             "  advert_int 0.1\n"
             "  version 3\n"
+            "  track_file {\n"
+            "    etherctl_agent\n"
+            "  }\n"
             "  track_interface {\n"
             "    eth1\n"
             "  }\n"
@@ -118,6 +127,9 @@ TEST(Keepalived, RefusesWhatItCannotWriteSafely) {
     s = settings();
     s.notify_fifo = bad.empty() ? bad : "/run/" + bad + "/fifo";
     EXPECT_TRUE(refused(s, "notify FIFO path")) << bad;
+    s = settings();
+    s.agent_ready_file = bad.empty() ? bad : "/run/" + bad + "/ready";
+    EXPECT_TRUE(refused(s, "agent ready file path")) << bad;
   }
   KeepalivedSettings s = settings();
   s.track_interfaces = {"eth1", "bad name"};
