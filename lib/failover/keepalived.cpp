@@ -48,7 +48,6 @@ std::string render_keepalived_conf(const KeepalivedSettings& s) {
   check_token(s.group, "group name");
   check_token(s.device, "device name");
   check_token(s.interface, "interface");
-  check_token(s.notify_fifo, "notify FIFO path");
   check_token(s.agent_ready_file, "agent ready file path");
   check_range(s.virtual_router_id, 1, 255, "virtual_router_id");
   check_range(s.priority, 1, 254, "priority");
@@ -72,13 +71,12 @@ std::string render_keepalived_conf(const KeepalivedSettings& s) {
   out += fmt::format(
       "global_defs {{\n"
       "  router_id etherctl-{}\n"
-      "  vrrp_notify_fifo {}\n"
-      "  vrrp_rt_priority {}\n"
+      "  vrrp_priority {}\n"
       "  vrrp_no_swap\n"
       "  enable_script_security\n"
       "  script_user root\n"
       "}}\n",
-      s.device, s.notify_fifo, kKeepalivedRtPriority);
+      s.device, kKeepalivedNice);
   out += fmt::format(
       "track_file {} {{\n"
       "  file \"{}\"\n"

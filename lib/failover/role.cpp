@@ -32,9 +32,9 @@ Verdict decide(const ElectionView& view, const Timing& timing, Clock::time_point
         (view.keepalived_down_reason.empty() ? std::string() : ": " + view.keepalived_down_reason);
     return verdict;
   }
-  if (view.state != VrrpState::Master) {
-    verdict.reason = view.state == VrrpState::Unknown ? "keepalived has not reported a state yet"
-                                                      : "keepalived is " + to_string(view.state);
+  if (!view.master) {
+    verdict.reason = view.not_master_reason.empty() ? "keepalived is not master"
+                                                    : "keepalived is " + view.not_master_reason;
     return verdict;
   }
   auto earliest = [&](Clock::time_point t) {
@@ -42,7 +42,7 @@ Verdict decide(const ElectionView& view, const Timing& timing, Clock::time_point
   };
 
   // Our own adverts: counted from the transition when none has been seen since.
-  Clock::time_point last_own = view.state_since;
+  Clock::time_point last_own = view.master_since;
   if (view.own_advert && *view.own_advert > last_own) last_own = *view.own_advert;
   const bool hung = now - last_own > timing.hang_after();
   if (!hung) earliest(last_own + timing.hang_after());
@@ -52,7 +52,7 @@ Verdict decide(const ElectionView& view, const Timing& timing, Clock::time_point
     earliest(*view.peer_advert + timing.quiet_after());
     // A handover takes one advert of the new master plus the old one's last: longer than
     // that, with the peer still advertising, both act as master.
-    verdict.both_master = now - view.state_since > timing.quiet_after() + timing.advert;
+    verdict.both_master = now - view.master_since > timing.quiet_after() + timing.advert;
   }
 
   if (hung) {

@@ -1,9 +1,9 @@
 // The role of a failover unit, decided from what its agent observes. Pure code: the agent
-// feeds it keepalived's state (notify FIFO), keepalived's liveness (its process) and the
-// VRRP advertisements it sees on the wire, and applies the verdict.
+// feeds it keepalived's state (its marker address, keepalived.hpp), keepalived's liveness (its
+// processes) and the VRRP advertisements it sees on the wire, and applies the verdict.
 //
 // A unit is active only while all of these hold, so that it fails closed:
-//   * keepalived runs and says MASTER;
+//   * keepalived runs and is MASTER (holds its marker address);
 //   * its own advertisements keep leaving: none for longer than `hang_after` means keepalived
 //     is hung (stopped, starved), and the peer is about to take over (it does so after
 //     3 x advert + skew, RFC 5798 6.4.2), so this unit must stop first;
@@ -17,8 +17,6 @@
 #include <cstdint>
 #include <optional>
 #include <string>
-
-#include "failover/vrrp.hpp"
 
 namespace etherctl::failover {
 
@@ -45,9 +43,10 @@ struct Timing {
 // What the agent knows about the election at one moment.
 struct ElectionView {
   bool keepalived_running = false;
-  std::string keepalived_down_reason;  // why it is not running, for the verdict's reason
-  VrrpState state = VrrpState::Unknown;
-  Clock::time_point state_since{};               // when `state` was reported
+  std::string keepalived_down_reason;            // why it is not running, for the verdict's reason
+  bool master = false;                           // keepalived holds its marker address
+  Clock::time_point master_since{};              // since when
+  std::string not_master_reason;                 // else why ("BACKUP", "FAULT: eth0 is down")
   std::optional<Clock::time_point> own_advert;   // last advertisement this unit sent
   std::optional<Clock::time_point> peer_advert;  // last peer advert with a priority above 0
   int peer_advert_priority = 0;

@@ -1,60 +1,8 @@
 #include "failover/vrrp.hpp"
 
-#include <charconv>
 #include <cstring>
 
 namespace etherctl::failover {
-
-std::string to_string(VrrpState state) {
-  switch (state) {
-    case VrrpState::Unknown:
-      return "unknown";
-    case VrrpState::Backup:
-      return "BACKUP";
-    case VrrpState::Master:
-      return "MASTER";
-    case VrrpState::Fault:
-      return "FAULT";
-    case VrrpState::Stop:
-      return "STOP";
-  }
-  return "unknown";
-}
-
-std::optional<NotifyLine> parse_notify_line(std::string_view line) {
-  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
-  constexpr std::string_view kPrefix = "INSTANCE \"";
-  if (line.substr(0, kPrefix.size()) != kPrefix) return std::nullopt;
-  line.remove_prefix(kPrefix.size());
-  const size_t quote = line.find('"');
-  if (quote == std::string_view::npos || quote == 0) return std::nullopt;
-  NotifyLine out;
-  out.instance = std::string(line.substr(0, quote));
-  line.remove_prefix(quote + 1);
-  if (line.empty() || line.front() != ' ') return std::nullopt;
-  line.remove_prefix(1);
-  const size_t space = line.find(' ');
-  if (space == std::string_view::npos) return std::nullopt;
-  const std::string_view state = line.substr(0, space);
-  if (state == "MASTER") {
-    out.state = VrrpState::Master;
-  } else if (state == "BACKUP") {
-    out.state = VrrpState::Backup;
-  } else if (state == "FAULT") {
-    out.state = VrrpState::Fault;
-  } else if (state == "STOP") {
-    out.state = VrrpState::Stop;
-  } else {
-    return std::nullopt;  // MASTER_RX_LOWER_PRI, *_PRIORITY, DELETED: not transitions
-  }
-  const std::string_view number = line.substr(space + 1);
-  auto [end, error] = std::from_chars(number.data(), number.data() + number.size(), out.priority);
-  if (error != std::errc() || end != number.data() + number.size() || out.priority < 0 ||
-      out.priority > 255) {
-    return std::nullopt;
-  }
-  return out;
-}
 
 std::optional<Advert> parse_advert(const uint8_t* data, size_t size) {
   if (size < 20) return std::nullopt;

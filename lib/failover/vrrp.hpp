@@ -1,25 +1,11 @@
-// What etherctl reads about the election: keepalived's notify FIFO lines, and VRRP
-// advertisements seen on the wire (its own and the peer's). Pure parsing, no sockets.
+// VRRP advertisements as etherctl sees them on the wire (its own unit's and the peer's): pure
+// parsing, no sockets.
 #pragma once
 
 #include <cstdint>
 #include <optional>
-#include <string>
-#include <string_view>
 
 namespace etherctl::failover {
-
-enum class VrrpState { Unknown, Backup, Master, Fault, Stop };
-std::string to_string(VrrpState state);  // "unknown", "BACKUP", "MASTER", "FAULT", "STOP"
-
-// One line of keepalived's notify FIFO: `INSTANCE "<name>" <STATE> <priority>`. Other line
-// kinds (GROUP, the *_PRIORITY events) and malformed lines give nullopt.
-struct NotifyLine {
-  std::string instance;
-  VrrpState state = VrrpState::Unknown;
-  int priority = 0;
-};
-std::optional<NotifyLine> parse_notify_line(std::string_view line);
 
 // A VRRP advertisement (IP protocol 112) as a packet socket of type SOCK_DGRAM hands it over:
 // the IPv4 header first. Anything else (another protocol, a truncated or malformed packet, a

@@ -1,29 +1,27 @@
 // lib/failover against the real keepalived (Debian's 2.2.7) in throwaway namespaces: the
-// configuration etherctl renders passes `keepalived -t` and runs an election; the notify FIFO
-// lines and the advertisements on the wire parse as keepalived and tshark say they should.
-// Every keepalived runs under `ip netns exec` of a namespace this test made and checked.
+// configuration etherctl renders passes `keepalived -t` and runs an election whose state shows
+// in the marker address; keepalived is started, found and stopped as the agent does it; the
+// advertisements on the wire parse as tshark says they should. Every keepalived is started in
+// a namespace this test made and checked (and its configuration names it: net_namespace).
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <linux/filter.h>
-#include <linux/if_ether.h>
-#include <linux/if_packet.h>
-#include <net/if.h>
 #include <poll.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
+#include <sched.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <map>
+#include <optional>
 #include <sstream>
 #include <thread>
 
+#include "failover/advert_tap.hpp"
 #include "failover/keepalived.hpp"
+#include "failover/process.hpp"
 #include "failover/vrrp.hpp"
 #include "support/netns.hpp"
 
@@ -61,98 +59,92 @@ std::string read_file(const std::string& path) {
   return text.str();
 }
 
-// One keepalived in a namespace, with the rendered configuration; stopped (SIGTERM, then
-// SIGKILL) when it goes out of scope, and killed by the kernel if this test process dies.
+// Enters a network namespace for the calling thread until it goes out of scope.
+class Enter {
+ public:
+  explicit Enter(const std::string& netns) {
+    home_ = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    const int fd = open(("/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC);
+    if (home_ < 0 || fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
+      throw std::runtime_error("cannot enter namespace " + netns);
+    }
+    close(fd);
+  }
+  ~Enter() {
+    if (setns(home_, CLONE_NEWNET) != 0) std::abort();
+    close(home_);
+  }
+  Enter(const Enter&) = delete;
+  Enter& operator=(const Enter&) = delete;
+
+ private:
+  int home_ = -1;
+};
+
+bool has_marker(const std::string& netns, int virtual_router_id = 51) {
+  return run("ip -n " + netns + " -o addr show dev lo")
+             .find(" " + marker_address(virtual_router_id) + "/32 ") != std::string::npos;
+}
+
+// One keepalived in a namespace this test made, with the rendered configuration, started,
+// found and stopped the way etherctl does it (process.hpp); stopped when it goes out of scope.
 class Keepalived {
  public:
   // ready: write 0 to the agent ready file first, as the agent does once it runs.
   Keepalived(const std::string& netns, const std::string& dir, KeepalivedSettings settings,
              bool ready = true)
-      : dir_(dir) {
+      : netns_(netns), dir_(dir), vrid_(settings.virtual_router_id) {
     if (access(("/run/netns/" + netns).c_str(), F_OK) != 0) {
       throw std::runtime_error("no namespace " + netns + ": refusing to start keepalived");
     }
-    settings.notify_fifo = dir + "/notify.fifo";
-    settings.agent_ready_file = dir + "/agent-ready";
-    if (ready) std::ofstream(settings.agent_ready_file) << "0\n";
+    if (ready) std::ofstream(dir + "/agent-ready") << "0\n";
     files_ = {dir + "/keepalived.conf", dir + "/keepalived.pid", dir + "/vrrp.pid"};
-    std::ofstream(files_.config) << render_keepalived_conf(settings);
-    if (mkfifo(settings.notify_fifo.c_str(), 0600) != 0) throw std::runtime_error("mkfifo");
-    fifo_ = open(settings.notify_fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    std::vector<std::string> args = {"/usr/bin/ip", "netns", "exec", netns};
-    for (auto& a : keepalived_argv(kKeepalived, files_)) args.push_back(a);
-    pid_ = fork();
-    if (pid_ == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGTERM);
-      int log = open((dir + "/keepalived.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-      dup2(log, STDOUT_FILENO);
-      dup2(log, STDERR_FILENO);
-      std::vector<char*> argv;
-      argv.reserve(args.size() + 1);
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
+    rewrite(settings);
+    start();
   }
-  ~Keepalived() {
-    stop();
-    if (fifo_ >= 0) close(fifo_);
-  }
+  ~Keepalived() { stop(); }
   Keepalived(const Keepalived&) = delete;
   Keepalived& operator=(const Keepalived&) = delete;
 
+  void start() {
+    Enter in(netns_);
+    pid_ = start_keepalived(keepalived_argv(kKeepalived, files_), files_, dir_ + "/keepalived.log");
+  }
   void stop() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGTERM);
-    for (int i = 0; i < 300; ++i) {
-      if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
-        pid_ = 0;
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
+    if (pid_ > 0) stop_keepalived(pid_, live_pid(files_.vrrp_pid_file));
     pid_ = 0;
   }
+  void rewrite(KeepalivedSettings settings) const {
+    settings.agent_ready_file = dir_ + "/agent-ready";
+    std::ofstream(files_.config) << render_keepalived_conf(settings);
+  }
 
-  // Waits for a transition to `state` on the FIFO; every line read is kept in lines().
-  bool wait_for(VrrpState state, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  // Waits until the unit is master (holds the marker) or not.
+  bool wait_master(bool master, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
     const auto deadline = Clock::now() + timeout;
-    while (Clock::now() < deadline) {
-      pollfd p{fifo_, POLLIN, 0};
-      poll(&p, 1, 20);
-      char buffer[4096];
-      const ssize_t n = read(fifo_, buffer, sizeof buffer);
-      if (n > 0) pending_.append(buffer, static_cast<size_t>(n));
-      for (size_t eol; (eol = pending_.find('\n')) != std::string::npos;) {
-        lines_.push_back(pending_.substr(0, eol));
-        pending_.erase(0, eol + 1);
-        auto line = parse_notify_line(lines_.back());
-        if (line && line->state == state) return true;
-      }
-    }
+    do {
+      if (has_marker(netns_, vrid_) == master) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    } while (Clock::now() < deadline);
     return false;
   }
-  const std::vector<std::string>& lines() const { return lines_; }
+  bool master() const { return has_marker(netns_, vrid_); }
   void set_ready(bool ready) const {
     // Replaced, as the agent does (keepalived watches it with inotify).
     std::ofstream(dir_ + "/agent-ready.tmp") << (ready ? "0\n" : "1\n");
     fs::rename(dir_ + "/agent-ready.tmp", dir_ + "/agent-ready");
   }
   std::string log() const { return read_file(dir_ + "/keepalived.log"); }
-  pid_t vrrp_child() const {
-    return static_cast<pid_t>(std::atoi(read_file(files_.vrrp_pid_file).c_str()));
-  }
+  pid_t pid() const { return pid_; }
+  pid_t vrrp_child() const { return live_pid(files_.vrrp_pid_file).value_or(0); }
+  const KeepalivedFiles& files() const { return files_; }
 
  private:
+  std::string netns_;
   std::string dir_;
+  int vrid_;
   KeepalivedFiles files_;
-  int fifo_ = -1;
   pid_t pid_ = 0;
-  std::string pending_;
-  std::vector<std::string> lines_;
 };
 
 KeepalivedSettings unit(const std::string& device, int priority, const std::string& netns) {
@@ -189,7 +181,6 @@ TEST(Failover, KeepalivedAcceptsEveryRenderedVariant) {
   s.unicast_peers = {"198.51.100.12"};
   variants.push_back(s);
   for (auto& v : variants) {
-    v.notify_fifo = dir.path + "/notify.fifo";
     v.agent_ready_file = dir.path + "/agent-ready";
     const std::string conf = dir.path + "/keepalived.conf";
     std::ofstream(conf) << render_keepalived_conf(v);
@@ -204,46 +195,14 @@ TEST(Failover, KeepalivedAcceptsEveryRenderedVariant) {
   }
 }
 
-// A packet socket in the calling thread's namespace that sees every VRRP packet on `ifname`,
-// outgoing ones included: only ETH_P_ALL sockets get copies of what the host sends (a socket
-// bound to ETH_P_IP sees received packets only). A classic BPF filter keeps everything but
-// IPv4 protocol 112 out of the socket.
-int vrrp_socket(const std::string& ifname) {
-  int fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(ETH_P_ALL));
-  if (fd < 0) throw std::runtime_error("packet socket");
-  sock_filter code[] = {
-      BPF_STMT(BPF_LD | BPF_H | BPF_ABS, static_cast<uint32_t>(SKF_AD_OFF + SKF_AD_PROTOCOL)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ETH_P_IP, 0, 3),
-      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 9),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 112, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, 0xffff),
-      BPF_STMT(BPF_RET | BPF_K, 0),
-  };
-  sock_fprog program{static_cast<unsigned short>(sizeof code / sizeof code[0]), code};
-  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof program) != 0) {
-    throw std::runtime_error("SO_ATTACH_FILTER");
-  }
-  sockaddr_ll address{};
-  address.sll_family = AF_PACKET;
-  address.sll_protocol = htons(ETH_P_ALL);
-  address.sll_ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
-  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    throw std::runtime_error("bind packet socket");
-  }
-  return fd;
-}
-
-std::vector<Advert> read_adverts(int fd, std::chrono::milliseconds during) {
-  std::vector<Advert> adverts;
+// What the tap sees during `during`.
+std::vector<SeenAdvert> read_adverts(AdvertTap& tap, std::chrono::milliseconds during) {
+  std::vector<SeenAdvert> adverts;
   const auto deadline = Clock::now() + during;
   while (Clock::now() < deadline) {
-    pollfd p{fd, POLLIN, 0};
+    pollfd p{tap.fd(), POLLIN, 0};
     poll(&p, 1, 10);
-    uint8_t buffer[2048];
-    ssize_t n;
-    while ((n = recv(fd, buffer, sizeof buffer, 0)) > 0) {
-      if (auto advert = parse_advert(buffer, static_cast<size_t>(n))) adverts.push_back(*advert);
-    }
+    for (auto& seen : tap.read()) adverts.push_back(seen);
   }
   return adverts;
 }
@@ -254,9 +213,18 @@ std::string address_text(uint32_t address) {
   return text;
 }
 
-bool has_marker(const std::string& netns) {
-  return run("ip -n " + netns + " -o addr show dev lo").find(" 169.254.0.51/32 ") !=
-         std::string::npos;
+// Both units have reached the state of their priorities, a master and b not, and stay so for
+// a while (on a busy host both can be master for a moment at start, until each hears the
+// other).
+bool settled(Keepalived& a, Keepalived& b) {
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  auto stable_since = Clock::now();
+  while (Clock::now() < deadline) {
+    if (!a.master() || b.master()) stable_since = Clock::now();
+    if (Clock::now() - stable_since > std::chrono::milliseconds(500)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
 }
 
 // Units a (198.51.100.11) and b (.12) with their "wan" on a switch: a bridge in `sw`, so that
@@ -274,22 +242,26 @@ void wire_pair(const TestNetns& sw, const TestNetns& a, const TestNetns& b) {
   }
 }
 
+// Two units on a switch; the test thread is in b (the namespaces are entered in order).
+struct Pair {
+  TestNetns sw, a, b;
+  TempDir dir_a, dir_b;
+  std::optional<Keepalived> ka, kb;
+  Pair() { wire_pair(sw, a, b); }
+  Keepalived& start_a(bool ready = true) {
+    return ka.emplace(a.name(), dir_a.path, unit("dc1-a", 200, a.name()), ready);
+  }
+  Keepalived& start_b() { return kb.emplace(b.name(), dir_b.path, unit("dc1-b", 100, b.name())); }
+};
+
 TEST(Failover, ElectionWithTheRenderedConfiguration) {
   if (!have(kKeepalived)) GTEST_SKIP() << "no " << kKeepalived << " (Debian package keepalived)";
-  TestNetns sw;  // then a, then b: the thread ends in b, where the sniffer runs
-  TestNetns a;
-  TestNetns b;
-  wire_pair(sw, a, b);
-  const int sniffer = vrrp_socket("wan");
-  TempDir dir_a, dir_b;
-  Keepalived ka(a.name(), dir_a.path, unit("dc1-a", 200, a.name()));
-  Keepalived kb(b.name(), dir_b.path, unit("dc1-b", 100, b.name()));
-
-  ASSERT_TRUE(ka.wait_for(VrrpState::Master)) << ka.log();
-  ASSERT_TRUE(kb.wait_for(VrrpState::Backup)) << kb.log();
-  EXPECT_EQ(ka.lines().back(), "INSTANCE \"dc1\" MASTER 200");
-  EXPECT_TRUE(has_marker(a.name()));
-  EXPECT_FALSE(has_marker(b.name()));
+  Pair pair;
+  AdvertTap tap("wan", 51);  // in b
+  Keepalived& ka = pair.start_a();
+  Keepalived& kb = pair.start_b();
+  ASSERT_TRUE(settled(ka, kb)) << ka.log() << kb.log();
+  const auto& a = pair.a;
   // keepalived's VRRP process is in the namespace it was started in (net_namespace agrees).
   struct stat child {
   }, expected{};
@@ -299,9 +271,11 @@ TEST(Failover, ElectionWithTheRenderedConfiguration) {
 
   // The master advertises with what the configuration says (how often is the benchmark's
   // business: bench/failover.py).
-  auto adverts = read_adverts(sniffer, std::chrono::milliseconds(1000));
+  read_adverts(tap, std::chrono::milliseconds(0));  // what came before it settled
+  auto adverts = read_adverts(tap, std::chrono::milliseconds(1000));
   ASSERT_GE(adverts.size(), 3u);
-  for (const auto& advert : adverts) {
+  for (const auto& [advert, outgoing, at] : adverts) {
+    EXPECT_FALSE(outgoing);
     EXPECT_EQ(address_text(advert.source), "198.51.100.11");
     EXPECT_EQ(advert.version, 3);
     EXPECT_EQ(advert.virtual_router_id, 51);
@@ -310,69 +284,60 @@ TEST(Failover, ElectionWithTheRenderedConfiguration) {
     EXPECT_EQ(advert.address_count, 1);
   }
 
-  // The master's link goes down: it reports FAULT, the backup takes over and advertises.
+  // The master's link goes down (FAULT: the marker goes), the backup takes over and advertises.
   run("ip -n " + a.name() + " link set wan down");
-  ASSERT_TRUE(ka.wait_for(VrrpState::Fault)) << ka.log();
-  ASSERT_TRUE(kb.wait_for(VrrpState::Master)) << kb.log();
-  EXPECT_TRUE(has_marker(b.name()));
-  EXPECT_FALSE(has_marker(a.name()));
-  adverts = read_adverts(sniffer, std::chrono::milliseconds(300));
+  ASSERT_TRUE(ka.wait_master(false)) << ka.log();
+  ASSERT_TRUE(kb.wait_master(true)) << kb.log();
+  adverts = read_adverts(tap, std::chrono::milliseconds(300));
   ASSERT_FALSE(adverts.empty());
-  EXPECT_EQ(address_text(adverts.back().source), "198.51.100.12");
-  EXPECT_EQ(adverts.back().priority, 100);
+  EXPECT_EQ(address_text(adverts.back().advert.source), "198.51.100.12");
+  EXPECT_TRUE(adverts.back().outgoing) << "b's own, seen in b";
+  EXPECT_EQ(adverts.back().advert.priority, 100);
 
-  // It comes back and preempts (VRRP's default): the backup goes back to BACKUP.
+  // It comes back and preempts (VRRP's default).
   run("ip -n " + a.name() + " link set wan up");
-  ASSERT_TRUE(ka.wait_for(VrrpState::Master)) << ka.log();
-  ASSERT_TRUE(kb.wait_for(VrrpState::Backup)) << kb.log();
+  ASSERT_TRUE(settled(ka, kb)) << ka.log() << kb.log();
 
-  // A shutdown resigns: STOP on the FIFO, a priority-0 advert on the wire.
-  read_adverts(sniffer, std::chrono::milliseconds(50));
+  // A shutdown resigns: the marker goes, a priority-0 advert on the wire.
+  read_adverts(tap, std::chrono::milliseconds(50));
   ka.stop();
-  EXPECT_TRUE(ka.wait_for(VrrpState::Stop, std::chrono::milliseconds(100))) << ka.log();
+  EXPECT_FALSE(ka.master());
   bool resigned = false;
-  for (const auto& advert : read_adverts(sniffer, std::chrono::milliseconds(500))) {
+  for (const auto& [advert, outgoing, at] : read_adverts(tap, std::chrono::milliseconds(500))) {
     if (address_text(advert.source) == "198.51.100.11" && advert.priority == 0) resigned = true;
   }
   EXPECT_TRUE(resigned);
-  ASSERT_TRUE(kb.wait_for(VrrpState::Master)) << kb.log();
-  close(sniffer);
+  ASSERT_TRUE(kb.wait_master(true)) << kb.log();
 }
 
 TEST(Failover, AUnitWithoutItsAgentStaysOutOfTheElection) {
   if (!have(kKeepalived)) GTEST_SKIP() << "no " << kKeepalived << " (Debian package keepalived)";
-  TestNetns sw;
-  TestNetns a;
-  TestNetns b;
-  wire_pair(sw, a, b);
-  const int sniffer = vrrp_socket("wan");
-  TempDir dir_a, dir_b;
+  Pair pair;
+  AdvertTap tap("wan", 51);  // in b
   // a, the higher priority, starts without a ready file: keepalived creates it holding 1.
-  Keepalived ka(a.name(), dir_a.path, unit("dc1-a", 200, a.name()), false);
-  Keepalived kb(b.name(), dir_b.path, unit("dc1-b", 100, b.name()));
-  ASSERT_TRUE(ka.wait_for(VrrpState::Fault)) << ka.log();
-  ASSERT_TRUE(kb.wait_for(VrrpState::Master)) << kb.log();
-  EXPECT_EQ(read_file(dir_a.path + "/agent-ready"), "1\n");
-  read_adverts(sniffer, std::chrono::milliseconds(50));
-  for (const auto& advert : read_adverts(sniffer, std::chrono::milliseconds(500))) {
+  Keepalived& ka = pair.start_a(false);
+  Keepalived& kb = pair.start_b();
+  ASSERT_TRUE(kb.wait_master(true)) << kb.log();
+  EXPECT_EQ(read_file(pair.dir_a.path + "/agent-ready"), "1\n");
+  read_adverts(tap, std::chrono::milliseconds(50));
+  for (const auto& [advert, outgoing, at] : read_adverts(tap, std::chrono::milliseconds(500))) {
     EXPECT_EQ(address_text(advert.source), "198.51.100.12") << "a unit in FAULT is silent";
   }
+  EXPECT_FALSE(ka.master());
   // Its agent is ready: it joins and preempts.
   ka.set_ready(true);
-  ASSERT_TRUE(ka.wait_for(VrrpState::Master)) << ka.log();
-  ASSERT_TRUE(kb.wait_for(VrrpState::Backup)) << kb.log();
+  ASSERT_TRUE(settled(ka, kb)) << ka.log() << kb.log();
   // Its agent stops: FAULT at once, with a priority-0 advert so that the peer takes over
   // after its skew time rather than the master down interval.
-  read_adverts(sniffer, std::chrono::milliseconds(50));
+  read_adverts(tap, std::chrono::milliseconds(50));
   ka.set_ready(false);
-  ASSERT_TRUE(ka.wait_for(VrrpState::Fault)) << ka.log();
-  ASSERT_TRUE(kb.wait_for(VrrpState::Master)) << kb.log();
+  ASSERT_TRUE(ka.wait_master(false)) << ka.log();
+  ASSERT_TRUE(kb.wait_master(true)) << kb.log();
   bool resigned = false;
-  for (const auto& advert : read_adverts(sniffer, std::chrono::milliseconds(300))) {
+  for (const auto& [advert, outgoing, at] : read_adverts(tap, std::chrono::milliseconds(300))) {
     if (address_text(advert.source) == "198.51.100.11" && advert.priority == 0) resigned = true;
   }
   EXPECT_TRUE(resigned);
-  close(sniffer);
 }
 
 TEST(Failover, AdvertParsingAgreesWithTshark) {
@@ -388,13 +353,13 @@ TEST(Failover, AdvertParsingAgreesWithTshark) {
   settings.virtual_router_id = 77;
   settings.advert_centiseconds = 25;
   const std::string pcap = capture_dir.path + "/vrrp.pcap";
-  const int sniffer = vrrp_socket("wan");
+  AdvertTap tap("wan", 77);
   Keepalived ka(a.name(), dir.path, settings);
-  ASSERT_TRUE(ka.wait_for(VrrpState::Master)) << ka.log();
-  // tshark captures in b (this thread's namespace) while the sniffer reads the same adverts.
+  ASSERT_TRUE(ka.wait_master(true)) << ka.log();
+  // tshark captures in b (this thread's namespace) while the tap reads the same adverts.
   run(std::string(kTshark) + " -q -i wan -a duration:2 -f 'ip proto 112' -w " + pcap +
       " 2>/dev/null");
-  auto adverts = read_adverts(sniffer, std::chrono::milliseconds(10));
+  auto adverts = read_adverts(tap, std::chrono::milliseconds(10));
   ASSERT_FALSE(adverts.empty());
   const std::string fields =
       run(std::string(kTshark) + " -n -r " + pcap +
@@ -403,7 +368,7 @@ TEST(Failover, AdvertParsingAgreesWithTshark) {
   std::istringstream lines(fields);
   std::string line;
   int decoded = 0;
-  const Advert& ours = adverts.back();
+  const Advert& ours = adverts.back().advert;
   const std::string expected =
       address_text(ours.source) + " " + std::to_string(ours.version) + " " +
       std::to_string(ours.virtual_router_id) + " " + std::to_string(ours.priority) + " " +
@@ -414,7 +379,75 @@ TEST(Failover, AdvertParsingAgreesWithTshark) {
     ++decoded;
   }
   EXPECT_GE(decoded, 4) << fields;
-  close(sniffer);
+}
+
+TEST(Failover, ACrashIsSeenAndTheProcessesAreFound) {
+  if (!have(kKeepalived)) GTEST_SKIP() << "no " << kKeepalived << " (Debian package keepalived)";
+  Pair pair;
+  Keepalived& ka = pair.start_a();
+  Keepalived& kb = pair.start_b();
+  ASSERT_TRUE(settled(ka, kb)) << ka.log() << kb.log();
+  {
+    Enter in(pair.a.name());
+    const auto found = keepalived_here();
+    ASSERT_EQ(found.size(), 1u);
+    EXPECT_EQ(found[0].pid, ka.pid());
+    EXPECT_EQ(found[0].config_file, ka.files().config);
+    EXPECT_EQ(found[0].vrrp_pid_file, ka.files().vrrp_pid_file);
+  }
+  EXPECT_EQ(keepalived_here().size(), 1u) << "b's, not a's";
+  // The daemon is nobody's child: started detached, in a session of its own.
+  const std::string stat = read_file("/proc/" + std::to_string(ka.pid()) + "/stat");
+  EXPECT_NE(stat.substr(stat.rfind(')') + 4).rfind(std::to_string(getpid()) + " ", 0), 0u) << stat;
+
+  // A crash: both processes stopped, then killed. A pidfd sees it; nothing else does:
+  // keepalived's marker stays behind, and the peer takes over as well (a split brain).
+  const pid_t child = ka.vrrp_child();
+  ASSERT_GT(child, 0);
+  const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, ka.pid(), 0));
+  ASSERT_GE(pidfd, 0);
+  for (int signal : {SIGSTOP, SIGKILL}) {
+    kill(ka.pid(), signal);
+    kill(child, signal);
+  }
+  pollfd p{pidfd, POLLIN, 0};
+  EXPECT_EQ(poll(&p, 1, 10000), 1) << "the pidfd reports the exit";
+  close(pidfd);
+  {
+    Enter in(pair.a.name());
+    EXPECT_TRUE(keepalived_here().empty());
+  }
+  EXPECT_TRUE(ka.master()) << "the crashed unit's marker stays";
+  ASSERT_TRUE(kb.wait_master(true)) << kb.log();
+  // Started again, keepalived clears the stale marker and preempts.
+  ka.start();
+  ASSERT_TRUE(settled(ka, kb)) << ka.log() << kb.log();
+}
+
+TEST(Failover, AReloadKeepsTheStateAndAppliesTheNewConfiguration) {
+  if (!have(kKeepalived)) GTEST_SKIP() << "no " << kKeepalived << " (Debian package keepalived)";
+  Pair pair;
+  Keepalived& ka = pair.start_a();
+  Keepalived& kb = pair.start_b();
+  ASSERT_TRUE(settled(ka, kb)) << ka.log() << kb.log();
+  // A reload that changes nothing of the election: the master stays master throughout, its
+  // VRRP process survives it (a real-time one would be killed: keepalived.hpp).
+  const pid_t before = ka.vrrp_child();
+  auto s = unit("dc1-a", 200, pair.a.name());
+  s.preempt_delay_seconds = 5;
+  ka.rewrite(s);
+  reload_keepalived(ka.pid());
+  const auto until = Clock::now() + std::chrono::seconds(1);
+  while (Clock::now() < until) {
+    ASSERT_TRUE(ka.master()) << ka.log();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(ka.vrrp_child(), before) << ka.log();
+  EXPECT_NE(read_file(ka.files().config).find("preempt_delay 5"), std::string::npos);
+  // b's priority goes above a's: after a reload b preempts.
+  kb.rewrite(unit("dc1-b", 250, pair.b.name()));
+  reload_keepalived(kb.pid());
+  ASSERT_TRUE(settled(kb, ka)) << ka.log() << kb.log();
 }
 
 }  // namespace

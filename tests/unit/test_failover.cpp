@@ -1,5 +1,5 @@
-// lib/failover's pure parts: keepalived's configuration, notify FIFO lines, VRRP adverts and
-// the role decision. keepalived itself checks the rendered file in tests/kernel/failover_test.
+// lib/failover's pure parts: keepalived's configuration, VRRP adverts and the role decision.
+// keepalived itself checks the rendered file in tests/kernel/failover_test.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 
@@ -23,7 +23,6 @@ KeepalivedSettings settings() {
   s.interface = "eth0";
   s.virtual_router_id = 51;
   s.priority = 200;
-  s.notify_fifo = "/run/etherctl/netns-4026531840.failover/notify.fifo";
   s.agent_ready_file = "/run/etherctl/netns-4026531840.failover/agent-ready";
   return s;
 }
@@ -37,8 +36,7 @@ TEST(Keepalived, RendersTheElectionOnlyInstance) {
             "net_namespace lab-dc1-a\n"
             "global_defs {\n"
             "  router_id etherctl-dc1-a\n"
-            "  vrrp_notify_fifo /run/etherctl/netns-4026531840.failover/notify.fifo\n"
-            "  vrrp_rt_priority 50\n"
+            "  vrrp_priority -10\n"
             "  vrrp_no_swap\n"
             "  enable_script_security\n"
             "  script_user root\n"
@@ -125,9 +123,6 @@ TEST(Keepalived, RefusesWhatItCannotWriteSafely) {
     s.group = bad;
     EXPECT_TRUE(refused(s, "group name")) << bad;
     s = settings();
-    s.notify_fifo = bad.empty() ? bad : "/run/" + bad + "/fifo";
-    EXPECT_TRUE(refused(s, "notify FIFO path")) << bad;
-    s = settings();
     s.agent_ready_file = bad.empty() ? bad : "/run/" + bad + "/ready";
     EXPECT_TRUE(refused(s, "agent ready file path")) << bad;
   }
@@ -157,29 +152,6 @@ TEST(Keepalived, Argv) {
             (std::vector<std::string>{"/usr/sbin/keepalived", "--vrrp", "--dont-fork",
                                       "--log-console", "--no-syslog", "--use-file", "/s/k.conf",
                                       "--pid", "/s/k.pid", "--vrrp_pid", "/s/v.pid"}));
-}
-
-TEST(NotifyLine, Transitions) {
-  auto line = parse_notify_line("INSTANCE \"dc1\" MASTER 200\n");
-  ASSERT_TRUE(line);
-  EXPECT_EQ(line->instance, "dc1");
-  EXPECT_EQ(line->state, VrrpState::Master);
-  EXPECT_EQ(line->priority, 200);
-  EXPECT_EQ(parse_notify_line("INSTANCE \"dc1\" BACKUP 100")->state, VrrpState::Backup);
-  EXPECT_EQ(parse_notify_line("INSTANCE \"dc 1\" FAULT 0\n")->instance, "dc 1");
-  EXPECT_EQ(parse_notify_line("INSTANCE \"dc1\" FAULT 0\n")->state, VrrpState::Fault);
-  EXPECT_EQ(parse_notify_line("INSTANCE \"dc1\" STOP 200\r\n")->state, VrrpState::Stop);
-}
-
-TEST(NotifyLine, OtherLinesAreNotTransitions) {
-  for (const char* text :
-       {"GROUP \"g\" MASTER 0", "INSTANCE \"dc1\" MASTER_RX_LOWER_PRI 200",
-        "INSTANCE \"dc1\" MASTER_PRIORITY 150", "INSTANCE \"dc1\" DELETED 0",
-        "INSTANCE \"dc1\" MASTER", "INSTANCE \"dc1\" MASTER 2x0", "INSTANCE \"dc1\" MASTER 256",
-        "INSTANCE \"\" MASTER 1", "INSTANCE dc1 MASTER 1", "INSTANCE \"dc1\"MASTER 1", "",
-        "INSTANCE \"dc1"}) {
-    EXPECT_FALSE(parse_notify_line(text)) << text;
-  }
 }
 
 // An IPv4 VRRP packet as a SOCK_DGRAM packet socket delivers it.
@@ -265,8 +237,8 @@ Timing timing() {
 ElectionView master_since(Clock::time_point since) {
   ElectionView v;
   v.keepalived_running = true;
-  v.state = VrrpState::Master;
-  v.state_since = since;
+  v.master = true;
+  v.master_since = since;
   v.own_advert = since;
   return v;
 }
@@ -294,15 +266,13 @@ TEST(Role, StandbyUnlessKeepalivedRunsAndIsMaster) {
   v.keepalived_down_reason = "killed by signal 9";
   EXPECT_EQ(decide(v, timing(), t0).reason, "keepalived is not running: killed by signal 9");
   v.keepalived_running = true;
-  EXPECT_EQ(decide(v, timing(), t0).reason, "keepalived has not reported a state yet");
-  for (auto state : {VrrpState::Backup, VrrpState::Fault, VrrpState::Stop}) {
-    v.state = state;
-    verdict = decide(v, timing(), t0);
-    EXPECT_EQ(verdict.role, Role::Standby);
-    EXPECT_EQ(verdict.reason, "keepalived is " + to_string(state));
-    EXPECT_FALSE(verdict.recheck_at);
-  }
-  // A master whose process is gone is not a master (a crash runs no notify).
+  EXPECT_EQ(decide(v, timing(), t0).reason, "keepalived is not master");
+  v.not_master_reason = "FAULT: eth0 is down";
+  verdict = decide(v, timing(), t0);
+  EXPECT_EQ(verdict.role, Role::Standby);
+  EXPECT_EQ(verdict.reason, "keepalived is FAULT: eth0 is down");
+  EXPECT_FALSE(verdict.recheck_at);
+  // A master whose processes are gone is not a master: a crash leaves the marker behind.
   v = master_since(t0);
   v.keepalived_running = false;
   EXPECT_EQ(decide(v, timing(), t0).role, Role::Standby);
