@@ -1,10 +1,19 @@
 // Kind "self_ip": every IPv4 and IPv6 address. Ours carry IFA_PROTO = kEtherctlProtocol, a
 // mark the kernel stores with the address (Linux 5.18+), so no state file is needed.
+//
+// A floating address (attribute "floating": the active unit of a failover pair holds it) is
+// created the way it must move: IPv6 without duplicate address detection (usable at once, and
+// not failed by the old holder's copy while it is being released), IPv4 with the interface's
+// promote_secondaries on (deleting a floating address that happens to be the primary one must
+// not delete the unit's fixed address of the subnet, and with it the routes through it), and
+// announced to the neighbours right away (announce.hpp).
 #include <linux/if_addr.h>
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <fstream>
 
+#include "kernel/announce.hpp"
 #include "kernel/detail.hpp"
 #include "kernel/inet.hpp"
 
@@ -53,14 +62,35 @@ Message address_message(uint16_t type, uint16_t flags, const IpPrefix& prefix, i
   return message;
 }
 
+void keep_secondaries(const std::string& interface, const std::string& what) {
+  std::ofstream out("/proc/sys/net/ipv4/conf/" + interface + "/promote_secondaries");
+  out << "1\n";
+  out.close();
+  if (!out) {
+    throw KernelError(EIO, "",
+                      what + ": cannot set net.ipv4.conf." + interface + ".promote_secondaries");
+  }
+}
+
 void create(Netlink& netlink, const plan::Object& desired, const Ownership&) {
   const std::string what = detail::what("create", desired);
   const IpPrefix prefix = parse(desired, "create");
   const std::string interface = detail::require_string(desired, "interface", "create");
-  Message message = address_message(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, prefix,
-                                    detail::ifindex_for(netlink, interface, what));
+  const bool floating = detail::bool_attr(desired, "floating").value_or(false);
+  const int ifindex = detail::ifindex_for(netlink, interface, what);
+  if (floating && prefix.family == AF_INET) keep_secondaries(interface, what);
+  Message message = address_message(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, prefix, ifindex);
   message.put_u8(IFA_PROTO, kEtherctlProtocol);
+  if (floating && prefix.family == AF_INET6) message.put_u32(IFA_FLAGS, IFA_F_NODAD);
   netlink.request(message, what);
+  if (floating) {
+    try {
+      announce_address(interface, prefix);
+    } catch (const KernelError&) {
+      // Best effort (a link that is down cannot send): the address is in place, and the
+      // failover agent announces floating addresses again after every takeover.
+    }
+  }
 }
 
 // Interface and address make the key: nothing else is managed, so nothing to change.

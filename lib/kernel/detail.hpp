@@ -69,4 +69,5 @@ KindOps route_kind();
 KindOps ipvs_service_kind();
 KindOps ipvs_member_kind();
 KindOps xfrm_policy_kind();
+KindOps ipvs_sync_kind();
 }  // namespace etherctl::kernel

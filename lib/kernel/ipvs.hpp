@@ -13,6 +13,10 @@ namespace etherctl::kernel {
 // cannot overflow in the kernel at any HZ up to 1000.
 inline constexpr uint32_t kIpvsOwnershipTimeout = 2310231;
 
+// The multicast TTL that marks etherctl's sync daemons (ipvs_sync.cpp): they send to a
+// link-local group, which is never forwarded, so the TTL has no other effect.
+inline constexpr int kIpvsSyncOwnershipTtl = 231;
+
 // "this kernel has no IPVS support (ip_vs)" when the calling thread's network namespace has no
 // IPVS generic netlink family, else nullopt.
 std::optional<std::string> ipvs_missing();

@@ -52,9 +52,9 @@ struct KindOps {
   std::vector<std::string> (*repair)(Netlink& netlink) = nullptr;
 };
 
-// All kinds, in creation order (delete in reverse): vlan, vlan_group, tunnel, port, self_ip,
-// route, ipvs_service, ipvs_member. The kinds of lib/kernel are built in; kinds implemented
-// elsewhere (the "tunnel" kind of lib/datapath) join with register_kind() at start-up.
+// All kinds, in creation order (delete in reverse): vlan, vlan_group, tunnel, self_ip, route,
+// ipvs_service, ipvs_member, ipvs_sync, port. The kinds of lib/kernel are built in; kinds
+// implemented elsewhere (the "tunnel" kind of lib/datapath) join with register_kind() at start-up.
 const std::vector<KindOps>& kinds();
 // Throws std::out_of_range naming the kind when it is not registered.
 const KindOps& kind_ops(std::string_view kind);

@@ -10,14 +10,15 @@ namespace etherctl::kernel {
 
 namespace {
 
-// Creation order: links (VLANs, bridges, tunnel interfaces) before the ports that join them and
-// the addresses on them; routes after the addresses that make their gateways reachable; IPVS
-// last, as it needs the addresses. Deletion runs in reverse.
+// Creation order: links (VLANs, bridges, tunnel interfaces) before the addresses on them;
+// routes after the addresses that make their gateways reachable; IPVS after the addresses it
+// needs; bridge ports last (lib/plan/plan.cpp says why). Deletion runs in reverse.
 // IPsec: the policies before the tunnel (its datapath must never send in clear), the strongSwan
 // connection after it (the decrypted packets need the datapath's receive path).
-constexpr std::array<std::string_view, 10> kCreationOrder = {
-    plan::kVlan, plan::kVlanGroup, plan::kIpsecPolicy, plan::kTunnel,      plan::kIpsecConnection,
-    plan::kPort, plan::kSelfIp,    plan::kRoute,       plan::kIpvsService, plan::kIpvsMember,
+constexpr std::array<std::string_view, 11> kCreationOrder = {
+    plan::kVlan,   plan::kVlanGroup, plan::kIpsecPolicy, plan::kTunnel,     plan::kIpsecConnection,
+    plan::kSelfIp, plan::kRoute,     plan::kIpvsService, plan::kIpvsMember, plan::kIpvsSync,
+    plan::kPort,
 };
 
 size_t rank(std::string_view kind) {
@@ -28,9 +29,9 @@ size_t rank(std::string_view kind) {
 
 std::vector<KindOps>& registry() {
   // In creation order (kCreationOrder): register_kind inserts by rank.
-  static std::vector<KindOps> kinds = {vlan_kind(),         bridge_kind(),     xfrm_policy_kind(),
-                                       port_kind(),         address_kind(),    route_kind(),
-                                       ipvs_service_kind(), ipvs_member_kind()};
+  static std::vector<KindOps> kinds = {vlan_kind(),        bridge_kind(),    xfrm_policy_kind(),
+                                       address_kind(),     route_kind(),     ipvs_service_kind(),
+                                       ipvs_member_kind(), ipvs_sync_kind(), port_kind()};
   return kinds;
 }
 

@@ -28,11 +28,17 @@ const std::vector<KindTraits> kTraits = {
       "ike_rekey", "child_rekey", "dpd", "psk_file", "psk_fingerprint", "certificate", "key", "ca",
       "loaded"},
      {}},
-    {kPort, 4, false, {}, {}},
-    {kSelfIp, 5, false, {}, {}},
-    {kRoute, 6, false, {"gateway", "interface"}, {}},
-    {kIpvsService, 7, false, {"scheduler"}, {}, true},
-    {kIpvsMember, 8, false, {"weight", "forward"}, {}},
+    {kSelfIp, 4, false, {}, {}},
+    {kRoute, 5, false, {"gateway", "interface"}, {}},
+    {kIpvsService, 6, false, {"scheduler"}, {}, true},
+    {kIpvsMember, 7, false, {"weight", "forward"}, {}},
+    {kIpvsSync, 7, false, {"interface", "syncid"}, {"interface", "syncid"}, true},
+    // Ports join their bridges after every other change and leave before any: a segment is
+    // joined to another only once everything on this host is ready for it (addresses
+    // announced), and split off before anything is taken away. A failover unit that goes
+    // standby thus stops forwarding before it gives up its floating addresses, and one that
+    // becomes active takes them before it forwards (docs/failover.md).
+    {kPort, 8, false, {}, {}},
 };
 
 // Links share one name space (the interface name), whatever their kind.

@@ -1,9 +1,13 @@
 // Kernel-layer tests against the host kernel, each in a throwaway network namespace. veth pairs
 // stand in for physical NICs. `ip` and `bridge` are the independent readers: what the kernel
 // layer writes is checked with them, not with the kernel layer's own observation only.
+#include <arpa/inet.h>
 #include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/rtnetlink.h>
+#include <net/if.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,6 +23,7 @@
 #include <thread>
 
 #include "kernel/inet.hpp"
+#include "kernel/ipvs.hpp"
 #include "kernel/kind.hpp"
 #include "kernel/netlink.hpp"
 #include "kernel/snapshot.hpp"
@@ -456,6 +461,110 @@ TEST_F(KernelTest, AddressCreateObserveRemoveBothFamilies) {
   EXPECT_EQ(left.find("2001:db8::1"), std::string::npos) << left;
 }
 
+// A packet socket on `ifname` that keeps every frame it receives (ARP and IPv6 included).
+int frame_socket(const std::string& ifname) {
+  int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(ETH_P_ALL));
+  if (fd < 0) throw std::runtime_error("packet socket");
+  sockaddr_ll address{};
+  address.sll_family = AF_PACKET;
+  address.sll_protocol = htons(ETH_P_ALL);
+  address.sll_ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    throw std::runtime_error("bind packet socket");
+  }
+  return fd;
+}
+
+std::vector<std::vector<uint8_t>> frames_received(int fd) {
+  std::vector<std::vector<uint8_t>> frames;
+  uint8_t buffer[2048];
+  for (int idle = 0; idle < 20; ++idle) {
+    ssize_t n;
+    while ((n = recv(fd, buffer, sizeof buffer, 0)) > 0) {
+      frames.emplace_back(buffer, buffer + n);
+      idle = 0;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return frames;
+}
+
+std::vector<uint8_t> mac_bytes(const std::string& ifname) {
+  const std::string text = ip_link(ifname).at("address").get<std::string>();
+  std::vector<uint8_t> mac;
+  for (size_t i = 0; i + 1 < text.size(); i += 3) {
+    mac.push_back(static_cast<uint8_t>(std::stoi(text.substr(i, 2), nullptr, 16)));
+  }
+  return mac;
+}
+
+TEST_F(KernelTest, FloatingAddressesAreAnnouncedAndMoveCleanly) {
+  const auto& ops = kind_ops(plan::kSelfIp);
+  veth("nic0", "far0");
+  run("ip address add 2001:db8::11/64 dev nic0 nodad");
+  const int far = frame_socket("far0");
+  const auto v4 = desired(plan::kSelfIp, "nic0 10.1.0.1/24",
+                          {{"interface", "nic0"}, {"address", "10.1.0.1/24"}, {"floating", true}});
+  const auto v6 =
+      desired(plan::kSelfIp, "nic0 2001:db8::1/64",
+              {{"interface", "nic0"}, {"address", "2001:db8::1/64"}, {"floating", true}});
+  ops.create(netlink_, v4, ownership_);
+  ops.create(netlink_, v6, ownership_);
+  const std::vector<uint8_t> mac = mac_bytes("nic0");
+
+  // What the neighbours see, byte by byte (RFC 826 / RFC 5227, RFC 4861 4.4).
+  bool garp = false, na = false;
+  for (const auto& f : frames_received(far)) {
+    if (f.size() >= 42 && f[12] == 0x08 && f[13] == 0x06) {
+      const std::vector<uint8_t> broadcast(6, 0xff);
+      EXPECT_EQ(std::vector<uint8_t>(f.begin(), f.begin() + 6), broadcast);
+      EXPECT_EQ(std::vector<uint8_t>(f.begin() + 14, f.begin() + 22),
+                (std::vector<uint8_t>{0, 1, 8, 0, 6, 4, 0, 1}));  // Ethernet/IPv4 request
+      EXPECT_EQ(std::vector<uint8_t>(f.begin() + 22, f.begin() + 28), mac);  // sender MAC
+      const std::vector<uint8_t> ip = {10, 1, 0, 1};
+      EXPECT_EQ(std::vector<uint8_t>(f.begin() + 28, f.begin() + 32), ip);  // sender IP
+      EXPECT_EQ(std::vector<uint8_t>(f.begin() + 38, f.begin() + 42), ip);  // target IP
+      garp = true;
+    }
+    // IPv6, next header ICMPv6, type 136 (Neighbor Advertisement)
+    if (f.size() >= 14 + 40 + 32 && f[12] == 0x86 && f[13] == 0xdd && f[14 + 6] == 58 &&
+        f[54] == 136) {
+      EXPECT_EQ(f[14 + 7], 255) << "hop limit";
+      EXPECT_EQ(std::vector<uint8_t>(f.begin(), f.begin() + 6),
+                (std::vector<uint8_t>{0x33, 0x33, 0, 0, 0, 1}));  // to all nodes
+      EXPECT_EQ(f[58] & 0x20, 0x20) << "Override";
+      EXPECT_EQ(f[58] & 0x40, 0) << "not Solicited";
+      std::vector<uint8_t> target(16, 0);
+      target[0] = 0x20, target[1] = 0x01, target[2] = 0x0d, target[3] = 0xb8, target[15] = 1;
+      EXPECT_EQ(std::vector<uint8_t>(f.begin() + 62, f.begin() + 78), target);
+      EXPECT_EQ(f[78], 2) << "target link-layer address option";
+      EXPECT_EQ(std::vector<uint8_t>(f.begin() + 80, f.begin() + 86), mac);
+      na = true;
+    }
+  }
+  close(far);
+  EXPECT_TRUE(garp);
+  EXPECT_TRUE(na);
+
+  // Usable at once: no duplicate address detection for the floating IPv6 address.
+  for (const auto& a : ip_json("ip -j address show dev nic0").at(0).at("addr_info")) {
+    if (a.at("local") == "2001:db8::1") {
+      EXPECT_FALSE(a.contains("tentative")) << a.dump();
+    }
+  }
+  // The floating IPv4 address went first here, so it is the primary of its subnet: the fixed
+  // one added after it must survive its removal (promote_secondaries), routes included.
+  EXPECT_EQ(run("cat /proc/sys/net/ipv4/conf/nic0/promote_secondaries"), "1\n");
+  run("ip address add 10.1.0.11/24 dev nic0 && ip route add 10.9.0.0/16 via 10.1.0.254");
+  for (const auto& object : observe(plan::kSelfIp)) {
+    if (object.key == "nic0 10.1.0.1/24") ops.remove(netlink_, object);
+  }
+  const std::string left = run("ip -4 -o address show dev nic0");
+  EXPECT_NE(left.find("10.1.0.11/24"), std::string::npos) << left;
+  EXPECT_EQ(left.find("10.1.0.1/24"), std::string::npos) << left;
+  EXPECT_NE(run("ip route show 10.9.0.0/16").find("via 10.1.0.254"), std::string::npos);
+}
+
 TEST_F(KernelTest, ForeignAddressIsNotOwned) {
   veth("nic0", "far0");
   run("ip address add 10.1.0.9/24 dev nic0");
@@ -733,6 +842,67 @@ bool netns_exists(const std::string& name) {
   return access(("/run/netns/" + name).c_str(), F_OK) == 0;
 }
 
+// ---------------------------------------------------------------------------------------------
+// ipvs_sync (the connection sync daemons of a failover unit; IPVS only in the stock-kernel VM)
+
+TEST_F(KernelTest, IpvsSyncDaemonsCreateObserveRemove) {
+  require_feature("ipvs");
+  const auto& ops = kind_ops(plan::kIpvsSync);
+  veth("wan0", "far0");
+  EXPECT_TRUE(observe(plan::kIpvsSync).empty());
+  for (const char* state : {"master", "backup"}) {
+    ops.create(netlink_, desired(plan::kIpvsSync, state, {{"interface", "wan0"}, {"syncid", 51}}),
+               ownership_);
+  }
+  // ipvsadm, the independent reader, shows both running with etherctl's TTL mark.
+  const std::string daemons = run("ipvsadm -L --daemon");
+  EXPECT_NE(daemons.find("master sync daemon (mcast=wan0, syncid=51"), std::string::npos)
+      << daemons;
+  EXPECT_NE(daemons.find("backup sync daemon (mcast=wan0, syncid=51"), std::string::npos)
+      << daemons;
+  EXPECT_NE(daemons.find("ttl=231"), std::string::npos) << daemons;
+  auto objects = observe(plan::kIpvsSync);
+  ASSERT_EQ(objects.size(), 2u);
+  for (const char* state : {"master", "backup"}) {
+    const plan::Object* seen = find(objects, state);
+    ASSERT_NE(seen, nullptr) << state;
+    EXPECT_TRUE(seen->owned);
+    EXPECT_EQ(seen->attrs, (json{{"interface", "wan0"}, {"syncid", 51}}));
+  }
+  for (const auto& object : objects) ops.remove(netlink_, object);
+  EXPECT_EQ(run("ipvsadm -L --daemon"), "");
+  EXPECT_TRUE(observe(plan::kIpvsSync).empty());
+}
+
+TEST_F(KernelTest, ForeignSyncDaemonIsNotOwned) {
+  require_feature("ipvs");
+  veth("wan0", "far0");
+  run("ipvsadm --start-daemon master --mcast-interface wan0 --syncid 7");
+  const plan::Object* seen = observed(plan::kIpvsSync, "master");
+  ASSERT_NE(seen, nullptr);
+  EXPECT_FALSE(seen->owned);
+  EXPECT_EQ(seen->attrs.at("ttl"), 1);
+  EXPECT_EQ(seen->attrs.at("syncid"), 7);
+  run("ipvsadm --stop-daemon master");
+}
+
+TEST_F(KernelTest, SyncDaemonWithoutIpvsIsExplained) {
+  if (!ipvs_missing()) GTEST_SKIP() << "this kernel has IPVS";
+  veth("wan0", "far0");
+  EXPECT_TRUE(observe(plan::kIpvsSync).empty());
+  try {
+    kind_ops(plan::kIpvsSync)
+        .create(netlink_,
+                desired(plan::kIpvsSync, "master", {{"interface", "wan0"}, {"syncid", 51}}),
+                ownership_);
+    FAIL() << "created a sync daemon without IPVS";
+  } catch (const KernelError& e) {
+    EXPECT_NE(std::string(e.what()).find("create ipvs_sync master: this kernel has no IPVS"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(TestNetns, EntersLeavesAndDeletes) {
   const ino_t outside = current_netns();
   std::string name;
@@ -799,8 +969,9 @@ TEST(RequireFeature, FailsInsteadOfSkippingWhenAllAreRequired) {
 TEST(Registry, KindsInCreationOrder) {
   std::vector<std::string> names;
   for (const auto& ops : kinds()) names.emplace_back(ops.kind);
-  EXPECT_EQ(names, (std::vector<std::string>{"vlan", "vlan_group", "ipsec_policy", "port",
-                                             "self_ip", "route", "ipvs_service", "ipvs_member"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"vlan", "vlan_group", "ipsec_policy", "self_ip",
+                                             "route", "ipvs_service", "ipvs_member", "ipvs_sync",
+                                             "port"}));
   EXPECT_EQ(kind_ops("route").kind, "route");
   EXPECT_THROW(kind_ops("nonsense"), std::out_of_range);
 }
@@ -812,10 +983,11 @@ TEST(Registry, RegisterKindKeepsCreationOrder) {
   register_kind(tunnel);
   std::vector<std::string> names;
   for (const auto& ops : kinds()) names.emplace_back(ops.kind);
-  EXPECT_EQ(names, (std::vector<std::string>{"vlan", "vlan_group", "ipsec_policy", "tunnel", "port",
-                                             "self_ip", "route", "ipvs_service", "ipvs_member"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"vlan", "vlan_group", "ipsec_policy", "tunnel",
+                                             "self_ip", "route", "ipvs_service", "ipvs_member",
+                                             "ipvs_sync", "port"}));
   register_kind(tunnel);  // again: replaces, does not duplicate
-  EXPECT_EQ(kinds().size(), 9u);
+  EXPECT_EQ(kinds().size(), 10u);
   // Leave the registry as other tests expect it.
   const_cast<std::vector<KindOps>&>(kinds()) = saved;
 }

@@ -58,11 +58,11 @@ TEST(Plan, FromEmptyCreatesParentsBeforeChildren) {
                            "create vlan servers",
                            "modify vlan eth0",  // adopted: brought up
                            "create vlan_group vmotion",
-                           "create port vmotion/servers",
                            "create self_ip vmotion 10.1.0.1/24",
                            "create self_ip vmotion 2001:db8:1::1/64",
                            "create self_ip eth0 198.51.100.1/24",
                            "create route 203.0.113.0/24",
+                           "create port vmotion/servers",  // joined last
                        }));
   EXPECT_EQ(plan.changes[0].desired.path, "/devices/dc1-edge/vlans/servers");
   EXPECT_EQ(plan.changes[1].before(), (nlohmann::json{{"up", false}}));
@@ -108,11 +108,11 @@ TEST(Plan, RemovedObjectsAreDeletedChildrenFirst) {
   observed.push_back(foreign_link("eth1"));
   Plan plan = make_plan({}, observed);
   EXPECT_EQ(ops(plan), (std::vector<std::string>{
+                           "delete port vmotion/servers",  // left first
                            "delete route 203.0.113.0/24",
                            "delete self_ip vmotion 10.1.0.1/24",
                            "delete self_ip vmotion 2001:db8:1::1/64",
                            "delete self_ip eth0 198.51.100.1/24",
-                           "delete port vmotion/servers",
                            "delete vlan servers",
                            "delete vlan_group vmotion",
                        }));
