@@ -219,6 +219,14 @@ def build() -> dict:
                                "the group).",
                 "type": "string", "minLength": 1, "examples": ["vmotion"],
             },
+            "floating": {
+                "description": "The address moves with the active unit of the device's failover "
+                               "group: the standby does not hold it. Only on a unit of a group; "
+                               "the unit needs a fixed (not floating) self IP in the same subnet "
+                               "on the same VLAN, and both units declare the same floating self "
+                               "IPs.",
+                "type": "boolean", "default": False,
+            },
         },
     }
 
@@ -342,6 +350,60 @@ def build() -> dict:
             "routes": named_map("Static routes by name.", ref("route")),
             "pools": named_map("Load-balanced pools (IPVS virtual services) by name.",
                                ref("pool")),
+            "failover": {
+                "description": "The device is a unit of a failover group: "
+                               "{\"group\": NAME, \"priority\": 1..254}. The unit with the "
+                               "higher priority is active when both can be.",
+                "type": "object", "required": ["group", "priority"],
+                "additionalProperties": False,
+                "properties": {
+                    "group": {"description": "The failover group (a key of "
+                                             "\"failover_groups\") that lists this device.",
+                              "type": "string", "minLength": 1, "examples": ["dc1"]},
+                    "priority": {"description": "VRRP priority (255, the address owner's, is "
+                                                "not allowed); the two units' differ.",
+                                 "type": "integer", "minimum": 1, "maximum": 254,
+                                 "examples": [200, 100]},
+                },
+            },
+        },
+    }
+
+    defs["failoverGroup"] = {
+        "description": "Two devices of one data center that share a configuration: keepalived "
+                       "(VRRPv3) elects the active one, which holds the floating self IPs and "
+                       "forwards; the other is standby. Both declare the same VLANs, VLAN "
+                       "groups, floating self IPs and pools.",
+        "type": "object", "required": ["devices", "vlan", "virtual_router_id"],
+        "additionalProperties": False,
+        "properties": {
+            "devices": {"description": "The two units (device names); each has \"failover\" "
+                                       "naming this group.",
+                        "type": "array", "items": ref("deviceName"), "minItems": 2,
+                        "maxItems": 2, "examples": [["dc1-a", "dc1-b"]]},
+            "vlan": {"description": "The VLAN (or VLAN group) the units elect on; each unit has "
+                                    "a fixed IPv4 self IP on it (VRRP sends from it).",
+                     "type": "string", "minLength": 1, "examples": ["wan"]},
+            "virtual_router_id": {"description": "VRRP virtual router id, unique among the "
+                                                 "file's groups; also the IPVS connection sync "
+                                                 "id.",
+                                  "type": "integer", "minimum": 1, "maximum": 255,
+                                  "examples": [51]},
+            "advert_int": {"description": "VRRP advertisement interval in seconds, in steps of "
+                                          "0.01 (VRRPv3 centiseconds). The master is declared "
+                                          "dead after 3 intervals plus skew: 0.1 fails over in "
+                                          "about a third of a second.",
+                           "type": "number", "minimum": 0.01, "maximum": 40.95, "default": 0.1},
+            "preempt": {"description": "The unit with the higher priority takes over again "
+                                       "when it returns.",
+                        "type": "boolean", "default": True},
+            "preempt_delay": {"description": "Seconds a returning unit waits before it takes "
+                                             "over (with preempt).",
+                              "type": "integer", "minimum": 0, "maximum": 1000, "default": 0},
+            "unicast": {"description": "Send VRRP advertisements to the peer's fixed self IP "
+                                       "instead of the multicast group 224.0.0.18 (for networks "
+                                       "that filter multicast).",
+                        "type": "boolean", "default": False},
         },
     }
 
@@ -372,11 +434,12 @@ def build() -> dict:
             "endpoints": {
                 "description": "Exactly two endpoints, by name. A device of the file: its "
                                "endpoint address, which must be one of its self IPs (a string). "
+                               "A failover group: one of its floating self IPs (a string). "
                                "A peer that etherctl does not manage (a BIG-IP, an OpenBSD "
                                "etherip(4), a FreeBSD gif(4)): {\"address\": ..., \"managed\": "
-                               "false}, named anything but a device of the file. One managed "
-                               "and one unmanaged endpoint, or two managed. Both of one address "
-                               "family, distinct.",
+                               "false}, named anything but a device or failover group of the "
+                               "file. One managed and one unmanaged endpoint, or two managed. "
+                               "Both of one address family, distinct.",
                 "type": "object", "minProperties": 2, "maxProperties": 2,
                 "propertyNames": ref("deviceName"),
                 "additionalProperties": {"oneOf": [ref("address"), ref("tunnelEndpoint")]},
@@ -515,6 +578,9 @@ def build() -> dict:
             "tunnels": named_map("EtherIP tunnels by name; the name is the tunnel's bridge port "
                                  "interface name (1..11 bytes).", ref("tunnel"),
                                  ref("tunnelName")),
+            "failover_groups": named_map("Failover groups by name: pairs of devices of which "
+                                         "one is active (see docs/failover.md).",
+                                         ref("failoverGroup"), ref("deviceName")),
         },
         "$defs": defs,
     }

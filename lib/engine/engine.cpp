@@ -480,6 +480,21 @@ struct Run {
   }
 };
 
+// What a valid file may hold that this version does not apply yet, each with its pointer.
+// Failover groups (issue 17) are checked, but applying one unit without its election would
+// leave both units forwarding and loop the stretched segments: refused as a whole instead.
+std::vector<model::Problem> not_applied_yet(const model::Site& site) {
+  std::vector<model::Problem> problems;
+  for (const auto& [name, group] : site.failover_groups) {
+    problems.push_back(
+        {group.path, "failover group \"" + name +
+                         "\" is valid, but this version of etherctl does not apply failover "
+                         "groups yet (no election runs, so both units would forward and loop "
+                         "the stretched segments); nothing was changed (docs/failover.md)"});
+  }
+  return problems;
+}
+
 // Parse and validate the site file (or take the one `watch` keeps).
 bool parse(Run& run) {
   run.site = run.options.preloaded_site;
@@ -489,6 +504,10 @@ bool parse(Run& run) {
   if (!loaded.site) {
     run.report.errors = loaded.problems;
     return run.stop(Outcome::Invalid);
+  }
+  if (run.options.command != Command::Validate) {
+    run.report.errors = not_applied_yet(*loaded.site);
+    if (!run.report.errors.empty()) return run.stop(Outcome::Invalid);
   }
   run.site = std::make_shared<const model::Site>(std::move(*loaded.site));
   return true;
@@ -730,7 +749,8 @@ LoadedSite load(const std::string& site_file) {
   LoadedSite out;
   model::LoadResult loaded = model::load_site_file(site_file);
   out.problems = loaded.problems;
-  if (loaded.site) out.site = std::make_shared<const model::Site>(std::move(*loaded.site));
+  if (loaded.site) out.problems = not_applied_yet(*loaded.site);
+  if (out.problems.empty()) out.site = std::make_shared<const model::Site>(std::move(*loaded.site));
   out.sha256 = file_sha256(site_file);
   return out;
 }

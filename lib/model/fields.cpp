@@ -1,6 +1,7 @@
 #include "model/fields.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 namespace etherctl::model {
 
@@ -146,6 +147,31 @@ std::optional<bool> Fields::boolean(const std::string& key) {
     return std::nullopt;
   }
   return value->get<bool>();
+}
+
+std::optional<int> Fields::centiseconds(const std::string& key, int min, int max) {
+  const auto* value = member(key, false);
+  if (!value) return std::nullopt;
+  if (!value->is_number()) {
+    problem(key, "must be a number of seconds, not " + json_type_name(*value));
+    return std::nullopt;
+  }
+  const double seconds = value->get<double>();
+  const double hundredths = seconds * 100;
+  auto text = [](int centi) {
+    std::string digits = std::to_string(centi % 100);
+    return std::to_string(centi / 100) + "." + (digits.size() == 1 ? "0" + digits : digits);
+  };
+  if (!(hundredths >= min - 1e-6 && hundredths <= max + 1e-6)) {
+    problem(key, value->dump() + " is out of range " + text(min) + ".." + text(max) + " seconds");
+    return std::nullopt;
+  }
+  const double rounded = std::round(hundredths);
+  if (std::abs(hundredths - rounded) > 1e-6) {
+    problem(key, value->dump() + " is not a whole number of hundredths of a second");
+    return std::nullopt;
+  }
+  return static_cast<int>(rounded);
 }
 
 const nlohmann::json* Fields::object(const std::string& key, bool required) {

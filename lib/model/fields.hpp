@@ -27,6 +27,9 @@ class Fields {
   std::optional<std::string> string(const std::string& key, bool required);
   std::optional<int64_t> integer(const std::string& key, bool required, int64_t min, int64_t max);
   std::optional<bool> boolean(const std::string& key);
+  // A number of seconds with centisecond resolution (0.1, 1, 2.25): the count of centiseconds,
+  // between min and max. Problems for other types, ranges and finer fractions.
+  std::optional<int> centiseconds(const std::string& key, int min, int max);
   // Returns the member if it is an object (problem otherwise); nullptr when absent.
   const nlohmann::json* object(const std::string& key, bool required);
   const nlohmann::json* array(const std::string& key, bool required);

@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "model/failover.hpp"
 #include "model/fields.hpp"
 #include "model/pools.hpp"
 #include "model/validate.hpp"
@@ -257,14 +258,15 @@ std::optional<IpAddress> parse_address(Fields& fields, const std::string& key, b
 
 SelfIp parse_self_ip(const std::string& name, const json& value, const std::string& path,
                      Problems& problems) {
-  SelfIp self_ip{name, path, {}, ""};
-  Fields fields(value, path, problems, {"address", "vlan"});
+  SelfIp self_ip{name, path, {}, "", false};
+  Fields fields(value, path, problems, {"address", "vlan", "floating"});
   if (!fields.ok()) return self_ip;
   if (auto prefix = parse_prefix(fields, "address")) self_ip.address = *prefix;
   if (auto vlan = fields.string("vlan", true)) {
     self_ip.vlan = *vlan;
     if (vlan->empty()) fields.problem("vlan", "must name a VLAN or VLAN group, not be empty");
   }
+  self_ip.floating = fields.boolean("floating").value_or(false);
   return self_ip;
 }
 
@@ -306,9 +308,11 @@ void parse_map(Fields& parent, const std::string& key, std::map<std::string, T>&
 
 Device parse_device(const std::string& name, const json& value, const std::string& path,
                     Problems& problems) {
-  Device device{name, path, {}, {}, {}, {}, {}};
-  Fields fields(value, path, problems, {"vlans", "vlan_groups", "self_ips", "routes", "pools"});
+  Device device{name, path, {}, {}, {}, {}, {}, std::nullopt};
+  Fields fields(value, path, problems,
+                {"vlans", "vlan_groups", "self_ips", "routes", "pools", "failover"});
   if (!fields.ok()) return device;
+  device.failover = parse_device_failover(fields, problems);
   parse_map(fields, "vlans", device.vlans, problems, parse_vlan);
   parse_map(fields, "vlan_groups", device.vlan_groups, problems, parse_vlan_group);
   parse_map(fields, "self_ips", device.self_ips, problems, parse_self_ip);
@@ -440,7 +444,8 @@ LoadResult load_site(const std::string& text) {
 
   Site site;
   Problems& problems = result.problems;
-  Fields top(document, "", problems, {"etherctl", "devices", "tunnels", "$schema", "description"});
+  Fields top(document, "", problems,
+             {"etherctl", "devices", "tunnels", "failover_groups", "$schema", "description"});
   if (!top.ok()) return result;
   if (auto version = top.integer("etherctl", true, 0, 1000000)) {
     if (*version != kSchemaVersion) {
@@ -456,6 +461,7 @@ LoadResult load_site(const std::string& text) {
     problems.push_back({"", "missing required key \"devices\""});
   }
   parse_map(top, "tunnels", site.tunnels, problems, parse_tunnel);
+  parse_map(top, "failover_groups", site.failover_groups, problems, parse_failover_group);
   validate(site, problems);
   if (problems.empty()) result.site = std::move(site);
   return result;

@@ -41,7 +41,8 @@ struct SelfIp {
   std::string name;
   std::string path;
   IpPrefix address;
-  std::string vlan;  // VLAN or VLAN group name
+  std::string vlan;       // VLAN or VLAN group name
+  bool floating = false;  // held by the active unit of a failover group only
 };
 
 struct Route {
@@ -82,6 +83,13 @@ struct Pool {
   std::optional<Monitor> monitor;
 };
 
+// A device's place in a failover group: "failover": {"group": "dc1", "priority": 200}.
+struct DeviceFailover {
+  std::string path;
+  std::string group;
+  int priority = 0;  // VRRP priority, 1..254; the higher one is master when both can be
+};
+
 struct Device {
   std::string name;
   std::string path;
@@ -90,6 +98,22 @@ struct Device {
   std::map<std::string, SelfIp> self_ips;
   std::map<std::string, Route> routes;
   std::map<std::string, Pool> pools;
+  std::optional<DeviceFailover> failover;
+};
+
+// Two devices of one data center that share a configuration: keepalived (VRRP) elects the
+// active one, which holds the floating self IPs and forwards; the other is standby
+// (docs/failover.md).
+struct FailoverGroup {
+  std::string name;
+  std::string path;
+  std::vector<std::string> devices;  // exactly two
+  std::string vlan;                  // the VLAN (or VLAN group) the units elect on
+  int virtual_router_id = 0;         // 1..255; also the IPVS connection sync id
+  int advert_centiseconds = 10;      // "advert_int" in seconds (0.01..40.95); default 0.1
+  bool preempt = true;               // the higher priority takes over again when it returns
+  int preempt_delay = 0;             // seconds it waits before that, 0..1000
+  bool unicast = false;              // VRRP to the peer's fixed self IP, not 224.0.0.18
 };
 
 // One end of a tunnel: a device of the site file (managed: its self IP), or a peer that
@@ -116,7 +140,15 @@ struct Site {
   int version = kSchemaVersion;
   std::map<std::string, Device> devices;
   std::map<std::string, Tunnel> tunnels;
+  std::map<std::string, FailoverGroup> failover_groups;
 };
+
+// The failover group `device` is a unit of, or nullptr.
+const FailoverGroup* failover_group_of(const Site& site, const Device& device);
+// The other unit of `device`'s failover group, or nullptr.
+const Device* failover_peer(const Site& site, const Device& device);
+// The name `device` goes by among tunnel endpoints: its failover group's, else its own.
+const std::string& endpoint_name(const Site& site, const Device& device);
 
 struct LoadResult {
   std::optional<Site> site;  // set only when problems is empty

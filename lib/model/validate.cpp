@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 
+#include "model/failover.hpp"
 #include "model/fields.hpp"
 #include "model/pools.hpp"
 
@@ -11,20 +12,12 @@ namespace etherctl::model {
 
 namespace {
 
-// Device names, and the names of tunnel peers that etherctl does not manage (the same name
-// space: a name is a device or a peer).
-constexpr const char* kDeviceNameRule = "must be at most 63 letters, digits, '.', '_' or '-'";
-bool is_device_name(const std::string& name) {
-  return name.size() <= 63 && std::all_of(name.begin(), name.end(), [](char c) {
-           return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
-         });
-}
-
-// Tunnels that have an endpoint on `device`.
-std::vector<const Tunnel*> tunnels_of(const Site& site, const std::string& device) {
+// Tunnels that have an endpoint on `device` (named by the device, or by its failover group).
+std::vector<const Tunnel*> tunnels_of(const Site& site, const Device& device) {
   std::vector<const Tunnel*> tunnels;
+  const std::string& endpoint = endpoint_name(site, device);
   for (const auto& [name, tunnel] : site.tunnels) {
-    if (tunnel.endpoints.count(device)) tunnels.push_back(&tunnel);
+    if (tunnel.endpoints.count(endpoint)) tunnels.push_back(&tunnel);
   }
   return tunnels;
 }
@@ -68,7 +61,7 @@ void validate_device(const Site& site, const Device& device, Problems& problems)
     }
   }
 
-  auto tunnels = tunnels_of(site, device.name);
+  auto tunnels = tunnels_of(site, device);
   std::set<std::string> tunnel_names;
   for (const Tunnel* tunnel : tunnels) {
     tunnel_names.insert(tunnel->name);
@@ -241,13 +234,48 @@ void validate_tunnel(const Site& site, const Tunnel& tunnel, Problems& problems)
                                       "\" is a device of this file, so etherctl manages it; drop "
                                       "\"managed\": false, or name the unmanaged peer otherwise"});
       }
+      if (site.failover_groups.count(name)) {
+        problems.push_back({path, "\"" + name +
+                                      "\" is a failover group of this file, so etherctl manages "
+                                      "it; drop \"managed\": false, or name the unmanaged peer "
+                                      "otherwise"});
+      }
+      continue;
+    }
+    auto group = site.failover_groups.find(name);
+    if (group != site.failover_groups.end()) {
+      // A pair's endpoint moves with its active unit: a floating self IP of both units.
+      for (const auto& unit_name : group->second.devices) {
+        auto unit = site.devices.find(unit_name);
+        if (unit == site.devices.end()) continue;  // reported with the group
+        const bool floating = std::any_of(
+            unit->second.self_ips.begin(), unit->second.self_ips.end(), [&](const auto& entry) {
+              return entry.second.floating && entry.second.address.address == address;
+            });
+        if (!floating) {
+          problems.push_back({path, address.str() + " is not a floating self IP of device \"" +
+                                        unit_name + "\"; the endpoint of failover group \"" + name +
+                                        "\" moves with its active unit"});
+        }
+      }
       continue;
     }
     if (device == site.devices.end()) {
-      problems.push_back({path, unknown("device", name, keys_of(site.devices)) +
+      std::vector<std::string> candidates = keys_of(site.devices);
+      for (const auto& [group_name, unused] : site.failover_groups)
+        candidates.push_back(group_name);
+      const char* what = site.failover_groups.empty() ? "device" : "device or failover group";
+      problems.push_back({path, unknown(what, name, candidates) +
                                     " (a peer that etherctl does not manage is written "
                                     "{\"address\": \"" +
                                     address.str() + "\", \"managed\": false})"});
+      continue;
+    }
+    if (const FailoverGroup* pair = failover_group_of(site, device->second)) {
+      problems.push_back({path, "device \"" + name + "\" is a unit of failover group \"" +
+                                    pair->name +
+                                    "\"; name the group: its endpoint is a floating "
+                                    "self IP that moves with the active unit"});
       continue;
     }
     bool is_self_ip =
@@ -264,6 +292,13 @@ void validate_tunnel(const Site& site, const Tunnel& tunnel, Problems& problems)
                         "its peer (one managed and one unmanaged endpoint, or two managed)"});
   }
   if (tunnel.ipsec) {
+    for (const auto& [name, endpoint] : tunnel.endpoints) {
+      if (endpoint.managed && site.failover_groups.count(name)) {
+        // charon on both units with a moving local address: not designed yet (issue 17).
+        problems.push_back({tunnel.ipsec->path, "IPsec on a tunnel of failover group \"" + name +
+                                                    "\" is not supported yet"});
+      }
+    }
     if (family == 6) {
       // The receive path checks the SA and reassembles ESP for IPv4 only (lib/datapath).
       problems.push_back({tunnel.ipsec->path,
@@ -302,6 +337,13 @@ void validate(const Site& site, Problems& problems) {
                                                   std::to_string(it->first) + "; rename one"});
     }
   }
+  validate_failover(site, problems);
+}
+
+bool is_device_name(const std::string& name) {
+  return name.size() <= 63 && std::all_of(name.begin(), name.end(), [](char c) {
+           return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+         });
 }
 
 }  // namespace etherctl::model

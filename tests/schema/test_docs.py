@@ -47,6 +47,8 @@ SECTIONS = {
     "#/$defs/ipsec": "IPsec",
     "#/$defs/ipsec/properties/proposals": "IPsec proposals",
     "#/$defs/ipsec/properties/lifetimes": "IPsec lifetimes",
+    "#/$defs/failoverGroup": "Failover groups",
+    "#/$defs/device/properties/failover": "Device failover",
 }
 
 

@@ -1,0 +1,275 @@
+// Failover groups in the model: parsing, and every rule with its JSON pointer (each case
+// fails if its check is missing: the lab's site file is valid, and one change breaks one
+// rule). No kernel.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+
+#include "model/failover.hpp"
+#include "model/site.hpp"
+
+namespace etherctl {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+json lab_site() {
+  std::ifstream in(fs::path(ETHERCTL_SOURCE_DIR) / "examples/ha/site.json");
+  return json::parse(in);
+}
+
+model::LoadResult load(const json& site) { return model::load_site(site.dump()); }
+
+std::string dump(const model::Problems& problems) {
+  std::string out;
+  for (const auto& p : problems) out += "  " + p.path + ": " + p.message + "\n";
+  return out;
+}
+
+// The site with `change` applied must be refused with a problem at `path` whose message
+// contains `message`.
+void expect_problem(const std::function<void(json&)>& change, const std::string& path,
+                    const std::string& message) {
+  json site = lab_site();
+  change(site);
+  auto result = load(site);
+  EXPECT_FALSE(result.site) << path;
+  bool found = false;
+  for (const auto& p : result.problems) {
+    if (p.path == path && p.message.find(message) != std::string::npos) found = true;
+  }
+  EXPECT_TRUE(found) << "expected at " << path << ": " << message << "\ngot:\n"
+                     << dump(result.problems);
+}
+
+TEST(FailoverModel, TheLabSiteLoads) {
+  auto result = load(lab_site());
+  ASSERT_TRUE(result.site) << dump(result.problems);
+  const auto& site = *result.site;
+  const auto& group = site.failover_groups.at("dc1");
+  EXPECT_EQ(group.devices, (std::vector<std::string>{"dc1-a", "dc1-b"}));
+  EXPECT_EQ(group.vlan, "wan");
+  EXPECT_EQ(group.virtual_router_id, 51);
+  EXPECT_EQ(group.advert_centiseconds, 10);  // the default
+  EXPECT_TRUE(group.preempt);
+  const auto& a = site.devices.at("dc1-a");
+  ASSERT_TRUE(a.failover);
+  EXPECT_EQ(a.failover->group, "dc1");
+  EXPECT_EQ(a.failover->priority, 200);
+  EXPECT_TRUE(a.self_ips.at("wan-floating").floating);
+  EXPECT_FALSE(a.self_ips.at("wan-self").floating);
+  EXPECT_EQ(model::failover_group_of(site, a), &group);
+  EXPECT_EQ(model::failover_peer(site, a), &site.devices.at("dc1-b"));
+  EXPECT_EQ(model::endpoint_name(site, a), "dc1");
+  EXPECT_EQ(site.tunnels.at("dcx").endpoints.at("dc1").address.str(), "198.51.100.1");
+  // Without "failover" a device is its own endpoint and has no peer.
+  json single = lab_site();
+  single["failover_groups"].erase("dc2");
+  single["devices"]["dc2"] = single["devices"]["dc2-a"];
+  single["devices"]["dc2"].erase("failover");
+  single["devices"]["dc2"]["self_ips"]["wan-floating"].erase("floating");
+  single["devices"]["dc2"]["self_ips"]["server-gateway"].erase("floating");
+  single["devices"].erase("dc2-a");
+  single["devices"].erase("dc2-b");
+  auto loaded = load(single);
+  ASSERT_TRUE(loaded.site) << dump(loaded.problems);
+  const auto& dc2 = loaded.site->devices.at("dc2");
+  EXPECT_EQ(model::failover_group_of(*loaded.site, dc2), nullptr);
+  EXPECT_EQ(model::failover_peer(*loaded.site, dc2), nullptr);
+  EXPECT_EQ(model::endpoint_name(*loaded.site, dc2), "dc2");
+}
+
+TEST(FailoverModel, AdvertIntervalInSecondsWithCentisecondSteps) {
+  for (const auto& [text, centiseconds] : std::vector<std::pair<json, int>>{
+           {0.01, 1}, {0.1, 10}, {1, 100}, {2.5, 250}, {40.95, 4095}}) {
+    json site = lab_site();
+    site["failover_groups"]["dc1"]["advert_int"] = text;
+    auto result = load(site);
+    ASSERT_TRUE(result.site) << text << dump(result.problems);
+    EXPECT_EQ(result.site->failover_groups.at("dc1").advert_centiseconds, centiseconds) << text;
+  }
+  for (const json& bad : {json(0), json(0.005), json(41), json(0.125), json("0.1"), json(-1)}) {
+    json site = lab_site();
+    site["failover_groups"]["dc1"]["advert_int"] = bad;
+    auto result = load(site);
+    EXPECT_FALSE(result.site) << bad;
+    ASSERT_FALSE(result.problems.empty());
+    EXPECT_EQ(result.problems[0].path, "/failover_groups/dc1/advert_int") << dump(result.problems);
+  }
+}
+
+TEST(FailoverModel, RulesWithPointers) {
+  expect_problem([](json& s) { s["failover_groups"]["dc1"]["devices"] = {"dc1-a"}; },
+                 "/failover_groups/dc1/devices", "exactly two devices");
+  expect_problem([](json& s) { s["failover_groups"]["dc1"]["devices"][1] = "dc1-bb"; },
+                 "/failover_groups/dc1/devices/1", "unknown device \"dc1-bb\"; did you mean");
+  expect_problem([](json& s) { s["failover_groups"]["dc1"]["devices"][1] = "dc1-a"; },
+                 "/failover_groups/dc1/devices/1", "listed twice");
+  expect_problem([](json& s) { s["failover_groups"]["dc2"]["devices"][0] = "dc1-a"; },
+                 "/failover_groups/dc2/devices/0", "already a unit of failover group \"dc1\"");
+  expect_problem([](json& s) { s["devices"]["dc1-b"].erase("failover"); }, "/devices/dc1-b",
+                 "it needs \"failover\"");
+  expect_problem([](json& s) { s["devices"]["dc1-b"]["failover"]["group"] = "dc3"; },
+                 "/devices/dc1-b/failover/group", "unknown failover group \"dc3\"");
+  expect_problem([](json& s) { s["devices"]["dc1-b"]["failover"]["priority"] = 200; },
+                 "/devices/dc1-b/failover/priority", "need different priorities");
+  expect_problem([](json& s) { s["devices"]["dc1-b"]["failover"]["priority"] = 255; },
+                 "/devices/dc1-b/failover/priority", "out of range 1..254");
+  expect_problem([](json& s) { s["failover_groups"]["dc2"]["virtual_router_id"] = 51; },
+                 "/failover_groups/dc2/virtual_router_id",
+                 "also the virtual router id of failover group \"dc1\"");
+  expect_problem([](json& s) { s["failover_groups"]["dc1"]["vlan"] = "wan2"; },
+                 "/failover_groups/dc1/vlan", "has no VLAN or VLAN group \"wan2\"");
+  expect_problem([](json& s) { s["devices"]["dc1-b"]["self_ips"].erase("wan-self"); },
+                 "/failover_groups/dc1/vlan", "no fixed (not floating) IPv4 self IP");
+  expect_problem(
+      [](json& s) {
+        s["failover_groups"]["dc1"]["preempt"] = false;
+        s["failover_groups"]["dc1"]["preempt_delay"] = 5;
+      },
+      "/failover_groups/dc1/preempt_delay", "no effect");
+  expect_problem([](json& s) { s["failover_groups"]["dc1-a"] = s["failover_groups"]["dc1"]; },
+                 "/failover_groups/dc1-a", "is also a device");
+  expect_problem([](json& s) { s["failover_groups"]["dc1"]["devices"].push_back("dc2-a"); },
+                 "/failover_groups/dc1/devices",
+                 "exactly two devices (an active and a standby unit), not 3");
+  expect_problem([](json& s) { s["devices"]["dc1-b"]["failover"]["priority"] = 0; },
+                 "/devices/dc1-b/failover/priority", "out of range 1..254");
+  expect_problem([](json& s) { s["devices"]["dc1-b"]["failover"].erase("priority"); },
+                 "/devices/dc1-b/failover", "priority");
+  // A unit that names the other group: each side of the mismatch is reported.
+  expect_problem([](json& s) { s["devices"]["dc2-b"]["failover"]["group"] = "dc1"; },
+                 "/devices/dc2-b/failover/group",
+                 "is \"dc1\", but failover group \"dc2\" lists this device");
+  expect_problem([](json& s) { s["devices"]["dc2-b"]["failover"]["group"] = "dc1"; },
+                 "/devices/dc2-b/failover/group",
+                 "failover group \"dc1\" does not list device \"dc2-b\"");
+  expect_problem([](json& s) { s["failover_groups"]["dc1"]["virtual_router_id"] = 256; },
+                 "/failover_groups/dc1/virtual_router_id", "out of range 1..255");
+  expect_problem([](json& s) { s["failover_groups"]["dc1"]["devices"] = "dc1-a"; },
+                 "/failover_groups/dc1/devices", "array");
+  expect_problem([](json& s) { s["failover_groups"]["dc1"]["vlan"] = ""; },
+                 "/failover_groups/dc1/vlan", "must name a VLAN or VLAN group, not be empty");
+  expect_problem([](json& s) { s["devices"]["dc1-b"]["failover"]["group"] = ""; },
+                 "/devices/dc1-b/failover/group", "must name a failover group, not be empty");
+  expect_problem([](json& s) { s["failover_groups"]["dc1"]["priority"] = 1; },
+                 "/failover_groups/dc1/priority", "");
+}
+
+TEST(FailoverModel, UnitsShareTheirConfiguration) {
+  expect_problem([](json& s) { s["devices"]["dc1-b"]["vlans"].erase("servers"); },
+                 "/devices/dc1-b/vlans", "lacks VLAN \"servers\" of device \"dc1-a\"");
+  expect_problem([](json& s) { s["devices"]["dc1-b"]["vlans"]["servers"]["mtu"] = 9000; },
+                 "/devices/dc1-b/vlans/servers", "differs from VLAN \"servers\"");
+  expect_problem(
+      [](json& s) {
+        s["devices"]["dc1-b"]["vlans"]["extra"] = {{"interface", "eth2"}};
+      },
+      "/devices/dc1-b/vlans/extra", "is not declared by device \"dc1-a\"");
+  expect_problem(
+      [](json& s) {
+        s["devices"]["dc1-b"]["self_ips"]["wan-floating"]["address"] = "198.51.100.2/24";
+      },
+      "/devices/dc1-b/self_ips/wan-floating", "differs from floating self IP");
+  expect_problem([](json& s) { s["devices"]["dc1-b"]["vlan_groups"]["vmotion"]["mtu"] = 1400; },
+                 "/devices/dc1-b/vlan_groups/vmotion", "differs from VLAN group \"vmotion\"");
+  expect_problem(
+      [](json& s) { s["devices"]["dc1-b"]["vlan_groups"]["vmotion"]["members"] = {"servers"}; },
+      "/devices/dc1-b/vlan_groups/vmotion", "differs from VLAN group \"vmotion\"");
+  expect_problem([](json& s) { s["devices"]["dc1-b"]["vlan_groups"].erase("vmotion"); },
+                 "/devices/dc1-b/vlan_groups", "lacks VLAN group \"vmotion\"");
+  expect_problem(
+      [](json& s) {
+        s["devices"]["dc1-b"]["self_ips"]["extra"] = {
+            {"address", "198.51.100.3/24"}, {"vlan", "wan"}, {"floating", true}};
+      },
+      "/devices/dc1-b/self_ips/extra", "floating self IP \"extra\" is not declared by device");
+  expect_problem([](json& s) { s["devices"]["dc1-b"]["self_ips"].erase("server-gateway"); },
+                 "/devices/dc1-b/self_ips", "lacks floating self IP \"server-gateway\"");
+  // Pools: the same on both units (the standby takes over the virtual servers).
+  const json pool = {{"virtual", {{"address", "10.1.0.100"}, {"port", 80}}},
+                     {"members", {{"10.1.0.21:80", json::object()}}}};
+  expect_problem([&](json& s) { s["devices"]["dc1-a"]["pools"]["web"] = pool; },
+                 "/devices/dc1-b/pools", "lacks pool \"web\" of device \"dc1-a\"");
+  expect_problem([&](json& s) { s["devices"]["dc1-b"]["pools"]["web"] = pool; },
+                 "/devices/dc1-b/pools/web", "pool \"web\" is not declared by device \"dc1-a\"");
+  expect_problem(
+      [&](json& s) {
+        s["devices"]["dc1-a"]["pools"]["web"] = pool;
+        s["devices"]["dc1-b"]["pools"]["web"] = pool;
+        s["devices"]["dc1-b"]["pools"]["web"]["members"]["10.1.0.21:80"]["weight"] = 3;
+      },
+      "/devices/dc1-b/pools/web", "differs from pool \"web\"");
+  json pooled = lab_site();
+  pooled["devices"]["dc1-a"]["pools"]["web"] = pool;
+  pooled["devices"]["dc1-b"]["pools"]["web"] = pool;
+  EXPECT_TRUE(load(pooled).site) << dump(load(pooled).problems);
+  // Fixed self IPs are each unit's own: they differ (the lab's wan-self and server-self do).
+  // The parent interface of a VLAN may differ between the two hosts.
+  json site = lab_site();
+  site["devices"]["dc1-b"]["vlans"]["servers"]["interface"] = "ens4";
+  auto result = load(site);
+  EXPECT_TRUE(result.site) << dump(result.problems);
+}
+
+TEST(FailoverModel, FloatingSelfIps) {
+  expect_problem(
+      [](json& s) {
+        s["devices"]["dc1-a"].erase("failover");
+        s["failover_groups"].erase("dc1");
+      },
+      "/devices/dc1-a/self_ips/wan-floating/floating", "only a unit of a failover group");
+  expect_problem([](json& s) { s["devices"]["dc1-a"]["self_ips"].erase("server-self"); },
+                 "/devices/dc1-a/self_ips/server-gateway",
+                 "needs a fixed (not floating) self IP of device \"dc1-a\" in 10.1.0.0/24");
+  // The subnet must be one both units have: the second unit lacking it is reported there.
+  expect_problem([](json& s) { s["devices"]["dc1-b"]["self_ips"].erase("server-self"); },
+                 "/devices/dc1-b/self_ips/server-gateway",
+                 "needs a fixed (not floating) self IP of device \"dc1-b\" in 10.1.0.0/24");
+  // In the subnet, but on another VLAN: not the same segment.
+  expect_problem([](json& s) { s["devices"]["dc1-b"]["self_ips"]["server-self"]["vlan"] = "wan"; },
+                 "/devices/dc1-b/self_ips/server-gateway", "on \"vmotion\"");
+  // A fixed self IP of another prefix length is not the same subnet.
+  expect_problem(
+      [](json& s) { s["devices"]["dc1-a"]["self_ips"]["server-self"]["address"] = "10.1.0.11/16"; },
+      "/devices/dc1-a/self_ips/server-gateway", "in 10.1.0.0/24");
+}
+
+TEST(FailoverModel, TunnelEndpointsOfPairs) {
+  expect_problem(
+      [](json& s) {
+        s["tunnels"]["dcx"]["endpoints"] = {{"dc1-a", "198.51.100.1"}, {"dc2", "203.0.113.1"}};
+      },
+      "/tunnels/dcx/endpoints/dc1-a", "is a unit of failover group \"dc1\"; name the group");
+  expect_problem([](json& s) { s["tunnels"]["dcx"]["endpoints"]["dc1"] = "198.51.100.11"; },
+                 "/tunnels/dcx/endpoints/dc1", "is not a floating self IP of device \"dc1-a\"");
+  expect_problem([](json& s) { s["tunnels"]["dcx"]["endpoints"]["dc9"] = "198.51.100.9"; },
+                 "/tunnels/dcx/endpoints/dc9", "unknown device or failover group \"dc9\"");
+  // A fixed self IP of the units is not the pair's endpoint (it does not move).
+  expect_problem([](json& s) { s["tunnels"]["dcx"]["endpoints"]["dc2"] = "203.0.113.12"; },
+                 "/tunnels/dcx/endpoints/dc2", "is not a floating self IP of device \"dc2-a\"");
+  expect_problem(
+      [](json& s) {
+        s["tunnels"]["dcx"]["endpoints"]["dc2"] = {{"address", "203.0.113.1"}, {"managed", false}};
+      },
+      "/tunnels/dcx/endpoints/dc2", "is a failover group of this file");
+  expect_problem(
+      [](json& s) {
+        s["tunnels"]["dcx"]["ipsec"] = {{"psk_file", "/nonexistent/psk"}};
+      },
+      "/tunnels/dcx/ipsec", "IPsec on a tunnel of failover group \"dc1\" is not supported yet");
+  // The units of a group are one data center: neither is an endpoint of its own.
+  expect_problem(
+      [](json& s) {
+        s["tunnels"]["dcy"] = {{"profile", "etherip"},
+                               {"endpoints", {{"dc1-b", "198.51.100.12"}, {"dc2", "203.0.113.1"}}}};
+      },
+      "/tunnels/dcy/endpoints/dc1-b", "is a unit of failover group \"dc1\"; name the group");
+}
+
+}  // namespace
+}  // namespace etherctl
