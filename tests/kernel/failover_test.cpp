@@ -91,7 +91,7 @@ bool has_marker(const std::string& netns, int virtual_router_id = 51) {
 class Keepalived {
  public:
   // ready: write 0 to the agent ready file first, as the agent does once it runs.
-  Keepalived(const std::string& netns, const std::string& dir, KeepalivedSettings settings,
+  Keepalived(const std::string& netns, const std::string& dir, const KeepalivedSettings& settings,
              bool ready = true)
       : netns_(netns), dir_(dir), vrid_(settings.virtual_router_id) {
     if (access(("/run/netns/" + netns).c_str(), F_OK) != 0) {
@@ -195,15 +195,16 @@ TEST(Failover, KeepalivedAcceptsEveryRenderedVariant) {
   }
 }
 
-// What the tap sees during `during`.
+// What the tap sees during `during`; with 0, what it holds now (a drain: on a busy host b can
+// be master for a moment at start, and its adverts of then wait in the socket).
 std::vector<SeenAdvert> read_adverts(AdvertTap& tap, std::chrono::milliseconds during) {
   std::vector<SeenAdvert> adverts;
   const auto deadline = Clock::now() + during;
-  while (Clock::now() < deadline) {
+  do {
     pollfd p{tap.fd(), POLLIN, 0};
     poll(&p, 1, 10);
     for (auto& seen : tap.read()) adverts.push_back(seen);
-  }
+  } while (Clock::now() < deadline);
   return adverts;
 }
 
