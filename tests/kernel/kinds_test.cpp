@@ -547,7 +547,8 @@ TEST_F(KernelTest, FloatingAddressesAreAnnouncedAndMoveCleanly) {
   EXPECT_TRUE(na);
 
   // Usable at once: no duplicate address detection for the floating IPv6 address.
-  for (const auto& a : ip_json("ip -j address show dev nic0").at(0).at("addr_info")) {
+  const nlohmann::json addresses = ip_json("ip -j address show dev nic0");  // outlives the loop
+  for (const auto& a : addresses.at(0).at("addr_info")) {
     if (a.at("local") == "2001:db8::1") {
       EXPECT_FALSE(a.contains("tentative")) << a.dump();
     }
@@ -969,9 +970,9 @@ TEST(RequireFeature, FailsInsteadOfSkippingWhenAllAreRequired) {
 TEST(Registry, KindsInCreationOrder) {
   std::vector<std::string> names;
   for (const auto& ops : kinds()) names.emplace_back(ops.kind);
-  EXPECT_EQ(names, (std::vector<std::string>{"vlan", "vlan_group", "ipsec_policy", "self_ip",
-                                             "route", "ipvs_service", "ipvs_member", "ipvs_sync",
-                                             "port"}));
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"vlan", "vlan_group", "ipsec_policy", "self_ip", "route",
+                                      "ipvs_service", "ipvs_member", "ipvs_sync", "port"}));
   EXPECT_EQ(kind_ops("route").kind, "route");
   EXPECT_THROW(kind_ops("nonsense"), std::out_of_range);
 }
