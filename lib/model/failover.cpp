@@ -126,7 +126,8 @@ std::map<std::string, const SelfIp*> floating_self_ips(const Device& device) {
 }
 
 // What the units of a group must declare alike: `second` against `first`, problems at the
-// second's objects (or at its collection when one is missing there).
+// second's objects (or at the second device when one is missing there: its collection may be
+// absent from the file).
 template <typename Map, typename ToJson>
 void compare_shared(const Map& first, const Map& second, const std::string& what,
                     const std::string& second_path, const Device& reference,
@@ -219,7 +220,7 @@ void validate_group(const Site& site, const FailoverGroup& group,
                                          group.name + "\" (" + path +
                                          "): it needs \"failover\": {\"group\": \"" + group.name +
                                          "\", \"priority\": 1..254}"});
-    } else if (unit.failover->group != group.name) {
+    } else if (!unit.failover->group.empty() && unit.failover->group != group.name) {
       problems.push_back({pointer_append(unit.failover->path, "group"),
                           "is \"" + unit.failover->group + "\", but failover group \"" +
                               group.name + "\" lists this device (" + path + ")"});
@@ -253,15 +254,14 @@ void validate_group(const Site& site, const FailoverGroup& group,
                             ", the priority of device \"" + first.name +
                             "\" too; the units of a failover group need different priorities"});
   }
-  compare_shared(pointers(first.vlans), pointers(second.vlans), "VLAN",
-                 pointer_append(second.path, "vlans"), first, group, vlan_json, problems);
+  compare_shared(pointers(first.vlans), pointers(second.vlans), "VLAN", second.path, first, group,
+                 vlan_json, problems);
   compare_shared(pointers(first.vlan_groups), pointers(second.vlan_groups), "VLAN group",
-                 pointer_append(second.path, "vlan_groups"), first, group, vlan_group_json,
-                 problems);
+                 second.path, first, group, vlan_group_json, problems);
   compare_shared(floating_self_ips(first), floating_self_ips(second), "floating self IP",
-                 pointer_append(second.path, "self_ips"), first, group, floating_json, problems);
-  compare_shared(pointers(first.pools), pointers(second.pools), "pool",
-                 pointer_append(second.path, "pools"), first, group, pool_json, problems);
+                 second.path, first, group, floating_json, problems);
+  compare_shared(pointers(first.pools), pointers(second.pools), "pool", second.path, first, group,
+                 pool_json, problems);
 }
 
 // A floating self IP belongs to a unit of a group, and sits in a subnet where the unit has a

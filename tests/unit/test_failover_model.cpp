@@ -161,8 +161,8 @@ TEST(FailoverModel, RulesWithPointers) {
 }
 
 TEST(FailoverModel, UnitsShareTheirConfiguration) {
-  expect_problem([](json& s) { s["devices"]["dc1-b"]["vlans"].erase("servers"); },
-                 "/devices/dc1-b/vlans", "lacks VLAN \"servers\" of device \"dc1-a\"");
+  expect_problem([](json& s) { s["devices"]["dc1-b"]["vlans"].erase("servers"); }, "/devices/dc1-b",
+                 "lacks VLAN \"servers\" of device \"dc1-a\"");
   expect_problem([](json& s) { s["devices"]["dc1-b"]["vlans"]["servers"]["mtu"] = 9000; },
                  "/devices/dc1-b/vlans/servers", "differs from VLAN \"servers\"");
   expect_problem(
@@ -181,7 +181,7 @@ TEST(FailoverModel, UnitsShareTheirConfiguration) {
       [](json& s) { s["devices"]["dc1-b"]["vlan_groups"]["vmotion"]["members"] = {"servers"}; },
       "/devices/dc1-b/vlan_groups/vmotion", "differs from VLAN group \"vmotion\"");
   expect_problem([](json& s) { s["devices"]["dc1-b"]["vlan_groups"].erase("vmotion"); },
-                 "/devices/dc1-b/vlan_groups", "lacks VLAN group \"vmotion\"");
+                 "/devices/dc1-b", "lacks VLAN group \"vmotion\"");
   expect_problem(
       [](json& s) {
         s["devices"]["dc1-b"]["self_ips"]["extra"] = {
@@ -189,12 +189,12 @@ TEST(FailoverModel, UnitsShareTheirConfiguration) {
       },
       "/devices/dc1-b/self_ips/extra", "floating self IP \"extra\" is not declared by device");
   expect_problem([](json& s) { s["devices"]["dc1-b"]["self_ips"].erase("server-gateway"); },
-                 "/devices/dc1-b/self_ips", "lacks floating self IP \"server-gateway\"");
+                 "/devices/dc1-b", "lacks floating self IP \"server-gateway\"");
   // Pools: the same on both units (the standby takes over the virtual servers).
   const json pool = {{"virtual", {{"address", "10.1.0.100"}, {"port", 80}}},
                      {"members", {{"10.1.0.21:80", json::object()}}}};
-  expect_problem([&](json& s) { s["devices"]["dc1-a"]["pools"]["web"] = pool; },
-                 "/devices/dc1-b/pools", "lacks pool \"web\" of device \"dc1-a\"");
+  expect_problem([&](json& s) { s["devices"]["dc1-a"]["pools"]["web"] = pool; }, "/devices/dc1-b",
+                 "lacks pool \"web\" of device \"dc1-a\"");
   expect_problem([&](json& s) { s["devices"]["dc1-b"]["pools"]["web"] = pool; },
                  "/devices/dc1-b/pools/web", "pool \"web\" is not declared by device \"dc1-a\"");
   expect_problem(
