@@ -109,13 +109,27 @@ bool loaded_matches(const vici::Message& conn, const nlohmann::json& attrs) {
   if (list("local_addrs") != attrs.value("local", "") ||
       list("remote_addrs") != attrs.value("remote", ""))
     return false;
+  // The way each end authenticates (charon names the class) and the timers: what another
+  // configuration of the same name would change without changing the addresses.
+  const std::string auth_class = attrs.contains("psk_file") ? "pre-shared key" : "public key";
+  for (const char* end : {"local-1", "remote-1"}) {
+    if (!conn.contains(end) || !conn[end].is_object() || conn[end].value("class", "") != auth_class)
+      return false;
+  }
+  auto seconds = [](const nlohmann::json& a, const char* key) {
+    return std::to_string(a.value(key, 0));
+  };
+  if (conn.value("rekey_time", "") != seconds(attrs, "ike_rekey") ||
+      conn.value("dpd_delay", "0") != seconds(attrs, "dpd"))
+    return false;
   if (!conn.contains("children") || !conn["children"].is_object()) return false;
   const auto& children = conn["children"];
   if (children.size() != 1) return false;
   const auto& child = children.begin().value();
   std::string mode = child.value("mode", "");
   std::transform(mode.begin(), mode.end(), mode.begin(), ::tolower);
-  return mode == attrs.value("mode", "");
+  return mode == attrs.value("mode", "") &&
+         child.value("rekey_time", "") == seconds(attrs, "child_rekey");
 }
 
 plan::Objects observe(const kernel::Snapshot&, const kernel::Ownership& ownership) {

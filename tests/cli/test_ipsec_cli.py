@@ -127,6 +127,35 @@ class IpsecCliTest(CliBase):
         self.assertIn("etherctl-dcx", self.charon.conns())
         self.assertEqual(self.apply()["changes"], [])
 
+    def test_another_configuration_of_the_same_name_is_drift(self):
+        """charon holds a connection of etherctl's name with the same addresses but another
+        authentication and other timers (an administrator's file, an older etherctl's): status
+        says so and apply loads etherctl's own again."""
+        self.apply()
+        other = os.path.join(self.tmp.name, "other.conf")
+        with open(other, "w") as f:
+            f.write("connections { etherctl-dcx {\n"
+                    "  local_addrs = 198.51.100.1\n  remote_addrs = 203.0.113.1\n"
+                    "  rekey_time = 600s\n"
+                    "  local { auth = pubkey\n id = 198.51.100.1 }\n"
+                    "  remote { auth = pubkey\n id = 203.0.113.1 }\n"
+                    "  children { dcx { mode = transport\n rekey_time = 60s } }\n"
+                    "} }\n")
+        self.charon.swanctl("--load-conns", "--file", other)
+        listed = self.charon.swanctl("--list-conns")
+        self.assertIn("public key", listed)
+        status = json.loads(self.run_etherctl("--json", "status").stdout)["status"]
+        states = {o["kind"]: o["state"] for o in status["objects"]
+                  if o["kind"].startswith("ipsec")}
+        self.assertEqual(states, {"ipsec_policy": "in sync", "ipsec_connection": "drifted"})
+        report = self.apply()
+        self.assertEqual([(c["op"], c["kind"]) for c in report["changes"]],
+                         [("modify", "ipsec_connection")], report["changes"])
+        listed = self.charon.swanctl("--list-conns")
+        self.assertIn("pre-shared key", listed)
+        self.assertNotIn("public key", listed)
+        self.assertEqual(self.apply()["changes"], [])
+
     def test_removing_ipsec_or_destroying_leaves_nothing(self):
         self.apply()
         plain = copy.deepcopy(self.site)
