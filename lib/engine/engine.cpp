@@ -6,10 +6,12 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 
 #include "datapath/datapath.hpp"
 #include "datapath/host.hpp"
@@ -679,11 +681,17 @@ void record(Run& run) {
   run.trace("done");
 }
 
+bool awaits_ipsec(const Run& run) {
+  return run.options.command == Command::Apply &&
+         std::any_of(run.desired.begin(), run.desired.end(),
+                     [](const plan::Object& o) { return o.kind == plan::kIpsecConnection; });
+}
+
 // Apply waits for the SAs of each IPsec tunnel. One that does not come up (the peer is not
 // configured yet, or refuses us: a wrong key) is reported, not rolled back: the configuration
-// is right, charon keeps trying, and the policies keep the tunnel from sending in clear.
-void await_ipsec(Run& run) {
-  if (run.options.command != Command::Apply) return;
+// is right, charon (or the next apply) tries again, and the policies keep the tunnel from
+// sending in clear.
+void await_ipsec(Run& run, ipsec::NegotiationLog& log) {
   std::vector<std::string> tunnels;
   std::map<std::string, std::string> paths;
   for (const auto& o : run.desired) {
@@ -691,10 +699,9 @@ void await_ipsec(Run& run) {
     tunnels.push_back(o.key);
     paths[o.key] = o.path;
   }
-  if (tunnels.empty()) return;
   run.trace("ipsec");
   std::map<std::string, std::string> problems =
-      ipsec::await_established(tunnels, run.options.ipsec_wait);
+      ipsec::await_established(tunnels, run.options.ipsec_wait, log);
   // Without ESP GRO the datapath cannot decrypt what the tunnels receive (lib/datapath/README.md).
   if (std::string why = datapath::esp_gro_missing(); !why.empty())
     for (const auto& tunnel : tunnels)
@@ -731,9 +738,12 @@ Report run(const Options& options) {
     }
     if (!run.writes() || !respect_revert(run)) return run.finish();
     HoldSignals hold;
+    // Listening to charon before execute loads its connections (ipsec::NegotiationLog).
+    std::optional<ipsec::NegotiationLog> ipsec_log;
+    if (awaits_ipsec(run)) ipsec_log.emplace();
     if (execute(run) && verify(run)) {
       record(run);
-      await_ipsec(run);
+      if (ipsec_log) await_ipsec(run, *ipsec_log);
     }
   } catch (const RunError& e) {
     run.report.errors.push_back({e.path, e.message});

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <map>
 #include <set>
 #include <sstream>
@@ -308,16 +309,23 @@ void remove(kernel::Netlink& netlink, const plan::Object& observed) {
   netlink.count_foreign_request(true);
 }
 
+bool mentions_any(const std::string& line, std::initializer_list<const char*> words) {
+  return std::any_of(words.begin(), words.end(),
+                     [&](const char* word) { return line.find(word) != std::string::npos; });
+}
+
 // Charon's log lines about a tunnel that explain a failed negotiation.
 bool explains_failure(const std::string& line) {
-  static const char* kWords[] = {"fail",           "error",       "AUTHENTICATION",  "NO_PROPOSAL",
-                                 "not responding", "giving up",   "TS_UNACCEPTABLE", "unable",
-                                 "no shared key",  "no matching", "retransmit",      "timeout",
-                                 "MAC mismatch",   "INVALID"};
-  for (const char* word : kWords) {
-    if (line.find(word) != std::string::npos) return true;
-  }
-  return false;
+  return mentions_any(line, {"fail", "error", "AUTHENTICATION", "NO_PROPOSAL", "not responding",
+                             "giving up", "TS_UNACCEPTABLE", "unable", "no shared key",
+                             "no matching", "retransmit", "timeout", "MAC mismatch", "INVALID"});
+}
+
+// A log line saying the peer refused the negotiation, or that this end cannot complete it:
+// no retransmission makes it succeed.
+bool refusal(const std::string& line) {
+  return mentions_any(line, {"AUTHENTICATION", "authentication", "NO_PROPOSAL", "TS_UNACCEPTABLE",
+                             "no shared key", "MAC mismatch", "no matching"});
 }
 
 std::string dump_state(const vici::Message& ike) { return ike.value("state", "?"); }
@@ -413,24 +421,52 @@ void initiate_ignoring_errors(const std::string& tunnel) {
 }
 }  // namespace
 
+NegotiationLog::NegotiationLog() {
+  try {
+    client_ = std::make_unique<vici::Client>(Settings::current().vici_uri);
+    client_->subscribe("log");
+  } catch (const vici::Error&) {
+    client_.reset();
+  }
+}
+
+NegotiationLog::~NegotiationLog() = default;
+
+void NegotiationLog::read_until(
+    std::chrono::steady_clock::time_point until,
+    const std::function<void(const std::string&, const std::string&)>& on_line) {
+  while (client_) {
+    try {
+      auto event = client_->next_event(std::max(
+          std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            until - std::chrono::steady_clock::now())));
+      if (!event) return;
+      const vici::Message& m = event->second;
+      std::string name = m.value("ikesa-name", "");
+      if (name.rfind(kPrefix, 0) == 0)
+        on_line(name.substr(std::strlen(kPrefix)), m.value("msg", ""));
+    } catch (const vici::Error&) {
+      client_.reset();
+    }
+  }
+}
+
 std::map<std::string, std::string> await_established(const std::vector<std::string>& tunnels,
-                                                     std::chrono::milliseconds timeout) {
+                                                     std::chrono::milliseconds timeout,
+                                                     NegotiationLog& log) {
   std::map<std::string, std::string> problems;
   if (tunnels.empty()) return problems;
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const auto started = std::chrono::steady_clock::now();
+  const auto deadline = started + timeout;
   std::set<std::string> pending(tunnels.begin(), tunnels.end());
   std::map<std::string, std::string> reasons;  // tunnel -> the latest explanation
-  // charon's log lines of the attempts, on a connection of their own.
-  std::unique_ptr<vici::Client> logs;
-  try {
-    logs = std::make_unique<vici::Client>(Settings::current().vici_uri);
-    logs->subscribe("log");
-  } catch (const vici::Error&) {
-    logs.reset();
-  }
-  const auto started = std::chrono::steady_clock::now();
+  auto note_line = [&](const std::string& tunnel, const std::string& line) {
+    if (pending.count(tunnel) && explains_failure(line)) reasons[tunnel] = line;
+  };
   std::set<std::string> restarted;
   for (;;) {
+    // What charon said so far first: the lines of the attempts apply's load-conn started.
+    log.read_until(std::chrono::steady_clock::now(), note_line);
     for (auto it = pending.begin(); it != pending.end();) {
       nlohmann::json status = sa_status(*it);
       if (status.value("established", false)) {
@@ -450,21 +486,8 @@ std::map<std::string, std::string> await_established(const std::vector<std::stri
     }
     if (pending.empty() || std::chrono::steady_clock::now() >= deadline) break;
     const auto pause = std::chrono::steady_clock::now() + std::chrono::milliseconds(250);
-    while (logs && std::chrono::steady_clock::now() < pause) {
-      try {
-        auto event = logs->next_event(std::chrono::duration_cast<std::chrono::milliseconds>(
-            pause - std::chrono::steady_clock::now()));
-        if (!event) break;
-        const vici::Message& m = event->second;
-        std::string name = m.value("ikesa-name", "");
-        if (name.rfind(kPrefix, 0) != 0) continue;
-        std::string tunnel = name.substr(9), line = m.value("msg", "");
-        if (pending.count(tunnel) && explains_failure(line)) reasons[tunnel] = line;
-      } catch (const vici::Error&) {
-        logs.reset();
-      }
-    }
-    if (!logs) std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    log.read_until(pause, note_line);
+    std::this_thread::sleep_until(pause);  // when there is no log to wait on
   }
   for (const auto& tunnel : pending) {
     std::string line =
@@ -472,10 +495,14 @@ std::map<std::string, std::string> await_established(const std::vector<std::stri
     auto reason = reasons.find(tunnel);
     line +=
         reason != reasons.end() ? ": charon: " + reason->second : ": no answer from the peer yet";
-    line += restarted.count(tunnel)
-                ? " (nothing is sent in clear meanwhile; charon had stopped trying: etherctl "
-                  "started a new negotiation, and charon keeps trying)"
-                : " (nothing is sent in clear meanwhile; charon keeps trying)";
+    // charon retries an unanswered negotiation for ever (keyingtries 0), never a refused one.
+    const bool refused = reason != reasons.end() && refusal(reason->second);
+    line += " (nothing is sent in clear meanwhile; ";
+    line += refused ? "charon does not retry a refused negotiation by itself: the next apply, "
+                      "such as a periodic reconcile, starts a new one)"
+            : restarted.count(tunnel) ? "charon had stopped trying: etherctl started a new "
+                                        "negotiation, and charon keeps trying)"
+                                      : "charon keeps trying)";
     problems[tunnel] = line;
   }
   return problems;

@@ -60,7 +60,8 @@ class Client {
   // Registers for an event outside any command (e.g. "log"): its messages then queue on this
   // connection until next_event() reads them.
   void subscribe(const std::string& event);
-  // The next event (its name and message) arriving within `wait`, or nullopt.
+  // The next event (its name and message) arriving within `wait` (0: one already there), or
+  // nullopt.
   std::optional<std::pair<std::string, Message>> next_event(std::chrono::milliseconds wait);
 
   const std::string& path() const { return path_; }
