@@ -23,6 +23,10 @@ by default (MSS clamping included). Paths:
                 advertise MSS 1410 so that its 1550-byte frames are never fragmented, as
                 etherctl's MSS clamping does for EtherIP)
 
+After each path's turn its settings are undone and `etherctl plan` must find nothing to change
+on either edge (a tweak's undo that leaves an offload, a queue count or the programs other than
+etherctl sets them stops the run), so that every path starts from what users get.
+
 Every path runs with 1, 2 and 4 streams in each direction (dc1→dc2, dc2→dc1), interleaved
 round by round; the figures are medians over the rounds. N streams are N iperf3 client/server
 processes on different ports: Debian 12's iperf3 (3.12) is single-threaded, so `-P N` would run
@@ -123,6 +127,19 @@ class Lab:
             raise SystemExit(f"etherctl {' '.join(args)} on {edge}: {r.stderr.strip()}")
         return r
 
+    def apply_all(self, site_file):
+        for edge in ("edge1", "edge2"):
+            self.run_etherctl(edge, "apply", site_file)
+
+    def check_no_drift(self, after):
+        """Every path starts from etherctl's own settings: a tweak's undo that leaves anything
+        etherctl manages changed (an offload, a queue count, the programs) stops the run."""
+        for edge in ("edge1", "edge2"):
+            r = self.run_etherctl(edge, "--detailed-exitcodes", "plan", self.site, check=False)
+            if r.returncode != 0:
+                raise SystemExit(f"after {after}, etherctl plan on {edge} wants changes "
+                                 f"(exit {r.returncode}):\n{r.stdout}{r.stderr}")
+
     def up(self):
         for node in NODES:
             sh("ip", "netns", "add", ns(node))
@@ -158,6 +175,7 @@ class Lab:
         for a, b in (("vm1", "vm2"), ("vx1", "vx2")):
             self.wait_ping(a, VM_IP[b])
         self.wait_ping("edge1", WAN["edge2"])
+        self.check_no_drift("setup")
 
     def wait_ping(self, node, addr):
         for _ in range(50):
@@ -265,15 +283,15 @@ def tweak(name, lab):
     if name == "threaded":
         return lambda: sysfs("dcx/threaded", "1"), lambda: sysfs("dcx/threaded", "0")
     if name == "nocsum":
+        # Undone by etherctl itself: `ethtool -K dcx tx on` would turn on every transmit
+        # checksum offload (tx-checksum-sctp too), which etherctl rightly reports as drift.
         return (lambda: both_edges("ethtool", "-K", "dcx", "tx", "off"),
-                lambda: both_edges("ethtool", "-K", "dcx", "tx", "on", "tso", "off", "gso",
-                                   "off"))
+                lambda: lab.apply_all(lab.site))
     if name == "rss1":
         return (lambda: sysfs("eth0/queues/rx-0/rps_cpus", "1"),
                 lambda: sysfs("eth0/queues/rx-0/rps_cpus", "0"))
     if name == "fast":
-        return (lambda: [lab.run_etherctl(e, "apply", lab.site_fast) for e in ("edge1", "edge2")],
-                lambda: [lab.run_etherctl(e, "apply", lab.site) for e in ("edge1", "edge2")])
+        return lambda: lab.apply_all(lab.site_fast), lambda: lab.apply_all(lab.site)
     raise SystemExit(f"unknown tweak {name}")
 
 
@@ -299,6 +317,13 @@ def make_path(name, lab):
         for _, off in reversed(steps):
             off()
     return Path(name, VM_ENDS, setup, teardown)
+
+
+def finish(path, lab):
+    """Undoes the path's settings and checks that the tunnel is back to etherctl's own."""
+    if path.teardown:
+        path.teardown(lab)
+    lab.check_no_drift(path.name)
 
 
 def cpu_times():
@@ -429,8 +454,7 @@ def main():
             if path.setup:
                 path.setup(lab)
             bits, cpu, shares = iperf(path, streams, direction, args.seconds, Perf(data))
-            if path.teardown:
-                path.teardown(lab)
+            finish(path, lab)
             report = sh("perf", "report", "-i", data, "--no-children", "--sort", "sym",
                         "--stdio", "-g", "none", "--percent-limit", "0.7", timeout=600)
             with open(data[:-5] + ".txt", "w") as f:
@@ -444,8 +468,7 @@ def main():
             if path.setup:
                 path.setup(lab)
             bits, cpu, shares = iperf(path, streams, direction, args.seconds, Steps(out))
-            if path.teardown:
-                path.teardown(lab)
+            finish(path, lab)
             # Full segments delivered: MSS less 12 bytes of TCP timestamps (EtherIP: 1424).
             payload = {"limit": 1448, "vxlan": 1398}
             packets = bits * args.seconds / 8 / payload.get(path.name, 1412)
@@ -476,8 +499,7 @@ def main():
                         print(f"round {rnd + 1} {path.name:<13} {n} {d}: {bits / 1e9:6.2f} "
                               f"Gbit/s {cpu:5.2f} CPU s/Gbit  CPUs busy "
                               + " ".join(f"{s * 100:3.0f}%" for s in shares), flush=True)
-                if path.teardown:
-                    path.teardown(lab)
+                finish(path, lab)
         for edge in ("edge1", "edge2"):
             status = lab.counters(edge)
             print(f"{edge} status: {json.dumps(status)[:600]}")
