@@ -415,7 +415,13 @@ TEST(Failover, ACrashIsSeenAndTheProcessesAreFound) {
   EXPECT_EQ(poll(&p, 1, 10000), 1) << "the pidfd reports the exit";
   close(pidfd);
   {
+    // The VRRP child's SIGKILL is delivered on its own schedule: until it has exited, the
+    // orphan (its parent now init) is a keepalived of the namespace like any other.
     Enter in(pair.a.name());
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!keepalived_here().empty() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
     EXPECT_TRUE(keepalived_here().empty());
   }
   EXPECT_TRUE(ka.master()) << "the crashed unit's marker stays";
