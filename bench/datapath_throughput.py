@@ -230,9 +230,9 @@ def sysfs(path, value):
     both_edges("sh", "-c", f"for f in /sys/class/net/{path}; do echo {value} > $f; done")
 
 
-def dp_tool_apply(tool):
+def dp_tool_apply(tool, *flags):
     for edge, other in (("edge1", "edge2"), ("edge2", "edge1")):
-        nsexec(edge, tool, "apply", "dcx", WAN[edge], WAN[other], "eth0", "--clamp-mss")
+        nsexec(edge, tool, "apply", "dcx", WAN[edge], WAN[other], "eth0", "--clamp-mss", *flags)
 
 
 # Tweaks on top of the etherip path, for finding what each piece of the design gives; a path
@@ -246,6 +246,13 @@ def dp_tool_apply(tool):
 #   threaded threaded NAPI on dcx (GRO and what follows run in a kernel thread per queue)
 #   nocsum   transmit checksum offload off on dcx (checksums filled in before encapsulation,
 #            the default before it was on for IPv4 outers)
+#   port     the fast path with encapsulation at dcx's own TC egress (etherip_encap_port: straight
+#            to the WAN device, no dcx -> eip-dcx crossing), set by dp_tool (not in the site schema)
+#   vmseg    TSO and GSO off in both VMs, so that the bridge gets MTU-sized frames, not GSO skbs
+#            (the port program can take only those: TC egress runs before segmentation)
+#   wannapi  the WAN veths hand received packets to NAPI instead of the backlog (GRO on the edges'
+#            ends, TSO off on the router's), as the limit path's settings do and as a NIC
+#            receives; GRO itself has nothing to coalesce in protocol 97
 #   rss1     the WAN ends of both edges hand every received packet to CPU 0 (RPS), as a NIC's
 #            RSS does with all of a tunnel's packets (no ports in protocol 97)
 def tweak(name, lab):
@@ -292,6 +299,21 @@ def tweak(name, lab):
                 lambda: sysfs("eth0/queues/rx-0/rps_cpus", "0"))
     if name == "fast":
         return lambda: lab.apply_all(lab.site_fast), lambda: lab.apply_all(lab.site)
+    if name == "port":
+        def port_on():
+            dp_tool_apply(lab.dp_tool, "--fast-path", "--port-encap")
+        return port_on, lambda: lab.apply_all(lab.site)
+    if name == "wannapi":
+        def wan_napi(on):
+            for edge in ("edge1", "edge2"):
+                ethtool(edge, "eth0", "gro", "on" if on else "off")
+                ethtool("router", ROUTER[edge][0], "tso", "off" if on else "on")
+        return lambda: wan_napi(True), lambda: wan_napi(False)
+    if name == "vmseg":
+        def vm_offloads(state):
+            for vm in ("vm1", "vm2"):
+                ethtool(vm, "eth0", "tso", state, "gso", state)
+        return lambda: vm_offloads("off"), lambda: vm_offloads("on")
     raise SystemExit(f"unknown tweak {name}")
 
 

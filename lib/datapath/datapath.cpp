@@ -4,6 +4,7 @@
 #include <bpf/libbpf.h>
 #include <fmt/format.h>
 #include <linux/capability.h>
+#include <net/if.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -52,6 +53,22 @@ struct Datapath::Impl {
   int peers_fd() const { return map_fd(skel->maps.peers); }
   int locals_fd() const { return map_fd(skel->maps.locals); }
   int stats_fd() const { return map_fd(skel->maps.stats); }
+  int ports_fd() const { return map_fd(skel->maps.ports); }
+
+  // The tunnel port's egress program (fast path at T): attached and mapped, or gone.
+  void set_port_encap(const std::string& name, uint32_t key, bool on) {
+    const unsigned port = if_nametoindex(name.c_str());
+    if (port == 0) return;
+    if (!on) {
+      tc_detach(static_cast<int>(port), true, Side::Egress);
+      bpf_map_delete_elem(ports_fd(), &port);
+      return;
+    }
+    if (bpf_map_update_elem(ports_fd(), &port, &key, BPF_ANY) != 0)
+      fail(errno, fmt::format("configuring tunnel {} port", name));
+    tc_attach(static_cast<int>(port), bpf_program__fd(skel->progs.etherip_encap_port), name,
+              Side::Egress);
+  }
 
   // (key, value) of every configured tunnel.
   std::vector<std::pair<uint32_t, etherip_tunnel>> entries() const {
@@ -145,6 +162,7 @@ struct Datapath::Impl {
     for (uint32_t u : value.underlay)
       if (u && !used.count(u)) tc_detach(static_cast<int>(u), true);
     tc_detach(static_cast<int>(value.eip_ifindex));
+    set_port_encap(std::string(value.name, strnlen(value.name, sizeof(value.name))), key, false);
     if (value.dec_ifindex) tc_detach(static_cast<int>(value.dec_ifindex));
     bpf_map_delete_elem(tunnels_fd(), &key);
     bpf_map_delete_elem(stats_fd(), &key);
@@ -308,6 +326,7 @@ void Datapath::apply(const TunnelSpec& spec) {
   for (std::size_t i = 0; i < underlay.size(); ++i)
     tc_attach(static_cast<int>(underlay[i]), decap_fd(), spec.underlay[i]);
   if (ipsec) tc_attach(static_cast<int>(dec), decap_fd(), dec_name(spec.name));
+  impl_->set_port_encap(spec.name, key, spec.fast_path && spec.port_encap);
 }
 
 void Datapath::remove(std::string_view name) {
@@ -357,6 +376,9 @@ Counters Datapath::unattributed() const {
 
 const std::string& Datapath::pin_dir() const { return impl_->pin_dir; }
 int Datapath::encap_fd() const { return bpf_program__fd(impl_->skel->progs.etherip_encap); }
+int Datapath::encap_port_fd() const {
+  return bpf_program__fd(impl_->skel->progs.etherip_encap_port);
+}
 int Datapath::decap_fd() const { return bpf_program__fd(impl_->skel->progs.etherip_decap); }
 
 }  // namespace etherctl::datapath

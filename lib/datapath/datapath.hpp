@@ -59,6 +59,7 @@ class Datapath {
   const std::string& pin_dir() const;
   // For BPF_PROG_TEST_RUN tests.
   int encap_fd() const;
+  int encap_port_fd() const;
   int decap_fd() const;
 
  private:

@@ -115,8 +115,8 @@ std::optional<std::set<uint32_t>> maps_in_use() {
 }  // namespace
 
 bool is_shared_map(std::string_view name) {
-  return name == "tunnels" || name == "peers" || name == "locals" || name == "stats" ||
-         name == "frag_buckets" || name == "frag_bufs";
+  return name == "tunnels" || name == "ports" || name == "peers" || name == "locals" ||
+         name == "stats" || name == "frag_buckets" || name == "frag_bufs";
 }
 
 void ensure_bpffs(const std::string& path) {

@@ -19,11 +19,11 @@ namespace etherctl::datapath {
 
 namespace {
 
-bpf_tc_hook ingress_hook(int ifindex) {
+bpf_tc_hook hook_of(int ifindex, Side side) {
   bpf_tc_hook hook{};
   hook.sz = sizeof(hook);
   hook.ifindex = ifindex;
-  hook.attach_point = BPF_TC_INGRESS;
+  hook.attach_point = side == Side::Egress ? BPF_TC_EGRESS : BPF_TC_INGRESS;
   return hook;
 }
 
@@ -51,8 +51,8 @@ std::size_t filter_count(kernel::Netlink& netlink, int ifindex, uint32_t side) {
 
 }  // namespace
 
-void tc_attach(int ifindex, int prog_fd, const std::string& ifname) {
-  bpf_tc_hook hook = ingress_hook(ifindex);
+void tc_attach(int ifindex, int prog_fd, const std::string& ifname, Side side) {
+  bpf_tc_hook hook = hook_of(ifindex, side);
   int err;
   {
     Quiet quiet;  // EEXIST is the normal case
@@ -66,9 +66,9 @@ void tc_attach(int ifindex, int prog_fd, const std::string& ifname) {
   if (err) fail(err, fmt::format("attaching EtherIP program to {}", ifname));
 }
 
-void tc_detach(int ifindex, bool tidy) {
+void tc_detach(int ifindex, bool tidy, Side side) {
   if (ifindex <= 0) return;
-  bpf_tc_hook hook = ingress_hook(ifindex);
+  bpf_tc_hook hook = hook_of(ifindex, side);
   bpf_tc_opts opts = our_filter();
   Quiet quiet;
   int err = bpf_tc_detach(&hook, &opts);
@@ -87,19 +87,19 @@ void tc_detach(int ifindex, bool tidy) {
   }
 }
 
-uint32_t attached_prog_id(int ifindex) {
-  bpf_tc_hook hook = ingress_hook(ifindex);
+uint32_t attached_prog_id(int ifindex, Side side) {
+  bpf_tc_hook hook = hook_of(ifindex, side);
   bpf_tc_opts opts = our_filter();
   Quiet quiet;
   if (bpf_tc_query(&hook, &opts) != 0) return 0;
   return opts.prog_id;
 }
 
-bool program_attached(const std::string& ifname, std::string_view program) {
+bool program_attached(const std::string& ifname, std::string_view program, Side side) {
   use_libbpf_log();  // inspect() may run without open(): keep queries quiet
   const unsigned ifindex = if_nametoindex(ifname.c_str());
   if (ifindex == 0) return false;
-  const uint32_t prog_id = attached_prog_id(static_cast<int>(ifindex));
+  const uint32_t prog_id = attached_prog_id(static_cast<int>(ifindex), side);
   if (!prog_id) return false;
   Fd prog(bpf_prog_get_fd_by_id(prog_id));
   // Opening a program by id needs CAP_SYS_ADMIN; without it (CAP_NET_ADMIN, CAP_BPF and

@@ -85,6 +85,10 @@ struct TunnelSpec {
   // (bpf_fib_lookup + redirect) instead of through the stack: faster, but netfilter and IPsec
   // (xfrm) policies do not see them. Packets that need fragmentation always take the stack.
   bool fast_path = false;
+  // With fast_path: encapsulate at the tunnel port's own TC egress already (etherip_encap_port),
+  // skipping the veth crossing too. Measured only (bench/datapath_throughput.py, tweak "port"):
+  // not in the site schema.
+  bool port_encap = false;
   // Lower the MSS of TCP SYNs entering the tunnel so that full segments of new connections fit
   // the smallest underlay MTU unfragmented (existing connections still work, fragmented).
   bool clamp_tcp_mss = false;

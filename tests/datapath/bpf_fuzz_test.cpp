@@ -147,7 +147,7 @@ class BpfFuzzTest : public ::testing::Test {
     sh("sysctl -qw net.ipv4.conf.u0.forwarding=1");
     // dcx/dcx6/rev/mss take the random and mutated packets; frag and frag6 (peers .4 and ::4)
     // only well-formed fragments, so that junk never shares a reassembly key with them.
-    for (const char* t : {"dcx", "dcx6", "rev", "mss", "frag", "frag6"}) {
+    for (const char* t : {"dcx", "dcx6", "rev", "mss", "frag", "frag6", "port"}) {
       sh(std::string("ip link add ") + t + " type veth peer name eip-" + t);
       sh(std::string("sysctl -qw net.ipv6.conf.") + t + ".disable_ipv6=1");
       sh(std::string("ip link set ") + t + " up && ip link set eip-" + t + " up");
@@ -164,6 +164,11 @@ class BpfFuzzTest : public ::testing::Test {
     dp_->apply(mss);
     dp_->apply({"frag", "192.0.2.1", "192.0.2.4", {"u0"}, false});
     dp_->apply({"frag6", "2001:db8::1", "2001:db8::4", {"u0"}, false});
+    // The fast path at the tunnel port, its next hop known: frames that fit leave from there.
+    sh("ip neigh add 192.0.2.6 lladdr 02:00:00:00:00:06 dev u0 nud permanent");
+    TunnelSpec port{"port", "192.0.2.1", "192.0.2.6", {"u0"}};
+    port.fast_path = port.port_encap = true;
+    dp_->apply(port);
     stats_fd_ = bpf_obj_get((dp_->pin_dir() + "/stats").c_str());
     ASSERT_GE(stats_fd_, 0) << "pinned stats map";
 
@@ -423,6 +428,60 @@ class BpfFuzzTest : public ::testing::Test {
         break;
       default:
         ADD_FAILURE() << "verdict the encap program must not return: " << ctx;
+    }
+    return r;
+  }
+
+  // Runs the tunnel port's egress program (etherip_encap_port) on `frame` leaving the device
+  // `dev` ("port": a fast-path tunnel whose next hop 192.0.2.6 is known). It either leaves the
+  // frame untouched and uncounted to the veth and etherip_encap, or sends it encapsulated to the
+  // next hop, or drops it for one reason.
+  FuzzRun encap_port(const Bytes& frame, uint32_t gso, const std::string& dev = "port") {
+    FuzzRun r = run(dp_->encap_port_fd(), frame, index(dev), 0, gso);
+    if (refused_by_kernel(frame, r)) return r;
+    ++encaps_;
+    tally(r);
+    const Totals& d = r.delta;
+    std::string ctx = "encap_port on " + dev + " gso " + std::to_string(gso) + " seed " +
+                      std::to_string(seed_) + "\n  in:  " + hex(frame) + "\n  out: " + hex(r.out) +
+                      "\n  verdict " + std::to_string(static_cast<int32_t>(r.verdict)) +
+                      ", counters " + d.str();
+    EXPECT_EQ(r.error, 0) << "BPF_PROG_TEST_RUN failed: " << ctx;
+    EXPECT_EQ(d.rx_packets + d.rx_bytes + d.rx_fragments + d.reassembled + d.given_up(), 0u) << ctx;
+    const bool ip_frame = frame.size() >= 14 && ((frame[12] == 0x08 && frame[13] == 0x00) ||
+                                                 (frame[12] == 0x86 && frame[13] == 0xdd));
+    const size_t hdr = 14 + 20 + 2;
+    switch (r.verdict) {
+      case kOk:  // to the veth, as the bridge sent it
+        EXPECT_EQ(r.out, frame) << ctx;
+        EXPECT_EQ(d.tx_packets + d.drops_but_given_up(), 0u) << ctx;
+        break;
+      case kRedirect: {  // straight to the next hop
+        EXPECT_EQ(dev, "port") << ctx;
+        EXPECT_TRUE(ip_frame && gso == 0 && 20 + 2 + frame.size() <= 1500) << ctx;
+        EXPECT_EQ(d.tx_packets, 1u) << ctx;
+        EXPECT_EQ(d.tx_bytes, frame.size()) << ctx;
+        EXPECT_EQ(d.drops_but_given_up(), 0u) << ctx;
+        EXPECT_EQ(r.out.size(), frame.size() + hdr) << ctx;
+        if (r.out.size() != frame.size() + hdr) break;
+        const Bytes next_hop{0x02, 0, 0, 0, 0, 0x06};
+        EXPECT_TRUE(std::equal(next_hop.begin(), next_hop.end(), r.out.begin())) << ctx;
+        EXPECT_EQ(r.out[12], 0x08) << ctx;
+        EXPECT_EQ(r.out[13], 0x00) << ctx;
+        EXPECT_EQ(r.out[14 + 9], 97) << ctx;
+        EXPECT_EQ(checksum(r.out.data() + 14, 20), 0) << "outer IPv4 checksum: " << ctx;
+        EXPECT_EQ(r.out[hdr - 2], 0x30) << ctx;
+        EXPECT_EQ(r.out[hdr - 1], 0x00) << ctx;
+        EXPECT_TRUE(std::equal(frame.begin(), frame.end(), r.out.begin() + static_cast<long>(hdr)))
+            << ctx;
+        break;
+      }
+      case kShot:
+        EXPECT_EQ(d.drops_but_given_up(), 1u) << ctx;
+        EXPECT_EQ(d.tx_packets, 0u) << ctx;
+        break;
+      default:
+        ADD_FAILURE() << "verdict the encap_port program must not return: " << ctx;
     }
     return r;
   }
@@ -914,6 +973,26 @@ TEST_F(BpfFuzzTest, EncapIpv6EveryLengthAroundTheMtu) {
       }
     }
   }
+}
+
+// The tunnel port's egress program: random frames (GSO ones and frames on a device that is no
+// fast-path tunnel's port among them), then every IPv4 and ARP frame length around the MTU: IP
+// frames whose outer packet fits the 1500-byte route go straight to the next hop, longer ones
+// (outer fragmentation) and ARP are left to the veth untouched.
+TEST_F(BpfFuzzTest, EncapAtTheTunnelPort) {
+  for (size_t i = 0; i < count(3000); ++i) {
+    Bytes frame = random_frame(std::min<size_t>(frame_size() + (chance(0.1) ? 1000 : 0), 3000));
+    uint32_t gso = chance(0.05) ? static_cast<uint32_t>(1 + below(9000)) : 0;
+    encap_port(frame, gso, chance(0.05) ? (chance(0.5) ? "dcx" : "u1") : "port");
+  }
+  for (size_t size = 1400; size <= 1600; ++size) {
+    for (uint16_t type : {0x0800, 0x0806}) {
+      FuzzRun r = encap_port(inner_frame(size, type, static_cast<uint8_t>(size)), 0);
+      const bool direct = type == 0x0800 && 20 + 2 + size <= 1500;
+      EXPECT_EQ(r.verdict, direct ? kRedirect : kOk) << size << " " << r.delta.str();
+    }
+  }
+  expect_valid_traffic_works();
 }
 
 }  // namespace

@@ -34,7 +34,7 @@ nlohmann::json to_json(const Counters& c) {
 
 int usage() {
   std::cerr << "usage: dp_tool apply NAME LOCAL REMOTE UNDERLAY[,...] [--accept-reversed] "
-               "[--fast-path] [--clamp-mss]\n"
+               "[--fast-path] [--clamp-mss] [--port-encap]\n"
                "       dp_tool remove NAME | remove-all | list | counters NAME | pin-dir | gc\n";
   return 2;
 }
@@ -57,6 +57,7 @@ int main(int argc, char** argv) {
         if (std::strcmp(argv[i], "--accept-reversed") == 0) spec.accept_reversed = true;
         if (std::strcmp(argv[i], "--fast-path") == 0) spec.fast_path = true;
         if (std::strcmp(argv[i], "--clamp-mss") == 0) spec.clamp_tcp_mss = true;
+        if (std::strcmp(argv[i], "--port-encap") == 0) spec.port_encap = true;
       }
       dp.apply(spec);
     } else if (cmd == "remove" && argc == 3) {

@@ -598,6 +598,52 @@ class TunnelTest(unittest.TestCase):
             dp("e1", "apply", "dcx", "192.0.2.1", "192.0.2.2", "wan1")
             dp("e2", "apply", "dcx", "192.0.2.2", "192.0.2.1", "wan2")
 
+    def test_08b2_fast_path_at_the_tunnel_port(self):
+        """The fast path's measured variant (dp_tool --port-encap, not in the site schema):
+        etherip_encap_port on dcx's TC egress encapsulates whole IP frames and sends them
+        straight out of the WAN device, without the dcx -> eip-dcx crossing; whatever it does
+        not take (unresolved next hop, outer fragmentation, GSO skbs, non-IP frames) crosses
+        to eip-dcx unchanged and takes the usual path."""
+        def crossed():  # frames the bridge port handed over the veth to eip-dcx
+            return int(nsrun("e1", "cat", "/sys/class/net/eip-dcx/statistics/rx_packets")
+                       .stdout)
+
+        port_program = "etherip_encap_p"  # etherip_encap_port as the kernel names it (15 bytes)
+
+        def egress_filters(edge):
+            return nsrun(edge, "tc", "filter", "show", "dev", "dcx", "egress").stdout
+
+        for edge, local, remote, wan in (("e1", "192.0.2.1", "192.0.2.2", "wan1"),
+                                         ("e2", "192.0.2.2", "192.0.2.1", "wan2")):
+            dp(edge, "apply", "dcx", local, remote, wan, "--fast-path", "--port-encap")
+            self.assertIn(port_program, egress_filters(edge))
+        try:
+            # Unresolved next hop: the first echo requests fall back to the stack, which
+            # resolves the peer; the rest leave from dcx's egress.
+            nsrun("e1", "ip", "neigh", "flush", "dev", "wan1")
+            before, forwarded = crossed(), wan_forwarded()
+            tx = counters("e1", "dcx")["tx_packets"]
+            r = nsrun("v1", "ping", "-c", "50", "-i", "0.01", "-w", "10", "10.0.0.2")
+            self.assertIn("50 received", r.stdout)
+            self.assertGreaterEqual(counters("e1", "dcx")["tx_packets"] - tx, 50)
+            self.assertLess(crossed() - before, 25, "echo requests left from dcx's egress")
+            self.assertLess(wan_forwarded() - forwarded, 25)
+            # Needs outer fragmentation: crosses to eip-dcx and the stack fragments it.
+            before = crossed()
+            r = nsrun("v1", "ping", "-M", "do", "-s", "1472", "-c", "3", "-i", "0.2", "-w", "10",
+                      "10.0.0.2")
+            self.assertIn("3 received", r.stdout)
+            self.assertGreaterEqual(crossed() - before, 3)
+            # GSO skbs from the VM's TSO cross too (segmented for the veth), byte exact.
+            self.test_03_tcp_stream_both_ways_byte_exact()
+            self.test_05_broadcast_tagged_and_non_ip_frames_cross()
+        finally:
+            dp("e1", "apply", "dcx", "192.0.2.1", "192.0.2.2", "wan1")
+            dp("e2", "apply", "dcx", "192.0.2.2", "192.0.2.1", "wan2")
+        for edge in ("e1", "e2"):
+            self.assertNotIn(port_program, egress_filters(edge), "detached again")
+            self.assertEqual(counters(edge, "dcx")["drops"]["helper_failed"], 0)
+
     def test_08c_mss_clamping_avoids_fragmentation(self):
         dp("e1", "apply", "dcx", "192.0.2.1", "192.0.2.2", "wan1", "--clamp-mss")
         dp("e2", "apply", "dcx", "192.0.2.2", "192.0.2.1", "wan2", "--clamp-mss")

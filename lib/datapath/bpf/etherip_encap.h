@@ -75,6 +75,14 @@ static __always_inline void clamp_mss(struct __sk_buff *skb, struct etherip_tunn
   bpf_l4_csum_replace(skb, l4 + 16, old_mss, new_mss, sizeof(new_mss));
 }
 
+static __always_inline void count_sent(__u32 key, __u32 inner_len) {
+  struct etherip_stats *s = stats_of(key);
+  if (s) {
+    s->tx_packets++;
+    s->tx_bytes += inner_len;
+  }
+}
+
 /* Sends an IPv6 EtherIP packet as fragments of the route MTU: up to ETHERIP_FRAG6_MAX_PIECES
  * (8) of them, enough for ETHERIP_FRAG_MAX bytes on a 1280-byte path. The skb holds
  * sizeof(outer6) bytes of room, then the inner frame. The fragmentable part (EtherIP header and
@@ -123,11 +131,7 @@ static __always_inline int encap6_fragments(struct __sk_buff *skb, struct etheri
       return drop(key, ETHERIP_DROP_HELPER);
     skb->mark = ETHERIP_MARK;
     if (!more) {
-      struct etherip_stats *s = stats_of(key);
-      if (s) {
-        s->tx_packets++;
-        s->tx_bytes += inner_len;
-      }
+      count_sent(key, inner_len);
       return bpf_redirect(key, BPF_F_INGRESS);
     }
     if (bpf_clone_redirect(skb, key, BPF_F_INGRESS)) return drop(key, ETHERIP_DROP_HELPER);
@@ -223,6 +227,30 @@ static __always_inline int send_reinjected(struct __sk_buff *skb, __u32 key) {
   return bpf_redirect(key, BPF_F_INGRESS);
 }
 
+/* The route to the peer as bpf_fib_lookup sees it for an IPv4 outer packet of inner_len bytes
+ * of frame, routed as if received on eip (as on the stack path). */
+static __always_inline long fib_lookup4(struct __sk_buff *skb, const struct etherip_tunnel *t,
+                                        __u32 key, __u32 inner_len, struct bpf_fib_lookup *fib) {
+  __builtin_memset(fib, 0, sizeof(*fib));
+  fib->family = AF_INET;
+  fib->l4_protocol = ETHERIP_IPPROTO;
+  fib->tot_len = sizeof(struct iphdr) + 2 + inner_len;
+  fib->ifindex = key;
+  __builtin_memcpy(&fib->ipv4_src, t->local, 4);
+  __builtin_memcpy(&fib->ipv4_dst, t->remote, 4);
+  return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+}
+
+/* Out of the underlay to the next hop that fib names, skipping the stack. */
+static __always_inline int redirect_to_next_hop(struct __sk_buff *skb,
+                                                const struct bpf_fib_lookup *fib) {
+  __u8 macs[12];
+  __builtin_memcpy(macs, fib->dmac, 6);
+  __builtin_memcpy(macs + 6, fib->smac, 6);
+  if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0)) return -1;
+  return bpf_redirect(fib->ifindex, 0);
+}
+
 /* Opt-in fast path (IPv4 outer only): when the route's MTU fits and the neighbour is known,
  * straight out of the underlay, skipping the stack, and with it netfilter and IPsec policies,
  * hence opt-in. Returns -1 when the packet has to take the stack after all. */
@@ -231,19 +259,9 @@ static __always_inline int send_fast(struct __sk_buff *skb, const struct etherip
   if (!(t->flags & ETHERIP_FLAG_FAST_PATH) || t->family != ETHERIP_FAMILY_V4 ||
       skb->protocol != bpf_htons(ETH_P_IP))
     return -1;
-  struct bpf_fib_lookup fib = {};
-  fib.family = AF_INET;
-  fib.l4_protocol = ETHERIP_IPPROTO;
-  fib.tot_len = sizeof(struct iphdr) + 2 + inner_len;
-  fib.ifindex = key; /* routed as if received on eip, as on the stack path */
-  __builtin_memcpy(&fib.ipv4_src, t->local, 4);
-  __builtin_memcpy(&fib.ipv4_dst, t->remote, 4);
-  if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS) return -1;
-  __u8 macs[12];
-  __builtin_memcpy(macs, fib.dmac, 6);
-  __builtin_memcpy(macs + 6, fib.smac, 6);
-  if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0)) return -1;
-  return bpf_redirect(fib.ifindex, 0);
+  struct bpf_fib_lookup fib;
+  if (fib_lookup4(skb, t, key, inner_len, &fib) != BPF_FIB_LKUP_RET_SUCCESS) return -1;
+  return redirect_to_next_hop(skb, &fib);
 }
 
 /* The outer IPv4 header, checksummed. The id is unique per packet so that the peer never mixes
@@ -252,6 +270,19 @@ static __always_inline int send_fast(struct __sk_buff *skb, const struct etherip
 static __always_inline struct iphdr outer_ipv4(struct etherip_tunnel *t, __u32 inner_len) {
   return ipv4_header(t->local, t->remote, ETHERIP_IPPROTO, 2 + inner_len,
                      (__u16)__sync_fetch_and_add(&t->ip_id, 1));
+}
+
+/* Outer Ethernet (eip's own MAC both ways) + IPv4 + EtherIP header in front of the room that
+ * make_room left. */
+static __always_inline int write_outer4(struct __sk_buff *skb, struct etherip_tunnel *t,
+                                        __u32 inner_len) {
+  struct outer4 h = {};
+  __builtin_memcpy(h.eth.h_dest, t->mac, ETH_ALEN);
+  __builtin_memcpy(h.eth.h_source, t->mac, ETH_ALEN);
+  h.eth.h_proto = bpf_htons(ETH_P_IP);
+  h.ip = outer_ipv4(t, inner_len);
+  h.etherip = bpf_htons(ETHERIP_HDR_V3);
+  return bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0) ? -1 : 0;
 }
 
 SEC("tc")
@@ -278,13 +309,7 @@ int etherip_encap(struct __sk_buff *skb) {
   if (direct < 0) return drop(key, ETHERIP_DROP_HELPER);
 
   if (t->family == ETHERIP_FAMILY_V4) {
-    struct outer4 h = {};
-    __builtin_memcpy(h.eth.h_dest, t->mac, ETH_ALEN);
-    __builtin_memcpy(h.eth.h_source, t->mac, ETH_ALEN);
-    h.eth.h_proto = bpf_htons(ETH_P_IP);
-    h.ip = outer_ipv4(t, inner_len);
-    h.etherip = bpf_htons(ETHERIP_HDR_V3);
-    if (bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0)) return drop(key, ETHERIP_DROP_HELPER);
+    if (write_outer4(skb, t, inner_len)) return drop(key, ETHERIP_DROP_HELPER);
   } else {
     struct outer6 h = {};
     __builtin_memcpy(h.eth.h_dest, t->mac, ETH_ALEN);
@@ -311,14 +336,42 @@ int etherip_encap(struct __sk_buff *skb) {
     if (bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0)) return drop(key, ETHERIP_DROP_HELPER);
   }
 
-  struct etherip_stats *s = stats_of(key);
-  if (s) {
-    s->tx_packets++;
-    s->tx_bytes += inner_len;
-  }
+  count_sent(key, inner_len);
   int sent = send_fast(skb, t, key, inner_len);
   if (sent >= 0) return sent;
   return direct ? send_into_stack(skb, key) : send_reinjected(skb, key);
+}
+
+/* Encapsulation at the tunnel port's own TC egress (T, where the bridge hands the frame to the
+ * tunnel), for fast-path tunnels with an IPv4 outer: straight to the next hop out of the
+ * underlay, without the T -> eip crossing (a backlog hand-over per frame) and without the
+ * stack. Only a plain case is taken here; everything else passes untouched (TC_ACT_OK) over the
+ * veth to etherip_encap, which handles it as before: GSO skbs (TC egress runs before the kernel
+ * segments them for T, and protocol 97 has no GSO), non-IP and VLAN-tagged frames, routes whose
+ * MTU is too small (fragmentation), unresolved neighbours and any other lookup result. Nothing
+ * is changed before that decision, so the fallback sees the frame as the bridge sent it. */
+SEC("tc")
+int etherip_encap_port(struct __sk_buff *skb) {
+  __u32 port = skb->ifindex;
+  __u32 *found = bpf_map_lookup_elem(&ports, &port);
+  if (!found) return TC_ACT_OK;
+  __u32 key = *found;
+  struct etherip_tunnel *t = bpf_map_lookup_elem(&tunnels, &key);
+  if (!t || !(t->flags & ETHERIP_FLAG_FAST_PATH) || (t->flags & ETHERIP_FLAG_IPSEC) ||
+      t->family != ETHERIP_FAMILY_V4 || skb->gso_size || skb->vlan_present ||
+      (skb->protocol != bpf_htons(ETH_P_IP) && skb->protocol != bpf_htons(ETH_P_IPV6)))
+    return TC_ACT_OK;
+  __u32 inner_len = skb->len;
+  struct bpf_fib_lookup fib;
+  if (fib_lookup4(skb, t, key, inner_len, &fib) != BPF_FIB_LKUP_RET_SUCCESS) return TC_ACT_OK;
+
+  if (t->clamp_mtu) clamp_mss(skb, t, 0);
+  struct vlan_tags none = {};
+  if (make_room(skb, t, sizeof(struct outer4), &none) != 1 || write_outer4(skb, t, inner_len))
+    return drop(key, ETHERIP_DROP_HELPER);
+  count_sent(key, inner_len);
+  int sent = redirect_to_next_hop(skb, &fib);
+  return sent >= 0 ? sent : drop(key, ETHERIP_DROP_HELPER);
 }
 
 #endif

@@ -18,6 +18,15 @@ struct {
   __type(value, struct etherip_tunnel);
 } tunnels SEC(".maps");
 
+/* Fast-path tunnels: the tunnel port T's ifindex -> the tunnel's key (eip's ifindex), for
+ * etherip_encap_port on T's egress. */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 1024);
+  __type(key, __u32);
+  __type(value, __u32);
+} ports SEC(".maps");
+
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
   __uint(max_entries, 1024);
