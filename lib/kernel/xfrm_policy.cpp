@@ -11,7 +11,7 @@
 //
 // Ours: the template's reqid is in etherctl's range (model::ipsec_reqid). Key: "L -> R".
 // Removing also deletes the states of the reqid between L and R that are left (charon
-// normally deletes them when the connection is terminated).
+// normally deletes them when the connection is terminated), larval ones included.
 #include <arpa/inet.h>
 #include <linux/xfrm.h>
 
@@ -238,12 +238,35 @@ void modify(Netlink& netlink, const plan::Object& desired, const plan::Object& o
   netlink.count_foreign_request(true);
 }
 
+// A larval state (SPI 0, made by the kernel when a packet met the OUT policy with no SA, for
+// the key manager to fill) cannot be deleted by its address and SPI: it is in no SPI table.
+// ALLOCSPI finds it by its reqid, mode and addresses and gives it an SPI, after which DELSA
+// works. Without this it stays up to net.core.xfrm_acq_expires (30 s) after the tunnel left.
+uint32_t give_spi(Netlink& xfrm, const xfrm_usersa_info& larval, const std::string& what) {
+  Message message(XFRM_MSG_ALLOCSPI, 0);
+  auto* info = message.put_header<xfrm_userspi_info>();
+  info->info.family = larval.family;
+  info->info.saddr = larval.saddr;
+  info->info.id.daddr = larval.id.daddr;
+  info->info.id.proto = larval.id.proto;
+  info->info.mode = larval.mode;
+  info->info.reqid = larval.reqid;
+  info->min = 0x100;  // below are reserved (RFC 4303)
+  info->max = 0xffffffff;
+  uint32_t spi = 0;
+  xfrm.query(
+      message,
+      [&](const nlmsghdr* header) {
+        if (header->nlmsg_type == XFRM_MSG_NEWSA)
+          spi = static_cast<const xfrm_usersa_info*>(mnl_nlmsg_get_payload(header))->id.spi;
+      },
+      what + ": give a larval state an SPI to delete it");
+  return spi;
+}
+
 void delete_states(Netlink& xfrm, const Address& src, const Address& dst, uint32_t reqid,
                    const std::string& what) {
-  struct State {
-    xfrm_usersa_id id;
-  };
-  std::vector<State> found;
+  std::vector<xfrm_usersa_info> found;
   Message request(XFRM_MSG_GETSA, 0);
   request.put_header<xfrm_usersa_info>();
   xfrm.dump(request, [&](const nlmsghdr* header) {
@@ -251,18 +274,18 @@ void delete_states(Netlink& xfrm, const Address& src, const Address& dst, uint32
     const auto* sa = static_cast<const xfrm_usersa_info*>(mnl_nlmsg_get_payload(header));
     if (sa->reqid != reqid || sa->family != src.family) return;
     if (!same_address(sa->saddr, src.bytes) || !same_address(sa->id.daddr, dst.bytes)) return;
-    State s{};
-    s.id.daddr = sa->id.daddr;
-    s.id.spi = sa->id.spi;
-    s.id.family = sa->family;
-    s.id.proto = sa->id.proto;
-    found.push_back(s);
+    found.push_back(*sa);
   });
-  for (const State& s : found) {
-    Message message(XFRM_MSG_DELSA, 0);
-    *message.put_header<xfrm_usersa_id>() = s.id;
-    message.put(XFRMA_SRCADDR, &src.bytes, sizeof(src.bytes));
+  for (const xfrm_usersa_info& sa : found) {
     try {
+      xfrm_usersa_id id{};
+      id.daddr = sa.id.daddr;
+      id.spi = sa.id.spi != 0 ? sa.id.spi : give_spi(xfrm, sa, what);
+      id.family = sa.family;
+      id.proto = sa.id.proto;
+      Message message(XFRM_MSG_DELSA, 0);
+      *message.put_header<xfrm_usersa_id>() = id;
+      message.put(XFRMA_SRCADDR, &src.bytes, sizeof(src.bytes));
       xfrm.request(message, what + ": delete a state left behind");
     } catch (const KernelError& e) {
       if (e.error() != ESRCH && e.error() != ENOENT) throw;
