@@ -14,7 +14,8 @@ by default (MSS clamping included). Paths:
   etherip       VM to VM through etherctl's tunnel, default settings
   etherip+T...  the same with tweaks T for its turn (see tweak() below: the datapath before
                 issue 18, the issue's GRO hand test, fast path, RPS, threaded NAPI, checksum
-                offload, a WAN receive concentrated on one CPU as a NIC's RSS does)
+                offload, a WAN receive concentrated on one CPU as a NIC's RSS does, NAPI on
+                the WAN receive, one stream pipelined across both CPUs)
   limit         plain TCP from edge host to edge host through the same router, TSO and GSO off
                 at the sender, GRO on at the receiver (its veth peer on the router with TSO off,
                 or a veth does not use NAPI): MTU-sized packets across the WAN, GRO after it,
@@ -203,10 +204,12 @@ class Lab:
 
 
 class Path:
-    """Who talks to whom, and what is set for the path's turn (and undone after it)."""
+    """Who talks to whom, and what is set for the path's turn (and undone after it); client_cpu:
+    the CPU that the iperf3 clients are pinned to (tweak pin), None for the scheduler's choice."""
 
-    def __init__(self, name, ends, setup=None, teardown=None):
+    def __init__(self, name, ends, setup=None, teardown=None, client_cpu=None):
         self.name, self.ends, self.setup, self.teardown = name, ends, setup, teardown
+        self.client_cpu = client_cpu
 
 
 def limit_settings(on):
@@ -255,6 +258,12 @@ def dp_tool_apply(tool, *flags):
 #            receives; GRO itself has nothing to coalesce in protocol 97
 #   rss1     the WAN ends of both edges hand every received packet to CPU 0 (RPS), as a NIC's
 #            RSS does with all of a tunnel's packets (no ports in protocol 97)
+#   pin      the iperf3 clients (the sending VM's process) pinned to CPU 0
+#   vmrps    with pin: the edges' VM ports hand what they receive to CPU 1 (RPS), so that one
+#            stream is handed over once per GSO skb (64 KB from the VM's TSO) and everything
+#            after the VM's own transmit (bridge, segmentation, tunnel, WAN, router, receiving
+#            edge) runs on the CPU that the sender does not use: the pipelining across both CPUs
+#            that a hand-over per GSO skb inside the datapath could at best give
 def tweak(name, lab):
     cpus = os.cpu_count() or 1
     all_cpus = format((1 << cpus) - 1, "x")
@@ -309,6 +318,12 @@ def tweak(name, lab):
                 ethtool(edge, "eth0", "gro", "on" if on else "off")
                 ethtool("router", ROUTER[edge][0], "tso", "off" if on else "on")
         return lambda: wan_napi(True), lambda: wan_napi(False)
+    if name == "pin":
+        return lambda: None, lambda: None
+    if name == "vmrps":
+        other = format(1 << (1 % cpus), "x")
+        return (lambda: sysfs("eth1/queues/rx-*/rps_cpus", other),
+                lambda: sysfs("eth1/queues/rx-*/rps_cpus", "0"))
     if name == "vmseg":
         def vm_offloads(state):
             for vm in ("vm1", "vm2"):
@@ -338,7 +353,7 @@ def make_path(name, lab):
     def teardown(_lab):
         for _, off in reversed(steps):
             off()
-    return Path(name, VM_ENDS, setup, teardown)
+    return Path(name, VM_ENDS, setup, teardown, client_cpu="0" if "pin" in tweaks else None)
 
 
 def finish(path, lab):
@@ -373,8 +388,9 @@ def iperf(path, streams, direction, seconds, wrap=None):
     time.sleep(0.4)
     wrapper = wrap.start() if wrap else None
     before, t0 = cpu_times(), time.monotonic()
-    clients = [subprocess.Popen(["ip", "netns", "exec", ns(snode), "iperf3", "-c", daddr, "-p",
-                                 str(BASE_PORT + i), "-t", str(seconds), "-J"],
+    pin = ["taskset", "-c", path.client_cpu] if path.client_cpu else []
+    clients = [subprocess.Popen(pin + ["ip", "netns", "exec", ns(snode), "iperf3", "-c", daddr,
+                                       "-p", str(BASE_PORT + i), "-t", str(seconds), "-J"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for i in range(streams)]
     outs = [c.communicate(timeout=seconds + 60) for c in clients]
