@@ -7,6 +7,7 @@
 #include <cctype>
 #include <chrono>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <iostream>
 #include <optional>
@@ -66,6 +67,75 @@ void print_last_applied(const nlohmann::json& status) {
     fmt::print("last {} digest {} from {}\n", last.value("command", "?"), last.value("digest", ""),
                last.value("site_file", "?"));
   }
+}
+
+// A time of day for `status` (local time, milliseconds).
+std::string clock_text(double unix_seconds) {
+  const std::time_t t = static_cast<std::time_t>(unix_seconds);
+  std::tm local{};
+  localtime_r(&t, &local);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S", &local);
+  return fmt::format("{}.{:03}", text, static_cast<int>((unix_seconds - t) * 1000));
+}
+
+// A unit of a failover group: its role, the peer, the last transition, split brain.
+void print_failover(const nlohmann::json& status) {
+  if (!status.contains("failover") || !status["failover"].is_object()) return;
+  const auto& f = status["failover"];
+  std::string devices;
+  for (const auto& d : f.value("devices", nlohmann::json::array())) {
+    devices += (devices.empty() ? "" : ", ") + d.get<std::string>();
+  }
+  fmt::print("failover group {} ({}), virtual router {}, advert {} s\n", f.value("group", ""),
+             devices, f.value("virtual_router_id", 0), f.value("advert_int", 0.0));
+  std::string role = f.value("role", "unknown");
+  for (auto& c : role) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  fmt::print("  role {}{}{} ({})\n", role,
+             f.contains("since") ? " since " + clock_text(f["since"].get<double>()) : "",
+             f.contains("cause") ? ": " + f["cause"].get<std::string>() : "",
+             f.value("role_source", ""));
+  if (!f.value("agent_running", false)) {
+    fmt::print(
+        "  no failover agent runs: the role's objects are left as they are and keepalived "
+        "stays out of the election (run etherctl watch)\n");
+  }
+  if (f.contains("keepalived") && f["keepalived"].is_object()) {
+    const auto& k = f["keepalived"];
+    fmt::print("  keepalived: {}{}\n",
+               k.value("running", false) ? fmt::format("running (pid {})", k.value("pid", 0))
+                                         : std::string("not running"),
+               k.value("master", false) ? ", master" : "");
+  }
+  if (f.contains("peer") && f["peer"].is_object()) {
+    const auto& p = f["peer"];
+    std::string last =
+        p.contains("last_advert_ms_ago") && !p["last_advert_ms_ago"].is_null()
+            ? fmt::format(", last advert {} ms ago", p["last_advert_ms_ago"].get<int64_t>())
+            : "";
+    fmt::print("  peer {}{}: {}{}\n", p.value("address", "?"),
+               p.contains("priority") ? fmt::format(" (priority {})", p.value("priority", 0)) : "",
+               p.value("state", "?"), last);
+  }
+  if (f.contains("last_transition") && f["last_transition"].is_object() &&
+      !f["last_transition"].empty()) {
+    const auto& t = f["last_transition"];
+    fmt::print("  last transition: {} -> {} at {}: {}{}\n", t.value("from", "?"),
+               t.value("to", "?"), clock_text(t.value("at", 0.0)), t.value("cause", ""),
+               t.contains("applied_ms")
+                   ? fmt::format(" (applied in {:.1f} ms)", t.value("applied_ms", 0.0))
+                   : "");
+  }
+  if (f.contains("split_brain") && f["split_brain"].is_object()) {
+    const auto& b = f["split_brain"];
+    if (b.value("now", false)) {
+      fmt::print("  SPLIT BRAIN since {}: {}\n", clock_text(b.value("since", 0.0)),
+                 b.value("reason", ""));
+    } else if (b.value("count", 0) > 0) {
+      fmt::print("  split brain: none now ({} seen)\n", b.value("count", 0));
+    }
+  }
+  fmt::print("  group digest {}\n", f.value("group_digest", ""));
 }
 
 // Confirm-or-revert lines of `status`.
@@ -210,6 +280,7 @@ void print_text(const Cli& cli, const etherctl::engine::Report& report) {
     } else if (command == Command::Status && report.status.is_object()) {
       fmt::print("device {}\nconfiguration digest {}{}\n", report.device, report.digest,
                  report.status.value("in_sync", false) ? " (in sync)" : " (not in sync)");
+      print_failover(report.status);
       print_last_applied(report.status);
       print_pending(report.status);
       if (report.status.contains("objects")) print_status_table(report.status);

@@ -273,6 +273,69 @@ class Lab:
         self.exec(vm, "arping", "-q", "-U", "-c", "2", "-w", "1", "-I", "eth0", VMS[vm][1],
                   check=False)
 
+    # --- etherctl watch on every unit -------------------------------------------------------
+
+    def start_agents(self, etherctl, site_file, lock_dir, log_dir, units=UNITS, extra=()):
+        """`etherctl watch` in every unit's namespace, logs in log_dir/<unit>.log."""
+        self.lock_dir = lock_dir
+        self.agents = getattr(self, "agents", {})
+        env = dict(os.environ, ETHERCTL_LOCK_DIR=lock_dir)
+        for unit in units:
+            log = open(os.path.join(log_dir, f"{unit}.log"), "a")
+            self.agents[unit] = subprocess.Popen(
+                [etherctl, "--netns", self.ns(unit), "--device", unit, "watch", "--listen", "none",
+                 *extra, site_file],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            log.close()
+        return self.agents
+
+    def stop_agents(self, units=UNITS, sig=signal.SIGTERM, timeout=30):
+        for unit in units:
+            agent = getattr(self, "agents", {}).get(unit)
+            if agent and agent.poll() is None:
+                agent.send_signal(sig)
+        for unit in units:
+            agent = getattr(self, "agents", {}).get(unit)
+            if agent:
+                try:
+                    agent.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    agent.kill()
+                    agent.wait()
+
+    def failover_dir(self, unit):
+        """The unit's failover files (etherctl's state directory for its namespace)."""
+        inode = os.stat(f"/run/netns/{self.ns(unit)}").st_ino
+        return os.path.join(self.lock_dir, f"netns-{inode}.failover")
+
+    def record(self, unit):
+        """The role record the unit's agent writes (role, cause, peer, split brain, ...)."""
+        try:
+            with open(os.path.join(self.failover_dir(unit), "role.json")) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
+
+    def role(self, unit):
+        return self.record(unit).get("role")
+
+    def wait_roles(self, roles, timeout=30):
+        """Waits until every unit of `roles` ({unit: "active"/"standby"}) has that role and its
+        kernel state matches it (floating WAN address held by the active units only)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            now = {unit: self.role(unit) for unit in roles}
+            held = {unit: self.holds_floating(unit) for unit in roles}
+            if now == roles and all(held[u] == (r == "active") for u, r in roles.items()):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"roles {now} (floating held: {held}), wanted {roles}")
+            time.sleep(0.05)
+
+    def holds_floating(self, unit):
+        floating = WAN[dc_of(unit)][4]
+        return any(a.startswith(floating + "/") for a in self.addresses(unit).get("eth0", []))
+
     # --- the site file ----------------------------------------------------------------------
 
     def site(self, advert_int=None, preempt=None, pools=False):

@@ -13,10 +13,13 @@
 #include <set>
 
 #include "agent/events.hpp"
+#include "agent/failover.hpp"
 #include "agent/http.hpp"
 #include "agent/metrics.hpp"
 #include "agent/system.hpp"
 #include "engine/engine.hpp"
+#include "engine/state_dir.hpp"
+#include "model/site.hpp"
 #include "plan/render.hpp"
 
 namespace etherctl::agent {
@@ -26,7 +29,7 @@ namespace {
 namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
 
-enum class Trigger { Start, Event, Periodic, Reload, Retry };
+enum class Trigger { Start, Event, Periodic, Reload, Retry, Failover };
 
 const char* trigger_name(Trigger trigger) {
   switch (trigger) {
@@ -40,6 +43,8 @@ const char* trigger_name(Trigger trigger) {
       return "reload";
     case Trigger::Retry:
       return "retry";
+    case Trigger::Failover:
+      return "failover";
   }
   return "?";
 }
@@ -58,7 +63,9 @@ class Agent {
         debounce_timer_(io_),
         periodic_timer_(io_),
         retry_timer_(io_),
-        watchdog_timer_(io_) {}
+        watchdog_timer_(io_),
+        failover_(io_, {[this](plan::Role) { return reconcile(Trigger::Failover); },
+                        [](const std::string& line) { log("{}", line); }}) {}
 
   int run();
 
@@ -69,7 +76,8 @@ class Agent {
   void wait_for_signal();
   void arm_periodic();
   void arm_watchdog(std::chrono::microseconds every);
-  void reconcile(Trigger trigger);
+  bool reconcile(Trigger trigger);  // true when it succeeded
+  void configure_failover(const char* why);
   void stop();
   HttpResponse handle(const std::string& target);
   engine::Options engine_options(engine::Command command, bool resolve) const;
@@ -93,6 +101,7 @@ class Agent {
   AgentStats stats_;
   engine::Report last_;
   bool have_last_ = false;
+  FailoverUnit failover_;  // a unit of a failover group: the election and the role
 };
 
 engine::Options Agent::engine_options(engine::Command command, bool resolve) const {
@@ -105,7 +114,22 @@ engine::Options Agent::engine_options(engine::Command command, bool resolve) con
   o.respect_revert = true;  // never undo a revert of an unconfirmed apply (confirm.hpp)
   o.preloaded_site = site_.site;
   o.preloaded_sha256 = site_.sha256;
+  o.role = failover_.role();
   return o;  // no netns: the agent entered it once, at start
+}
+
+// The failover duties of the device, at start and after every reload (it may have joined or
+// left a group). Its files live in the namespace's state directory.
+void Agent::configure_failover(const char* why) {
+  std::string error;
+  const model::Device* device =
+      model::select_device(*site_.site, options_.device, engine::host_name(), &error);
+  if (!device) return;  // the reconcile reports it
+  const std::string dir = engine::StateDir::of_current_netns(options_.lock_dir).failover_dir();
+  const bool was = failover_.configured();
+  failover_.configure(site_.site, device->name, dir);
+  if (was && !failover_.configured())
+    log("{}: device {} left its failover group", why, device->name);
 }
 
 // Reads the site file. At start a bad file is fatal; later it keeps the running one.
@@ -145,12 +169,15 @@ std::chrono::milliseconds Agent::interval() const {
   return every;
 }
 
-void Agent::reconcile(Trigger trigger) {
+bool Agent::reconcile(Trigger trigger) {
   const auto started = Clock::now();
   // Probes for unresolved members only on the timer's schedule: a member that never answers
   // would otherwise wake every event-driven run again with its probe's own notifications.
-  engine::Report report =
-      engine::run(engine_options(engine::Command::Apply, trigger != Trigger::Event));
+  engine::Options options = engine_options(
+      engine::Command::Apply, trigger != Trigger::Event && trigger != Trigger::Failover);
+  // A role change waits for a run that holds the lock rather than retrying later.
+  options.wait_for_lock = trigger == Trigger::Failover;
+  engine::Report report = engine::run(options);
   const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
   stats_.reconciles[static_cast<size_t>(report.outcome)] += 1;
   stats_.last_duration_seconds = seconds;
@@ -219,6 +246,9 @@ void Agent::reconcile(Trigger trigger) {
         stats_.reconciles[0] + stats_.reconciles[1] + stats_.reconciles[2] + stats_.reconciles[3],
         stats_.changes_applied));
   }
+  const bool succeeded = have_last_ && last_.outcome == engine::Outcome::Ok && last_.errors.empty();
+  failover_.after_reconcile(succeeded);
+  return succeeded;
 }
 
 void Agent::wait_for_events() {
@@ -243,6 +273,7 @@ void Agent::on_events() {
   for (const auto& address : batch.neighbours) {
     if (member_addresses_.count(address)) relevant = true;
   }
+  if (!batch.host_addresses.empty()) failover_.on_host_addresses(batch.host_addresses);
   if (!relevant || event_reconcile_pending_) return;
   event_reconcile_pending_ = true;
   debounce_timer_.expires_after(options_.debounce);
@@ -278,6 +309,11 @@ void Agent::wait_for_signal() {
       if (load("reload")) {
         ++stats_.reloads_ok;
         log("reloaded {} ({})", options_.site_file, site_.sha256);
+        try {
+          configure_failover("reload");
+        } catch (const std::exception& e) {
+          log("reload: {}", e.what());
+        }
         reconcile(Trigger::Reload);
         arm_periodic();  // the interval may have changed
       } else {
@@ -294,6 +330,7 @@ void Agent::wait_for_signal() {
 
 void Agent::stop() {
   notify("STOPPING=1");
+  failover_.stop();  // leave the segments, then the election
   boost::system::error_code ignored;
   signals_.cancel(ignored);
   debounce_timer_.cancel();
@@ -310,7 +347,8 @@ HttpResponse Agent::handle(const std::string& target) {
   if (path == "/metrics") {
     return {200, "text/plain; version=0.0.4; charset=utf-8",
             render_metrics(stats_, have_last_ ? last_.members : nlohmann::json::array(),
-                           engine::tunnel_counters())};
+                           engine::tunnel_counters()) +
+                failover_.metrics()};
   }
   if (path == "/healthz") {
     if (stats_.in_sync) return {200, "text/plain; charset=utf-8", "ok\n"};
@@ -339,6 +377,7 @@ HttpResponse Agent::handle(const std::string& target) {
         {"interval_ms", interval().count()},
     };
     nlohmann::json body = {{"agent", agent}};
+    if (failover_.configured()) body["failover"] = failover_.status();
     if (have_last_) body["last_reconcile"] = engine::report_json(last_, engine::Command::Apply);
     body["now"] = engine::report_json(now, engine::Command::Status);
     return {now.outcome == engine::Outcome::LockHeld ? 503u : 200u, "application/json",
@@ -359,8 +398,10 @@ int Agent::run() {
       http_ = std::make_unique<HttpServer>(io_, parse_listen_address(options_.listen),
                                            [this](const std::string& t) { return handle(t); });
     }
+    // Before the first reconcile: it applies the role the election implies now.
+    configure_failover("start");
     if (options_.drop_capabilities) {
-      auto held = drop_capabilities();
+      auto held = drop_capabilities(failover_.configured());
       std::string names;
       for (const auto& n : held) names += (names.empty() ? "" : ",") + n;
       log("capabilities: {}", names.empty() ? "none" : names);

@@ -78,6 +78,23 @@ void classify(const nlmsghdr* header, EventBatch& batch) {
       const auto* ifa = static_cast<const ifaddrmsg*>(mnl_nlmsg_get_payload(header));
       add(EventKind::Address, payload >= sizeof(ifaddrmsg) && ifa->ifa_scope != RT_SCOPE_LINK &&
                                   ifa->ifa_scope != RT_SCOPE_HOST);
+      if (payload >= sizeof(ifaddrmsg) && ifa->ifa_scope == RT_SCOPE_HOST &&
+          ifa->ifa_family == AF_INET) {
+        const nlattr* local = nullptr;
+        mnl_attr_parse(
+            header, sizeof(ifaddrmsg),
+            [](const nlattr* attr, void* data) {
+              if (mnl_attr_get_type(attr) == IFA_LOCAL) *static_cast<const nlattr**>(data) = attr;
+              return MNL_CB_OK;
+            },
+            &local);
+        if (local && mnl_attr_get_payload_len(local) == 4) {
+          model::IpAddress address;
+          address.family = 4;
+          std::memcpy(address.bytes.data(), mnl_attr_get_payload(local), 4);
+          batch.host_addresses.emplace_back(address, header->nlmsg_type == RTM_NEWADDR);
+        }
+      }
       return;
     }
     case RTM_NEWROUTE:

@@ -27,6 +27,9 @@ struct EventBatch {
   std::array<uint64_t, kEventKinds> counts{};
   std::array<uint64_t, kEventKinds> relevant{};
   std::vector<model::IpAddress> neighbours;
+  // IPv4 host-scope addresses added (true) or removed (false), in order: keepalived's marker
+  // address among them (lib/failover/marker.hpp).
+  std::vector<std::pair<model::IpAddress, bool>> host_addresses;
   bool overrun = false;
 
   uint64_t count(EventKind kind) const { return counts[static_cast<size_t>(kind)]; }

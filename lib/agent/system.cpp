@@ -24,8 +24,9 @@ uint64_t watchdog_usec() {
   return sd_watchdog_enabled(0, &usec) > 0 ? usec : 0;
 }
 
-const std::vector<int>& kept_capabilities() {
-  static const std::vector<int> kept = {CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF};
+std::vector<int> kept_capabilities(bool failover) {
+  std::vector<int> kept = {CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF};
+  if (failover) kept.insert(kept.end(), {CAP_NET_RAW, CAP_SYS_NICE, CAP_IPC_LOCK});
   return kept;
 }
 
@@ -46,14 +47,20 @@ const char* capability_name(int cap) {
       return "cap_sys_admin";
     case CAP_BPF:
       return "cap_bpf";
+    case CAP_NET_RAW:
+      return "cap_net_raw";
+    case CAP_SYS_NICE:
+      return "cap_sys_nice";
+    case CAP_IPC_LOCK:
+      return "cap_ipc_lock";
   }
   return "?";
 }
 
 }  // namespace
 
-std::vector<std::string> drop_capabilities() {
-  const auto& kept = kept_capabilities();
+std::vector<std::string> drop_capabilities(bool failover) {
+  const auto kept = kept_capabilities(failover);
   auto keep = [&](int cap) { return std::find(kept.begin(), kept.end(), cap) != kept.end(); };
   // The bounding set first: dropping from it needs CAP_SETPCAP, which goes next.
   for (int cap = 0; cap <= last_capability(); ++cap) {

@@ -17,15 +17,18 @@
 #include "datapath/host.hpp"
 #include "datapath/tunnel_kind.hpp"
 #include "engine/confirm.hpp"
+#include "engine/failover.hpp"
 #include "engine/internal.hpp"
 #include "engine/journal.hpp"
 #include "engine/lock.hpp"
+#include "failover/keepalived_kind.hpp"
 #include "ipsec/connection.hpp"
 #include "ipsec/connection_kind.hpp"
 #include "kernel/kind.hpp"
 #include "kernel/snapshot.hpp"
 #include "location/location.hpp"
 #include "location/observe.hpp"
+#include "model/failover.hpp"
 #include "model/site.hpp"
 #include "plan/render.hpp"
 
@@ -50,7 +53,8 @@ std::string hostname() {
 
 void register_kinds() {
   static const bool registered = (kernel::register_kind(datapath::tunnel_kind_ops()),
-                                  kernel::register_kind(ipsec::connection_kind_ops()), true);
+                                  kernel::register_kind(ipsec::connection_kind_ops()),
+                                  kernel::register_kind(failover::keepalived_kind_ops()), true);
   (void)registered;
 }
 
@@ -459,6 +463,7 @@ struct Run {
   kernel::Ownership ownership;
   plan::Objects desired;
   plan::Objects observed;
+  FailoverRun failover;  // the device's failover group and role, if any
 
   // `status` without a site file lists what etherctl owns (any device's marks), compares nothing.
   bool without_site() const { return !site; }
@@ -482,21 +487,6 @@ struct Run {
   }
 };
 
-// What a valid file may hold that this version does not apply yet, each with its pointer.
-// Failover groups (issue 17) are checked, but applying one unit without its election would
-// leave both units forwarding and loop the stretched segments: refused as a whole instead.
-std::vector<model::Problem> not_applied_yet(const model::Site& site) {
-  std::vector<model::Problem> problems;
-  for (const auto& [name, group] : site.failover_groups) {
-    problems.push_back(
-        {group.path, "failover group \"" + name +
-                         "\" is valid, but this version of etherctl does not apply failover "
-                         "groups yet (no election runs, so both units would forward and loop "
-                         "the stretched segments); nothing was changed (docs/failover.md)"});
-  }
-  return problems;
-}
-
 // Parse and validate the site file (or take the one `watch` keeps).
 bool parse(Run& run) {
   run.site = run.options.preloaded_site;
@@ -506,10 +496,6 @@ bool parse(Run& run) {
   if (!loaded.site) {
     run.report.errors = loaded.problems;
     return run.stop(Outcome::Invalid);
-  }
-  if (run.options.command != Command::Validate) {
-    run.report.errors = not_applied_yet(*loaded.site);
-    if (!run.report.errors.empty()) return run.stop(Outcome::Invalid);
   }
   run.site = std::make_shared<const model::Site>(std::move(*loaded.site));
   return true;
@@ -565,11 +551,23 @@ bool recover(Run& run) {
 void observe(Run& run, const kernel::Snapshot& snapshot) {
   run.observed = internal::observe(snapshot, run.ownership);
   if (run.without_site()) return;
-  if (run.options.command != Command::Destroy) {
-    run.desired = plan::desired_objects(*run.site, *run.device);
+  const model::Site& site = *run.site;
+  const model::Device& device = *run.device;
+  run.failover = failover_run(*run.state, site, device, run.options.role);
+  const bool destroy = run.options.command == Command::Destroy;
+  if (!destroy) {
+    run.desired = run.failover.group ? failover_desired(run.failover, site, device, run.observed)
+                                     : plan::desired_objects(site, device);
   }
-  // The digest covers the file's configuration, not the weights location gives members.
-  run.report.digest = configuration_digest(run.desired);
+  // The digest covers the file's configuration: not the weights location gives members, not
+  // the role of a failover unit.
+  run.report.digest =
+      configuration_digest(destroy ? plan::Objects{} : plan::desired_objects(site, device));
+  if (run.failover.group) {
+    run.report.group_digest =
+        "sha256:" + sha256_hex(model::shared_configuration(site, *run.failover.group).dump());
+  }
+  run.report.failover = failover_status(run.failover, run.report.group_digest);
 }
 
 // Virtual Location of pool members: their effective weights join the desired objects.
@@ -600,6 +598,7 @@ void status(Run& run, const kernel::Snapshot& snapshot) {
     report.status["site_file"] = run.options.site_file;
     report.status["digest"] = report.digest;
     report.status["in_sync"] = report.plan.empty() && report.plan.conflicts.empty();
+    if (!report.failover.is_null()) report.status["failover"] = report.failover;
   }
   report.status["last_applied"] = StateDir::read(run.state->applied());
   report.status["pending_confirmation"] = pending_status(read_pending(*run.state));
@@ -678,6 +677,7 @@ void record(Run& run) {
   } catch (const std::exception&) {
     // Only status's "last applied" line is lost; the kernel is as the file says.
   }
+  failover_cleanup(*run.state, run.failover.group && !destroyed);
   run.trace("done");
 }
 
@@ -759,11 +759,12 @@ LoadedSite load(const std::string& site_file) {
   LoadedSite out;
   model::LoadResult loaded = model::load_site_file(site_file);
   out.problems = loaded.problems;
-  if (loaded.site) out.problems = not_applied_yet(*loaded.site);
-  if (out.problems.empty()) out.site = std::make_shared<const model::Site>(std::move(*loaded.site));
+  if (loaded.site) out.site = std::make_shared<const model::Site>(std::move(*loaded.site));
   out.sha256 = file_sha256(site_file);
   return out;
 }
+
+std::string host_name() { return hostname(); }
 
 void enter_netns(const std::string& name) {
   try {
@@ -798,6 +799,7 @@ nlohmann::json report_json(const Report& report, Command command) {
       warnings.push_back({{"path", w.path}, {"message", w.message}});
     out["warnings"] = warnings;
   }
+  if (!report.failover.is_null()) out["failover"] = report.failover;
   return out;
 }
 

@@ -50,6 +50,10 @@ struct Options {
   // Apply waits this long for the IPsec SAs of each tunnel with "ipsec" and reports those not
   // established (Report::warnings); the configuration stays applied either way.
   std::chrono::milliseconds ipsec_wait{std::chrono::seconds(30)};
+  // A unit of a failover group: the role to apply, as `watch`'s transition code decided it.
+  // Without it a run reads the agent's role record while an agent runs, and otherwise leaves
+  // the role's objects as they are (lib/engine/failover.hpp).
+  std::optional<plan::Role> role;
 };
 
 // A valid site file read once: what `watch` runs on until a reload succeeds.
@@ -59,6 +63,10 @@ struct LoadedSite {
   std::vector<model::Problem> problems;
 };
 LoadedSite load(const std::string& site_file);
+
+// This host's name without its domain: the device a run acts on when none is given and the
+// site file has several (model::select_device).
+std::string host_name();
 
 // Enters the network namespace /run/netns/<name> for the calling thread (like `ip -n`);
 // throws std::runtime_error naming the namespace when it cannot.
@@ -81,6 +89,10 @@ struct Report {
   // SHA-256 of the device's effective configuration (its desired objects, normalised): equal
   // on every device that applies the same configuration, whatever the file's formatting.
   std::string digest;
+  // A unit of a failover group: the digest of the configuration both units share (equal on
+  // both when they applied the same file), and what status says about its role.
+  std::string group_digest;
+  nlohmann::json failover;
   // Virtual Location of every pool member: location, configured and effective weight, why.
   nlohmann::json members = nlohmann::json::array();
   // Repairs of what an interrupted (killed) run had left, made before observing.

@@ -5,6 +5,7 @@
 //                               (journal.hpp)
 //   netns-<inode>.pending.json  an apply awaiting `etherctl confirm` (confirm.hpp)
 //   netns-<inode>.applied.json  the last apply, destroy or revert (status shows it)
+//   netns-<inode>.failover/     a failover unit's keepalived and agent (failover/files.hpp)
 // The inode names the namespace, so runs in different namespaces neither block nor see each
 // other.
 #pragma once
@@ -24,6 +25,7 @@ class StateDir {
   std::string journal() const { return base_ + ".journal"; }
   std::string pending() const { return base_ + ".pending.json"; }
   std::string applied() const { return base_ + ".applied.json"; }
+  std::string failover_dir() const { return base_ + ".failover"; }
 
   // A record (pending, applied): null when the file is missing or unreadable.
   static nlohmann::json read(const std::string& path);

@@ -15,10 +15,10 @@ namespace {
 // needs; bridge ports last (lib/plan/plan.cpp says why). Deletion runs in reverse.
 // IPsec: the policies before the tunnel (its datapath must never send in clear), the strongSwan
 // connection after it (the decrypted packets need the datapath's receive path).
-constexpr std::array<std::string_view, 11> kCreationOrder = {
-    plan::kVlan,   plan::kVlanGroup, plan::kIpsecPolicy, plan::kTunnel,     plan::kIpsecConnection,
-    plan::kSelfIp, plan::kRoute,     plan::kIpvsService, plan::kIpvsMember, plan::kIpvsSync,
-    plan::kPort,
+constexpr std::array<std::string_view, 12> kCreationOrder = {
+    plan::kVlan,   plan::kVlanGroup,  plan::kIpsecPolicy, plan::kTunnel,     plan::kIpsecConnection,
+    plan::kSelfIp, plan::kRoute,      plan::kIpvsService, plan::kIpvsMember, plan::kIpvsSync,
+    plan::kPort,   plan::kKeepalived,
 };
 
 size_t rank(std::string_view kind) {

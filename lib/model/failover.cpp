@@ -323,6 +323,45 @@ void validate_failover(const Site& site, Problems& problems) {
   }
 }
 
+json shared_configuration(const Site& site, const FailoverGroup& group) {
+  json out = {{"group", group.name},
+              {"devices", group.devices},
+              {"vlan", group.vlan},
+              {"virtual_router_id", group.virtual_router_id},
+              {"advert_centiseconds", group.advert_centiseconds},
+              {"preempt", group.preempt},
+              {"preempt_delay", group.preempt_delay},
+              {"unicast", group.unicast}};
+  const Device* unit = nullptr;
+  for (const auto& name : group.devices) {
+    auto device = site.devices.find(name);
+    if (device != site.devices.end()) {
+      unit = &device->second;
+      out["priorities"][name] = device->second.failover ? device->second.failover->priority : 0;
+    }
+  }
+  if (!unit) return out;
+  for (const auto& [name, vlan] : unit->vlans) out["vlans"][name] = vlan_json(vlan);
+  for (const auto& [name, g] : unit->vlan_groups) out["vlan_groups"][name] = vlan_group_json(g);
+  for (const auto& [name, self_ip] : floating_self_ips(*unit)) {
+    out["floating_self_ips"][name] = floating_json(*self_ip);
+  }
+  for (const auto& [name, pool] : unit->pools) out["pools"][name] = pool_json(pool);
+  for (const auto& [name, tunnel] : site.tunnels) {
+    if (!tunnel.endpoints.count(group.name)) continue;
+    json endpoints = json::object();
+    for (const auto& [peer, endpoint] : tunnel.endpoints) {
+      endpoints[peer] = {{"address", endpoint.address.str()}, {"managed", endpoint.managed}};
+    }
+    out["tunnels"][name] = {{"endpoints", endpoints},
+                            {"mtu", tunnel.mtu ? json(*tunnel.mtu) : json()},
+                            {"accept_reversed_header", tunnel.accept_reversed_header},
+                            {"fast_path", tunnel.fast_path},
+                            {"clamp_tcp_mss", tunnel.clamp_tcp_mss}};
+  }
+  return out;
+}
+
 const FailoverGroup* failover_group_of(const Site& site, const Device& device) {
   if (!device.failover) return nullptr;
   auto group = site.failover_groups.find(device.failover->group);

@@ -25,4 +25,8 @@ std::optional<DeviceFailover> parse_device_failover(Fields& device, Problems& pr
 // share (the same VLANs, VLAN groups, floating self IPs and pools), each problem with a pointer.
 void validate_failover(const Site& site, Problems& problems);
 
+// The configuration both units of `group` share, in a normalised form: equal on both units
+// whenever they apply the same file (status shows its hash as the group digest).
+nlohmann::json shared_configuration(const Site& site, const FailoverGroup& group);
+
 }  // namespace etherctl::model

@@ -99,6 +99,12 @@ struct Device {
   std::map<std::string, Route> routes;
   std::map<std::string, Pool> pools;
   std::optional<DeviceFailover> failover;
+
+  // The kernel interface of a VLAN or VLAN group reference (a VLAN group is its bridge).
+  std::string ifname_of(const std::string& vlan_or_group) const {
+    auto vlan = vlans.find(vlan_or_group);
+    return vlan != vlans.end() ? vlan->second.ifname() : vlan_or_group;
+  }
 };
 
 // Two devices of one data center that share a configuration: keepalived (VRRP) elects the

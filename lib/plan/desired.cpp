@@ -1,7 +1,9 @@
 // Site model -> the objects one device wants in its kernel.
+#include <algorithm>
 #include <set>
 
 #include "ipsec/connection.hpp"
+#include "model/failover.hpp"
 #include "model/pools.hpp"
 #include "model/validate.hpp"
 #include "plan/plan.hpp"
@@ -10,18 +12,10 @@ namespace etherctl::plan {
 
 using model::pointer_append;
 
-namespace {
-
-// Kernel interface name of a VLAN or VLAN group reference (validated to exist).
-std::string ifname_of(const model::Device& device, const std::string& vlan_or_group) {
-  auto vlan = device.vlans.find(vlan_or_group);
-  return vlan != device.vlans.end() ? vlan->second.ifname() : vlan_or_group;
-}
-
-}  // namespace
-
-Objects desired_objects(const model::Site& site, const model::Device& device) {
+Objects desired_objects(const model::Site& site, const model::Device& device, Role role) {
   Objects objects;
+  const model::FailoverGroup* failover = model::failover_group_of(site, device);
+  const bool standby = failover && role == Role::Standby;
   std::set<std::string> grouped;  // VLANs and tunnels that are bridge ports
   for (const auto& [name, group] : device.vlan_groups) {
     grouped.insert(group.members.begin(), group.members.end());
@@ -55,24 +49,36 @@ Objects desired_objects(const model::Site& site, const model::Device& device) {
     Object o{kVlanGroup, name, name, group.path, {{"up", true}, {"mode", group.mode}}};
     if (group.mtu) o.attrs["mtu"] = *group.mtu;
     objects.push_back(std::move(o));
+    // A failover standby joins no segments: both units are on every VLAN of the group, so a
+    // standby that bridged them, or bridged one to the tunnel, would loop the segment through
+    // the pair. It keeps a group's only VLAN (its fixed self IP there stays reachable).
+    const auto vlans_in_group =
+        std::count_if(group.members.begin(), group.members.end(),
+                      [&](const std::string& member) { return device.vlans.count(member) > 0; });
     for (size_t i = 0; i < group.members.size(); ++i) {
-      std::string link = ifname_of(device, group.members[i]);
+      const bool tunnel = !device.vlans.count(group.members[i]);
+      if (standby && (tunnel || vlans_in_group > 1)) continue;
+      std::string link = device.ifname_of(group.members[i]);
       std::string path = pointer_append(pointer_append(group.path, "members"), std::to_string(i));
-      objects.push_back({kPort,
-                         name + "/" + link,
-                         name + "/" + group.members[i],
-                         path,
-                         {{"bridge", name}, {"link", link}}});
+      Object port{kPort,
+                  name + "/" + link,
+                  name + "/" + group.members[i],
+                  path,
+                  {{"bridge", name}, {"link", link}}};
+      if (failover && tunnel) port.attrs["flush_fdb"] = true;  // port.cpp says why
+      objects.push_back(std::move(port));
     }
   }
 
+  // A unit of a failover group is a tunnel endpoint under its group's name.
+  const std::string& endpoint_name = model::endpoint_name(site, device);
   for (const auto& [name, tunnel] : site.tunnels) {
-    auto local = tunnel.endpoints.find(device.name);
+    auto local = tunnel.endpoints.find(endpoint_name);
     if (local == tunnel.endpoints.end()) continue;
-    // The other end: a device of the file or a peer etherctl does not manage, alike.
+    // The other end: a device or group of the file, or a peer etherctl does not manage, alike.
     const model::IpAddress* remote = nullptr;
     for (const auto& [peer, endpoint] : tunnel.endpoints) {
-      if (peer != device.name) remote = &endpoint.address;
+      if (peer != endpoint_name) remote = &endpoint.address;
     }
     Object o{kTunnel,
              name,
@@ -138,14 +144,21 @@ Objects desired_objects(const model::Site& site, const model::Device& device) {
     }
   }
 
-  for (const auto& [name, self_ip] : device.self_ips) {
-    std::string link = ifname_of(device, self_ip.vlan);
-    std::string address = self_ip.address.str();
-    objects.push_back({kSelfIp,
-                       link + " " + address,
-                       name,
-                       self_ip.path,
-                       {{"interface", link}, {"address", address}}});
+  // Fixed self IPs before floating ones: the first IPv4 address of a subnet is its primary,
+  // and the fixed one must stay when the floating one goes.
+  for (const bool floating : {false, true}) {
+    for (const auto& [name, self_ip] : device.self_ips) {
+      if (self_ip.floating != floating || (floating && (!failover || standby))) continue;
+      std::string link = device.ifname_of(self_ip.vlan);
+      std::string address = self_ip.address.str();
+      Object o{kSelfIp,
+               link + " " + address,
+               name,
+               self_ip.path,
+               {{"interface", link}, {"address", address}}};
+      if (floating) o.attrs["floating"] = true;  // address.cpp: created the way it must move
+      objects.push_back(std::move(o));
+    }
   }
 
   for (const auto& [name, route] : device.routes) {
@@ -156,7 +169,7 @@ Objects desired_objects(const model::Site& site, const model::Device& device) {
              route.path,
              {{"destination", destination},
               {"gateway", route.gateway ? route.gateway->str() : std::string()}}};
-    if (route.vlan) o.attrs["interface"] = ifname_of(device, *route.vlan);
+    if (route.vlan) o.attrs["interface"] = device.ifname_of(*route.vlan);
     objects.push_back(std::move(o));
   }
 
@@ -168,7 +181,7 @@ Objects desired_objects(const model::Site& site, const model::Device& device) {
   for (const auto& [name, pool] : device.pools) {
     const model::VirtualAddressPlacement placement = model::place_virtual_address(device, pool);
     if (placement.is_self_ip || placement.vlan.empty()) continue;
-    const std::string link = ifname_of(device, placement.vlan);
+    const std::string link = device.ifname_of(placement.vlan);
     const std::string address =
         model::IpPrefix{pool.address, pool.address.max_prefix()}.str();  // /32 or /128
     if (!addresses.insert(link + " " + address).second) continue;
@@ -199,6 +212,19 @@ Objects desired_objects(const model::Site& site, const model::Device& device) {
                           {"port", member.port},
                           {"weight", member.weight},
                           {"forward", "masq"}}});
+    }
+  }
+  // Both IPVS connection sync daemons on both units of a pair with pools, whatever the role:
+  // the standby holds the active unit's connections when it takes over, and a unit that
+  // returns holds the ones made while it was away (docs/failover.md).
+  if (failover && !device.pools.empty()) {
+    for (const char* state : {"master", "backup"}) {
+      objects.push_back({kIpvsSync,
+                         state,
+                         "connection sync " + std::string(state),
+                         failover->path,
+                         {{"interface", device.ifname_of(failover->vlan)},
+                          {"syncid", failover->virtual_router_id}}});
     }
   }
   return objects;

@@ -19,7 +19,8 @@ inline constexpr const char* kIpvsService = "ipvs_service";  // IPVS virtual ser
 inline constexpr const char* kIpvsMember = "ipvs_member";    // IPVS real server of a service
 inline constexpr const char* kIpsecPolicy = "ipsec_policy";  // xfrm policies of an IPsec tunnel
 inline constexpr const char* kIpsecConnection = "ipsec_connection";  // its strongSwan connection
-inline constexpr const char* kIpvsSync = "ipvs_sync";  // IPVS connection sync daemon (failover)
+inline constexpr const char* kIpvsSync = "ipvs_sync";     // IPVS connection sync daemon (failover)
+inline constexpr const char* kKeepalived = "keepalived";  // a failover unit's VRRP engine
 
 struct Object {
   std::string kind;
@@ -29,7 +30,7 @@ struct Object {
   //   ipvs_service: "<protocol> <address>:<port>" ("tcp 192.0.2.10:80", "udp [2001:db8::1]:53");
   //   ipvs_member: "<service key> -> <address>:<port>" ("tcp 192.0.2.10:80 -> 10.1.0.21:80");
   //   ipsec_policy: "<local> -> <remote>"; ipsec_connection: the tunnel name.
-  //   ipvs_sync: "master" or "backup".
+  //   ipvs_sync: "master" or "backup"; keepalived: the failover group's name.
   std::string key;
   std::string name;  // display name: the site file's name when known, else the key
   std::string path;  // JSON pointer into the site file; empty for observed objects
@@ -61,6 +62,7 @@ struct Object {
 //               identities, mode, reqid, proposals, lifetimes, psk_file + psk_fingerprint or
 //               certificate/key/ca), loaded (bool: charon has it)
 //   ipvs_sync:  interface (string, the multicast interface), syncid (int 0..255)
+//   keepalived: config_digest, config_file (see lib/failover/keepalived_kind.hpp)
 // Observed links additionally carry "ifindex" (int) and "type" (IFLA_INFO_KIND or "").
 
 using Objects = std::vector<Object>;

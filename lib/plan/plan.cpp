@@ -39,6 +39,8 @@ const std::vector<KindTraits> kTraits = {
     // standby thus stops forwarding before it gives up its floating addresses, and one that
     // becomes active takes them before it forwards (docs/failover.md).
     {kPort, 8, false, {}, {}},
+    // The election starts once everything is in place, and stops before anything goes.
+    {kKeepalived, 9, false, {"config_digest", "config_file"}, {"config_file"}},
 };
 
 // Links share one name space (the interface name), whatever their kind.

@@ -35,8 +35,13 @@ struct Plan {
   int count(Op op) const;
 };
 
+// The role of a unit of a failover group (docs/failover.md): the standby holds no floating
+// self IPs and joins no segments. Devices that are in no group are always what Active says.
+enum class Role { Active, Standby };
+
 // What the site file wants of `device` in its kernel, as objects with pointers.
-Objects desired_objects(const model::Site& site, const model::Device& device);
+Objects desired_objects(const model::Site& site, const model::Device& device,
+                        Role role = Role::Active);
 
 // Plans the changes. Observed objects that are not owned are never changed or deleted;
 // desired objects that collide with them are conflicts.

@@ -10,6 +10,7 @@
 
 #include "model/failover.hpp"
 #include "model/site.hpp"
+#include "plan/plan.hpp"
 
 namespace etherctl {
 namespace {
@@ -269,6 +270,137 @@ TEST(FailoverModel, TunnelEndpointsOfPairs) {
                                {"endpoints", {{"dc1-b", "198.51.100.12"}, {"dc2", "203.0.113.1"}}}};
       },
       "/tunnels/dcy/endpoints/dc1-b", "is a unit of failover group \"dc1\"; name the group");
+}
+
+// --- desired objects by role ------------------------------------------------------------------
+
+std::vector<std::string> keys(const plan::Objects& objects, const std::string& kind) {
+  std::vector<std::string> out;
+  for (const auto& o : objects) {
+    if (o.kind == kind) out.push_back(o.key);
+  }
+  return out;
+}
+
+const plan::Object* find(const plan::Objects& objects, const std::string& kind,
+                         const std::string& key) {
+  for (const auto& o : objects) {
+    if (o.kind == kind && o.key == key) return &o;
+  }
+  return nullptr;
+}
+
+TEST(FailoverPlan, ActiveHoldsFloatingAddressesAndJoinsTheSegments) {
+  auto result = load(lab_site());
+  ASSERT_TRUE(result.site) << dump(result.problems);
+  const auto& site = *result.site;
+  const auto active = plan::desired_objects(site, site.devices.at("dc1-a"), plan::Role::Active);
+  // Fixed self IPs first: the first address of a subnet is its primary.
+  EXPECT_EQ(keys(active, plan::kSelfIp),
+            (std::vector<std::string>{"vmotion 10.1.0.11/24", "eth0 198.51.100.11/24",
+                                      "vmotion 10.1.0.1/24", "eth0 198.51.100.1/24"}));
+  EXPECT_EQ(find(active, plan::kSelfIp, "eth0 198.51.100.1/24")->attrs.value("floating", false),
+            true);
+  EXPECT_FALSE(find(active, plan::kSelfIp, "eth0 198.51.100.11/24")->attrs.contains("floating"));
+  EXPECT_EQ(keys(active, plan::kPort), (std::vector<std::string>{"vmotion/eth1", "vmotion/dcx"}));
+  EXPECT_EQ(find(active, plan::kPort, "vmotion/dcx")->attrs.value("flush_fdb", false), true);
+  const plan::Object* tunnel = find(active, plan::kTunnel, "dcx");
+  ASSERT_NE(tunnel, nullptr);
+  EXPECT_EQ(tunnel->attrs.at("local"), "198.51.100.1");  // the group's floating endpoint
+  EXPECT_EQ(tunnel->attrs.at("remote"), "203.0.113.1");
+  EXPECT_TRUE(keys(active, plan::kIpvsSync).empty()) << "no pools, no sync daemons";
+}
+
+TEST(FailoverPlan, StandbyHoldsNoFloatingAddressAndKeepsOnlyItsServerPort) {
+  auto result = load(lab_site());
+  ASSERT_TRUE(result.site) << dump(result.problems);
+  const auto& site = *result.site;
+  const auto standby = plan::desired_objects(site, site.devices.at("dc1-b"), plan::Role::Standby);
+  EXPECT_EQ(keys(standby, plan::kSelfIp),
+            (std::vector<std::string>{"vmotion 10.1.0.12/24", "eth0 198.51.100.12/24"}));
+  EXPECT_EQ(keys(standby, plan::kPort), (std::vector<std::string>{"vmotion/eth1"}));
+  ASSERT_NE(find(standby, plan::kTunnel, "dcx"), nullptr) << "the tunnel stays, out of the bridge";
+  EXPECT_EQ(keys(standby, plan::kRoute),
+            keys(plan::desired_objects(site, site.devices.at("dc1-b")), plan::kRoute));
+}
+
+TEST(FailoverPlan, AGroupJoiningTwoVlansIsLeftWhole) {
+  json site_json = lab_site();
+  for (const char* unit : {"dc1-a", "dc1-b"}) {
+    site_json["devices"][unit]["vlans"]["servers2"] = {{"interface", "eth2"}};
+    site_json["devices"][unit]["vlan_groups"]["vmotion"]["members"] = {"servers", "servers2",
+                                                                       "dcx"};
+  }
+  auto result = load(site_json);
+  ASSERT_TRUE(result.site) << dump(result.problems);
+  const auto standby =
+      plan::desired_objects(*result.site, result.site->devices.at("dc1-b"), plan::Role::Standby);
+  EXPECT_TRUE(keys(standby, plan::kPort).empty());
+}
+
+TEST(FailoverPlan, DevicesOutsideGroupsIgnoreTheRole) {
+  auto result = model::load_site_file(fs::path(ETHERCTL_SOURCE_DIR) / "examples/site.json");
+  ASSERT_TRUE(result.site) << dump(result.problems);
+  const auto& device = result.site->devices.begin()->second;
+  EXPECT_EQ(plan::desired_objects(*result.site, device, plan::Role::Standby).size(),
+            plan::desired_objects(*result.site, device, plan::Role::Active).size());
+}
+
+TEST(FailoverPlan, SyncDaemonsOnBothUnitsWithPools) {
+  json site_json = lab_site();
+  for (const char* unit : {"dc1-a", "dc1-b"}) {
+    site_json["devices"][unit]["pools"]["web"] = {
+        {"virtual", {{"address", "198.51.100.80"}, {"port", 8080}}},
+        {"members", {{"10.1.0.21:8080", json::object()}}}};
+  }
+  auto result = load(site_json);
+  ASSERT_TRUE(result.site) << dump(result.problems);
+  for (auto role : {plan::Role::Active, plan::Role::Standby}) {
+    const auto objects =
+        plan::desired_objects(*result.site, result.site->devices.at("dc1-b"), role);
+    EXPECT_EQ(keys(objects, plan::kIpvsSync), (std::vector<std::string>{"master", "backup"}));
+    EXPECT_EQ(find(objects, plan::kIpvsSync, "master")->attrs,
+              (json{{"interface", "eth0"}, {"syncid", 51}}));
+  }
+}
+
+// As the kernel holds the objects after an apply of `desired`.
+plan::Objects applied(const plan::Objects& desired) {
+  plan::Objects observed;
+  for (auto o : desired) {
+    o.path.clear();
+    o.owned = !o.adopted;
+    o.adopted = false;
+    o.attrs.erase("mode");
+    o.attrs.erase("floating");
+    o.attrs.erase("flush_fdb");
+    observed.push_back(o);
+  }
+  return observed;
+}
+
+std::vector<std::string> ops(const plan::Plan& plan) {
+  std::vector<std::string> out;
+  for (const auto& c : plan.changes) {
+    out.push_back(plan::to_string(c.op) + " " + c.subject().kind + " " + c.subject().key);
+  }
+  return out;
+}
+
+TEST(FailoverPlan, TransitionsLeaveBeforeReleasingAndTakeBeforeJoining) {
+  auto result = load(lab_site());
+  ASSERT_TRUE(result.site) << dump(result.problems);
+  const auto& unit = result.site->devices.at("dc1-a");
+  const auto active = plan::desired_objects(*result.site, unit, plan::Role::Active);
+  const auto standby = plan::desired_objects(*result.site, unit, plan::Role::Standby);
+  EXPECT_EQ(
+      ops(plan::make_plan(standby, applied(active))),
+      (std::vector<std::string>{"delete port vmotion/dcx", "delete self_ip vmotion 10.1.0.1/24",
+                                "delete self_ip eth0 198.51.100.1/24"}));
+  EXPECT_EQ(
+      ops(plan::make_plan(active, applied(standby))),
+      (std::vector<std::string>{"create self_ip vmotion 10.1.0.1/24",
+                                "create self_ip eth0 198.51.100.1/24", "create port vmotion/dcx"}));
 }
 
 }  // namespace

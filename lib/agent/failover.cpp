@@ -1,0 +1,484 @@
+#include "agent/failover.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/file.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <stdexcept>
+
+#include "failover/marker.hpp"
+#include "failover/process.hpp"
+#include "kernel/announce.hpp"
+#include "kernel/inet.hpp"
+#include "kernel/netlink.hpp"
+#include "model/failover.hpp"
+
+namespace etherctl::agent {
+
+namespace asio = boost::asio;
+using failover::Clock;
+using std::chrono::milliseconds;
+
+namespace {
+
+double unix_now() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+// The election's verdict as the planner's role (lib/failover is pure and does not know plan).
+plan::Role plan_role(failover::Role role) {
+  return role == failover::Role::Active ? plan::Role::Active : plan::Role::Standby;
+}
+
+std::string role_text(std::optional<plan::Role> role) {
+  return !role ? "unknown" : *role == plan::Role::Active ? "active" : "standby";
+}
+
+std::string address_text(uint32_t address) {
+  char text[INET_ADDRSTRLEN] = {};
+  inet_ntop(AF_INET, &address, text, sizeof text);
+  return text;
+}
+
+// Announcements after a takeover: once the segments are joined (round 1), then 1 s and 5 s
+// later, for neighbours that missed one (a frame lost, a port not forwarding yet).
+constexpr std::array<milliseconds, 2> kAnnounceRepeats = {milliseconds(1000), milliseconds(4000)};
+
+}  // namespace
+
+FailoverUnit::FailoverUnit(asio::io_context& io, Hooks hooks)
+    : io_(io), hooks_(std::move(hooks)), recheck_timer_(io), announce_timer_(io) {}
+
+FailoverUnit::~FailoverUnit() { release(); }
+
+void FailoverUnit::configure(std::shared_ptr<const model::Site> site, const std::string& device,
+                             const std::string& dir) {
+  site_ = std::move(site);
+  auto it = site_->devices.find(device);
+  device_ = it == site_->devices.end() ? nullptr : &it->second;
+  const model::FailoverGroup* group =
+      device_ ? model::failover_group_of(*site_, *device_) : nullptr;
+  if (!group) {
+    release();
+    return;
+  }
+  const bool first = group_ == nullptr;
+  const bool new_group = !first && (group->name != group_->name ||
+                                    group->virtual_router_id != group_->virtual_router_id ||
+                                    device_->ifname_of(group->vlan) != tap_interface_);
+  group_ = group;
+  if (lock_fd_ < 0 || files_.dir != dir) {
+    files_ = failover::FailoverFiles{dir};
+    files_.create();
+    lock_fd_ = open(files_.agent_lock().c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd_ < 0 || flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int error = errno;
+      if (lock_fd_ >= 0) close(lock_fd_);
+      lock_fd_ = -1;
+      group_ = nullptr;
+      throw std::runtime_error("failover: " + files_.agent_lock() + ": " +
+                               (error == EWOULDBLOCK ? std::string("another etherctl watch runs "
+                                                                   "for this network namespace")
+                                                     : std::strerror(error)));
+    }
+  }
+  timing_.advert = milliseconds(group_->advert_centiseconds * 10);
+  const model::Device* peer = model::failover_peer(*site_, *device_);
+  timing_.peer_priority = peer && peer->failover ? peer->failover->priority : 100;
+  if (first || new_group) {
+    tap_descriptor_.reset();
+    tap_.reset();
+    view_ = {};
+    kernel::Netlink netlink;
+    view_.master = failover::marker_present(netlink, group_->virtual_router_id);
+    view_.master_since = Clock::now();
+    keepalived_pid_ = 0;
+    pidfd_.reset();
+    watch_keepalived();
+    open_tap();
+  }
+  if (!first) {
+    evaluate("reload");
+    return;
+  }
+  // The role the election implies now, applied by the agent's first reconcile (an agent that
+  // restarts adopts a running keepalived and keeps the role it finds).
+  const failover::Verdict verdict = failover::decide(view_, timing_, Clock::now());
+  role_ = plan_role(verdict.role);
+  cause_ = verdict.reason;
+  since_ = unix_now();
+  arm_recheck(verdict.recheck_at);
+  hooks_.log(fmt::format("failover: group {} ({}), {} at start: {}", group_->name, device_->name,
+                         role_text(role_), cause_));
+  write_record();
+}
+
+void FailoverUnit::release() {
+  recheck_timer_.cancel();
+  announce_timer_.cancel();
+  pidfd_.reset();
+  tap_descriptor_.reset();
+  tap_.reset();
+  if (lock_fd_ >= 0) close(lock_fd_);
+  lock_fd_ = -1;
+  group_ = nullptr;
+  role_.reset();
+  ready_ = false;
+}
+
+std::optional<plan::Role> FailoverUnit::role() const { return group_ ? role_ : std::nullopt; }
+
+void FailoverUnit::after_reconcile(bool succeeded) {
+  if (!group_) return;
+  watch_keepalived();
+  if (!tap_) open_tap();
+  if (succeeded && !ready_) {
+    // keepalived may take part in the election from now on (its track_file).
+    try {
+      files_.write_ready(true);
+      ready_ = true;
+      hooks_.log("failover: ready; keepalived takes part in the election");
+    } catch (const std::exception& e) {
+      hooks_.log(fmt::format("failover: {}", e.what()));
+    }
+  }
+  // keepalived may be back (a reconcile starts it): see whether that changes anything.
+  asio::post(io_, [this] {
+    if (!group_) return;
+    evaluate("reconcile");
+    write_record();  // status reads keepalived's state (started, found) from the record
+  });
+}
+
+void FailoverUnit::on_host_addresses(
+    const std::vector<std::pair<model::IpAddress, bool>>& changes) {
+  if (!group_) return;
+  const model::IpAddress marker = failover::marker_ip(group_->virtual_router_id);
+  bool changed = false;
+  for (const auto& [address, added] : changes) {
+    if (!(address == marker) || view_.master == added) continue;
+    view_.master = added;
+    if (added) view_.master_since = Clock::now();
+    changed = true;
+  }
+  if (changed) evaluate(view_.master ? "keepalived became master" : "keepalived left master");
+}
+
+void FailoverUnit::stop() {
+  if (!group_) return;
+  if (role_ != plan::Role::Standby) {
+    const std::optional<plan::Role> from = role_;
+    role_ = plan::Role::Standby;
+    cause_ = "the agent stops";
+    since_ = unix_now();
+    ++transitions_;
+    last_transition_ = {
+        {"from", role_text(from)}, {"to", "standby"}, {"cause", cause_}, {"at", since_}};
+    hooks_.log(fmt::format("failover: {} -> standby: {}", role_text(from), cause_));
+    applying_ = true;
+    hooks_.apply(plan::Role::Standby);
+    applying_ = false;
+  }
+  // Out of the segments first, then out of the election: keepalived goes to FAULT and
+  // resigns with a priority-0 advert, so the peer takes over after its skew time.
+  try {
+    files_.write_ready(false);
+  } catch (const std::exception& e) {
+    hooks_.log(fmt::format("failover: {}", e.what()));
+  }
+  ready_ = false;
+  write_record();
+  release();
+}
+
+void FailoverUnit::evaluate(const char* trigger) {
+  if (!group_ || applying_) return;
+  const failover::Verdict verdict = failover::decide(view_, timing_, Clock::now());
+  track_split_brain(verdict);
+  arm_recheck(verdict.recheck_at);
+  if (plan_role(verdict.role) != role_) {
+    transition(verdict);
+  } else if (std::string(trigger) == "keepalived exited") {
+    // No change of role, but keepalived must run again: the reconcile starts it.
+    applying_ = true;
+    hooks_.apply(*role_);
+    applying_ = false;
+  }
+}
+
+void FailoverUnit::transition(const failover::Verdict& verdict) {
+  const std::optional<plan::Role> from = role_;
+  role_ = plan_role(verdict.role);
+  cause_ = verdict.reason;
+  since_ = unix_now();
+  ++transitions_;
+  last_transition_ = {
+      {"from", role_text(from)}, {"to", role_text(role_)}, {"cause", cause_}, {"at", since_}};
+  hooks_.log(fmt::format("failover: {} -> {}: {}", role_text(from), role_text(role_), cause_));
+  write_record();
+  const auto started = Clock::now();
+  applying_ = true;
+  const bool ok = hooks_.apply(*role_);
+  applying_ = false;
+  const double applied_ms =
+      std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+  last_transition_["applied_ms"] = applied_ms;
+  last_transition_["applied"] = ok;
+  hooks_.log(fmt::format("failover: {} applied in {:.1f} ms{}", role_text(role_), applied_ms,
+                         ok ? "" : " (with errors: see above)"));
+  write_record();
+  if (role_ == plan::Role::Active) announce(0);
+  // What changed while we applied (the events are waiting) is looked at next.
+  asio::post(io_, [this] {
+    if (group_) evaluate("after transition");
+  });
+}
+
+void FailoverUnit::track_split_brain(const failover::Verdict& verdict) {
+  std::string reason;
+  const bool hung = verdict.reason.find("hung") != std::string::npos;
+  if (verdict.both_master) {
+    reason = "both units act as master: the peer " + view_.peer_address +
+             " keeps advertising while keepalived here is MASTER";
+  } else if (role_ == plan::Role::Active && (!view_.keepalived_running || hung)) {
+    reason = "keepalived " + std::string(hung ? "hung" : "died") +
+             " while this unit was active (the peer takes over; without etherctl both would "
+             "hold the floating addresses): this unit left the role";
+  } else if (split_brain_ && split_brain_reason_.rfind("keepalived", 0) == 0 &&
+             (!view_.keepalived_running || hung)) {
+    reason = split_brain_reason_;  // lasts until keepalived is healthy again
+  }
+  if (reason.empty() == !split_brain_) return;
+  split_brain_ = !reason.empty();
+  if (split_brain_) {
+    ++split_brains_;
+    split_brain_since_ = unix_now();
+    split_brain_reason_ = reason;
+    hooks_.log("failover: split brain: " + reason);
+  } else {
+    hooks_.log("failover: split brain over (" + split_brain_reason_ + ")");
+    split_brain_reason_.clear();
+  }
+  write_record();
+}
+
+void FailoverUnit::write_record() {
+  if (!group_) return;
+  try {
+    files_.write_role(status());
+  } catch (const std::exception& e) {
+    hooks_.log(fmt::format("failover: {}", e.what()));
+  }
+}
+
+nlohmann::json FailoverUnit::status() const {
+  if (!group_) return nullptr;
+  const auto now = Clock::now();
+  auto age_ms = [&](const std::optional<Clock::time_point>& at) -> nlohmann::json {
+    if (!at) return nullptr;
+    return std::chrono::duration_cast<milliseconds>(now - *at).count();
+  };
+  const bool peer_master = view_.peer_advert && now - *view_.peer_advert < timing_.quiet_after();
+  nlohmann::json peer = {{"state", peer_master ? "master" : "not advertising"},
+                         {"last_advert_ms_ago", age_ms(peer_last_seen_)}};
+  if (peer_source_) {
+    peer["address"] = address_text(peer_source_);
+    peer["priority"] = peer_last_priority_;
+  }
+  return {{"group", group_->name},
+          {"device", device_ ? device_->name : ""},
+          {"role", role_text(role_)},
+          {"since", since_},
+          {"cause", cause_},
+          {"transitions", transitions_},
+          {"last_transition", last_transition_},
+          {"keepalived",
+           {{"running", view_.keepalived_running},
+            {"pid", keepalived_pid_},
+            {"master", view_.master},
+            {"last_advert_ms_ago", age_ms(view_.own_advert)},
+            {"ready", ready_}}},
+          {"peer", peer},
+          {"split_brain",
+           {{"now", split_brain_},
+            {"reason", split_brain_reason_},
+            {"since", split_brain_ ? nlohmann::json(split_brain_since_) : nlohmann::json()},
+            {"count", split_brains_}}},
+          {"agent_pid", getpid()},
+          {"updated", unix_now()}};
+}
+
+std::string FailoverUnit::metrics() const {
+  if (!group_) return "";
+  const std::string group = "group=\"" + group_->name + "\"";
+  std::string out;
+  auto family = [&](const char* name, const char* type, const char* help) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+  };
+  family("etherctl_failover_role", "gauge", "1 for the unit's role in its failover group.");
+  for (const char* role : {"active", "standby"}) {
+    out += fmt::format("etherctl_failover_role{{{},role=\"{}\"}} {}\n", group, role,
+                       role_text(role_) == role ? 1 : 0);
+  }
+  const bool peer_master =
+      view_.peer_advert && Clock::now() - *view_.peer_advert < timing_.quiet_after();
+  const std::pair<const char*, std::pair<const char*, double>> gauges[] = {
+      {"etherctl_failover_keepalived_running",
+       {"1 while keepalived runs.", view_.keepalived_running ? 1 : 0}},
+      {"etherctl_failover_keepalived_master",
+       {"1 while keepalived holds the master role (its marker address).", view_.master ? 1 : 0}},
+      {"etherctl_failover_peer_master",
+       {"1 while the peer advertises as master.", peer_master ? 1 : 0}},
+      {"etherctl_failover_split_brain",
+       {"1 while both units act as master, or keepalived failed while this unit was active.",
+        split_brain_ ? 1 : 0}},
+      {"etherctl_failover_last_transition_timestamp_seconds",
+       {"When the unit last changed its role.", last_transition_.value("at", 0.0)}},
+      {"etherctl_failover_last_transition_apply_seconds",
+       {"How long applying the last role change took.",
+        last_transition_.value("applied_ms", 0.0) / 1000}},
+  };
+  for (const auto& [name, help_value] : gauges) {
+    family(name, "gauge", help_value.first);
+    out += fmt::format("{}{{{}}} {}\n", name, group, help_value.second);
+  }
+  family("etherctl_failover_transitions_total", "counter", "Role changes of the unit.");
+  out += fmt::format("etherctl_failover_transitions_total{{{}}} {}\n", group, transitions_);
+  family("etherctl_failover_split_brains_total", "counter", "Split brains seen.");
+  out += fmt::format("etherctl_failover_split_brains_total{{{}}} {}\n", group, split_brains_);
+  return out;
+}
+
+void FailoverUnit::watch_keepalived() {
+  pid_t found = 0;
+  for (const auto& running : failover::keepalived_here()) {
+    if (running.config_file == files_.config()) found = running.pid;
+  }
+  if (found == 0) {
+    if (keepalived_pid_ != 0 || view_.keepalived_running) {
+      view_.keepalived_down_reason = fmt::format("keepalived (pid {}) is gone", keepalived_pid_);
+    } else if (view_.keepalived_down_reason.empty()) {
+      view_.keepalived_down_reason = "not started yet";
+    }
+    view_.keepalived_running = false;
+    keepalived_pid_ = 0;
+    pidfd_.reset();
+    return;
+  }
+  view_.keepalived_running = true;
+  view_.keepalived_down_reason.clear();
+  if (found == keepalived_pid_ && pidfd_) return;
+  keepalived_pid_ = found;
+  const int fd = static_cast<int>(syscall(SYS_pidfd_open, found, 0));
+  if (fd < 0) {
+    hooks_.log(fmt::format("failover: pidfd_open({}): {}", found, std::strerror(errno)));
+    pidfd_.reset();
+    return;
+  }
+  pidfd_ = std::make_unique<asio::posix::stream_descriptor>(io_, fd);
+  wait_for_keepalived_exit();
+}
+
+void FailoverUnit::wait_for_keepalived_exit() {
+  pidfd_->async_wait(asio::posix::stream_descriptor::wait_read,
+                     [this, pid = keepalived_pid_](boost::system::error_code error) {
+                       if (error || pid != keepalived_pid_) return;  // cancelled, or replaced
+                       view_.keepalived_running = false;
+                       view_.keepalived_down_reason =
+                           fmt::format("keepalived (pid {}) exited", pid);
+                       keepalived_pid_ = 0;
+                       pidfd_.reset();
+                       hooks_.log("failover: " + view_.keepalived_down_reason);
+                       evaluate("keepalived exited");
+                     });
+}
+
+void FailoverUnit::open_tap() {
+  if (!group_ || !device_) return;
+  const std::string interface = device_->ifname_of(group_->vlan);
+  try {
+    tap_ = std::make_unique<failover::AdvertTap>(interface, group_->virtual_router_id);
+    tap_interface_ = interface;
+    tap_descriptor_ = std::make_unique<asio::posix::stream_descriptor>(io_, dup(tap_->fd()));
+    wait_for_adverts();
+  } catch (const std::exception& e) {
+    tap_.reset();
+    tap_descriptor_.reset();
+    hooks_.log(fmt::format("failover: no advertisement tap yet: {}", e.what()));
+  }
+}
+
+void FailoverUnit::wait_for_adverts() {
+  tap_descriptor_->async_wait(
+      asio::posix::stream_descriptor::wait_read, [this](boost::system::error_code error) {
+        if (error || !tap_) return;
+        std::vector<failover::SeenAdvert> seen;
+        try {
+          seen = tap_->read();
+        } catch (const std::exception& e) {
+          hooks_.log(fmt::format("failover: advertisement tap: {}; reopening", e.what()));
+          tap_descriptor_.reset();
+          tap_.reset();
+          return;  // reopened after the next reconcile
+        }
+        for (const auto& [advert, outgoing, at] : seen) {
+          if (outgoing) {
+            view_.own_advert = at;
+            continue;
+          }
+          peer_source_ = advert.source;
+          peer_last_priority_ = advert.priority;
+          peer_last_seen_ = at;
+          if (advert.priority == 0) {
+            view_.peer_advert.reset();  // it resigns: no need to wait for it
+          } else {
+            view_.peer_advert = at;
+            view_.peer_advert_priority = advert.priority;
+            view_.peer_address = address_text(advert.source);
+          }
+        }
+        if (!seen.empty()) evaluate("advert");
+        if (tap_descriptor_) wait_for_adverts();
+      });
+}
+
+void FailoverUnit::announce(int round) {
+  if (!group_ || !device_ || role_ != plan::Role::Active) return;
+  for (const auto& [name, self_ip] : device_->self_ips) {
+    if (!self_ip.floating) continue;
+    const auto prefix = kernel::parse_prefix(self_ip.address.str());
+    if (!prefix) continue;
+    try {
+      kernel::announce_address(device_->ifname_of(self_ip.vlan), *prefix);
+    } catch (const std::exception& e) {
+      hooks_.log(fmt::format("failover: {}", e.what()));
+    }
+  }
+  if (static_cast<size_t>(round) >= kAnnounceRepeats.size()) return;
+  announce_timer_.expires_after(kAnnounceRepeats[round]);
+  announce_timer_.async_wait([this, round](boost::system::error_code error) {
+    if (!error) announce(round + 1);
+  });
+}
+
+void FailoverUnit::arm_recheck(std::optional<Clock::time_point> at) {
+  if (!at) {
+    recheck_timer_.cancel();
+    return;
+  }
+  recheck_timer_.expires_at(*at + milliseconds(1));
+  recheck_timer_.async_wait([this](boost::system::error_code error) {
+    if (!error) evaluate("timer");
+  });
+}
+
+}  // namespace etherctl::agent

@@ -1,0 +1,355 @@
+"""End to end: failover pairs (examples/ha) on the host kernel, with `etherctl watch` on every
+unit and keepalived elected by VRRP.
+
+One lab for the class (16 namespaces, four agents): the tests run in order and each leaves
+the pair as it found it (dc1-a and dc2-a active). Faults on dc1's active unit: its WAN link
+down, every keepalived process of it killed, all its links down; then it returns and takes the
+role back (preemption). Throughout: a TCP stream from vm2 (dc2) to vm1 (dc1) across the tunnel
+checks every byte, and numbered broadcasts from a VM of each data center must never arrive
+twice anywhere. No timing is asserted here beyond generous waits: bench/failover.py measures.
+
+Needs root, keepalived, /usr/bin/python3; ETHERCTL names the binary (set by ctest).
+"""
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "examples", "ha"))
+import lab as halab  # noqa: E402
+
+ETHERCTL = os.environ.get("ETHERCTL") or os.path.join(ROOT, "build", "cmd", "etherctl", "etherctl")
+PY = "/usr/bin/python3"
+STREAM = os.path.join(ROOT, "examples", "two-dc", "stream.py")
+BROADCAST = os.path.join(ROOT, "examples", "ha", "broadcast.py")
+KEEPALIVED = "/usr/sbin/keepalived"
+INITIAL = {"dc1-a": "active", "dc1-b": "standby", "dc2-a": "active", "dc2-b": "standby"}
+_counter = itertools.count()
+
+
+def run(*args, check=True, timeout=60, env=None):
+    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+class Traffic:
+    """A byte-checked TCP stream vm2 -> vm1 and numbered broadcasts from vm3 and vm4, heard by
+    every VM, for the duration of a `with` block."""
+
+    def __init__(self, lab, tmp):
+        self.lab, self.tmp = lab, tmp
+
+    def __enter__(self):
+        self.stop = os.path.join(self.tmp, f"stop-{next(_counter)}")
+        self.listeners = {vm: self.lab.popen(vm, PY, BROADCAST, "listen", "--stop-file", self.stop,
+                                             stdout=subprocess.PIPE)
+                          for vm in halab.VMS}
+        for listener in self.listeners.values():
+            listener.stdout.readline()
+        self.server = self.lab.popen("vm1", PY, STREAM, "server", "--bind", halab.VMS["vm1"][1],
+                                     stdout=subprocess.PIPE)
+        self.server.stdout.readline()
+        self.client = self.lab.popen("vm2", PY, STREAM, "client", "--connect",
+                                     halab.VMS["vm1"][1], "--duration", "600", "--stop-file",
+                                     self.stop, "--rate", "1000000", "--timeout", "30",
+                                     stdout=subprocess.PIPE)
+        self.senders = [self.lab.popen(vm, PY, BROADCAST, "send", "--to", "10.1.0.255",
+                                       "--count", "100000", "--rate", "100", "--id", vm,
+                                       stdout=subprocess.DEVNULL)
+                        for vm in ("vm3", "vm4")]
+        time.sleep(1)
+        return self
+
+    def __exit__(self, *exc):
+        for sender in self.senders:
+            sender.kill()
+            sender.wait()
+        time.sleep(0.5)
+        open(self.stop, "w").close()
+        out, _ = self.client.communicate(timeout=60)
+        self.stream = json.loads(out.strip().splitlines()[-1])
+        self.server.kill()
+        self.server.wait()
+        self.received = {}
+        for vm, listener in self.listeners.items():
+            out, _ = listener.communicate(timeout=30)
+            self.received[vm] = json.loads(out.strip().splitlines()[-1])["received"]
+        return False
+
+    def duplicates(self):
+        """{(receiver, sender): [seq received more than once]}"""
+        out = {}
+        for vm, senders in self.received.items():
+            for sender, counts in senders.items():
+                dup = sorted(int(seq) for seq, n in counts.items() if n > 1)
+                if dup:
+                    out[(vm, sender)] = dup
+        return out
+
+    def received_by_all(self, sender):
+        """Numbers of `sender`'s broadcasts that every other VM received exactly once."""
+        others = [vm for vm in halab.VMS if vm != sender]
+        sets = [{int(s) for s, n in self.received[vm].get(sender, {}).items() if n == 1}
+                for vm in others]
+        return set.intersection(*sets)
+
+
+class FailoverTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("needs root (network namespaces, BPF)")
+        if not os.access(KEEPALIVED, os.X_OK):
+            raise unittest.SkipTest("needs keepalived (Debian package keepalived)")
+        cls.tmp = tempfile.mkdtemp(prefix="etherctl-failover-")
+        cls.lab = halab.Lab(f"ha{os.getpid()}")
+        cls.site = os.path.join(cls.tmp, "site.json")
+        with open(cls.site, "w") as f:
+            json.dump(halab.site(), f)
+        cls.lock_dir = os.path.join(cls.tmp, "run")
+        try:
+            cls.lab.up()
+            cls.lab.start_agents(ETHERCTL, cls.site, cls.lock_dir, cls.tmp)
+            cls.lab.wait_roles(INITIAL, timeout=60)
+        except Exception:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.lab.stop_agents(sig=signal.SIGKILL)
+        env = dict(os.environ, ETHERCTL_LOCK_DIR=cls.lock_dir)
+        for unit in halab.UNITS:  # pins in the host's bpffs outlive namespaces: destroy first
+            if cls.lab.exists(unit):
+                run(ETHERCTL, "--netns", cls.lab.ns(unit), "--device", unit, "destroy", cls.site,
+                    check=False, env=env)
+        cls.lab.down()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def etherctl(self, unit, *args, check=True):
+        return run(ETHERCTL, "--netns", self.lab.ns(unit), "--device", unit, *args, self.site,
+                   check=check, env=dict(os.environ, ETHERCTL_LOCK_DIR=self.lock_dir))
+
+    def status(self, unit):
+        return json.loads(self.etherctl(unit, "--json", "status").stdout)
+
+    def logs(self):
+        out = []
+        for unit in halab.UNITS:
+            with open(os.path.join(self.tmp, f"{unit}.log")) as f:
+                out.append(f"--- {unit}\n" + "".join(f.readlines()[-40:]))
+        return "\n".join(out)
+
+    def tunnel_port(self, unit):
+        return json.loads(run("ip", "-n", self.lab.ns(unit), "-j", "link", "show", "dev",
+                              "dcx").stdout)[0].get("master")
+
+    # --- the steady state -------------------------------------------------------------------
+
+    def test_1_roles_in_the_kernel(self):
+        for unit, role in INITIAL.items():
+            active = role == "active"
+            with self.subTest(unit=unit):
+                self.assertEqual(self.lab.holds_floating(unit), active)
+                gateway = halab.SERVER_GATEWAY[halab.dc_of(unit)]
+                self.assertEqual(any(a.startswith(gateway + "/")
+                                     for a in self.lab.addresses(unit).get("vmotion", [])), active)
+                self.assertEqual(self.tunnel_port(unit), "vmotion" if active else None)
+                # its own server port stays in the bridge: the fixed self IP stays reachable
+                self.lab.exec(f"vm{1 if unit.startswith('dc1') else 2}", "ping", "-c", "1",
+                              "-W", "2", halab.SERVER_SELF[unit])
+                self.assertEqual(len(self.lab.keepalived_pids(unit)), 2, "parent and VRRP child")
+                self.assertTrue(os.path.exists(os.path.join(self.lab.failover_dir(unit),
+                                                            "keepalived.conf")))
+        self.lab.exec("vm1", "ping", "-c", "2", "-W", "2", halab.VMS["vm2"][1])
+
+    def test_2_status_and_digests(self):
+        reports = {unit: self.status(unit) for unit in halab.UNITS}
+        for unit, report in reports.items():
+            with self.subTest(unit=unit):
+                failover = report["status"]["failover"]
+                self.assertEqual(failover["role"], INITIAL[unit])
+                self.assertEqual(failover["role_source"], "agent's record")
+                self.assertTrue(failover["agent_running"])
+                self.assertTrue(report["status"]["in_sync"], report["status"])
+                self.assertFalse(failover["split_brain"]["now"])
+                self.assertTrue(failover["keepalived"]["running"])
+                peer = failover["peer"]
+                self.assertEqual(peer["state"], "master" if INITIAL[unit] == "standby" else
+                                 "not advertising")
+        # both units of a group report the same configuration (group digest), and each its own
+        for dc in halab.DCS:
+            a, b = reports[f"{dc}-a"], reports[f"{dc}-b"]
+            self.assertEqual(a["status"]["failover"]["group_digest"],
+                             b["status"]["failover"]["group_digest"])
+            self.assertNotEqual(a["digest"], b["digest"])
+        text = self.etherctl("dc1-a", "status").stdout
+        self.assertIn("failover group dc1 (dc1-a, dc1-b)", text)
+        self.assertIn("role ACTIVE", text)
+
+    # --- faults -----------------------------------------------------------------------------
+
+    def wait_takeover(self, unit, transitions, timeout=30):
+        """Waits until `unit` has changed its role since it had made `transitions` changes, and
+        returns its record then (the role may be short-lived: a unit whose keepalived comes
+        back by itself preempts again within a second)."""
+        deadline = time.monotonic() + timeout
+        while self.lab.record(unit).get("transitions", 0) <= transitions:
+            self.assertLess(time.monotonic(), deadline, f"{unit} never took over\n{self.logs()}")
+            time.sleep(0.02)
+        return self.lab.record(unit)
+
+    def fault_and_return(self, fault, heal):
+        with Traffic(self.lab, self.tmp) as traffic:
+            before = self.lab.record("dc1-b")["transitions"]
+            self.lab.fault(fault, "dc1-a")
+            record = self.wait_takeover("dc1-b", before)
+            time.sleep(2)
+            heal()
+            self.lab.wait_roles(INITIAL, timeout=60)
+            time.sleep(2)
+        diagnostics = f"{traffic.stream}\n{self.logs()}"
+        self.assertTrue(traffic.stream["ok"], diagnostics)
+        self.assertIsNone(traffic.stream["first_bad_byte"], diagnostics)
+        self.assertEqual(traffic.duplicates(), {}, diagnostics)
+        for sender in ("vm3", "vm4"):
+            self.assertTrue(traffic.received_by_all(sender), f"{sender}: {diagnostics}")
+        # after everything settled, broadcasts reach every VM exactly once again
+        sent = max(int(seq) for seq in traffic.received["vm1"].get("vm4", {"0": 1}))
+        for seq in range(sent - 50, sent - 10):
+            self.assertIn(seq, traffic.received_by_all("vm4"), diagnostics)
+        for dc in halab.DCS:
+            self.assertEqual(self.status(f"{dc}-a")["status"]["failover"]["group_digest"],
+                             self.status(f"{dc}-b")["status"]["failover"]["group_digest"])
+        return record
+
+    def test_3_wan_link_down(self):
+        record = self.fault_and_return("wan-down", lambda: self.lab.fault("wan-up", "dc1-a"))
+        self.assertEqual(record["last_transition"]["to"], "active")
+
+    def test_4_keepalived_crash(self):
+        pids = self.lab.keepalived_pids("dc1-a")
+
+        def heal():
+            pass  # the agent starts keepalived again by itself
+
+        record = self.fault_and_return("kill-keepalived", heal)
+        self.assertEqual(record["last_transition"]["to"], "active")
+        self.assertFalse(set(pids) & set(self.lab.keepalived_pids("dc1-a")),
+                         "keepalived was started again")
+        failover = self.lab.record("dc1-a")
+        self.assertGreaterEqual(failover["split_brain"]["count"], 1, failover)
+        self.assertFalse(failover["split_brain"]["now"], failover)
+
+    def test_5_all_links_down(self):
+        self.fault_and_return("links-down", lambda: self.lab.fault("links-up", "dc1-a"))
+
+    def test_6_hung_keepalived(self):
+        pids = self.lab.keepalived_pids("dc1-a")
+        with Traffic(self.lab, self.tmp) as traffic:
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                self.lab.wait_roles({"dc1-a": "standby", "dc1-b": "active"}, timeout=30)
+                record = self.lab.record("dc1-a")
+                self.assertIn("hung", record["cause"], record)
+                self.assertTrue(record["split_brain"]["now"], record)
+            finally:
+                for pid in pids:
+                    os.kill(pid, signal.SIGCONT)
+            self.lab.wait_roles(INITIAL, timeout=60)
+            time.sleep(1)
+        self.assertTrue(traffic.stream["ok"], f"{traffic.stream}\n{self.logs()}")
+        self.assertEqual(traffic.duplicates(), {}, self.logs())
+        self.assertFalse(self.lab.record("dc1-a")["split_brain"]["now"])
+
+    # --- the agent ----------------------------------------------------------------------------
+
+    def test_7_drift_on_the_standby_is_repaired_as_standby(self):
+        # the standby's tunnel port put back into its bridge by hand: the agent's next run
+        # (a kernel event) takes it out again, as the standby's state wants
+        self.lab.ip("dc1-b", "link", "set", "dev", "dcx", "master", "vmotion")
+        deadline = time.monotonic() + 30
+        while self.tunnel_port("dc1-b"):
+            self.assertLess(time.monotonic(), deadline, self.logs())
+            time.sleep(0.05)
+        self.assertEqual(self.lab.role("dc1-b"), "standby")
+        self.assertFalse(self.lab.holds_floating("dc1-b"))
+
+    def test_8_an_agent_that_dies_is_adopted_without_a_transition(self):
+        pids = self.lab.keepalived_pids("dc1-a")
+        transitions = self.lab.record("dc1-a")["transitions"]
+        with Traffic(self.lab, self.tmp) as traffic:
+            self.lab.stop_agents(units=["dc1-a"], sig=signal.SIGKILL)
+            time.sleep(2)
+            self.assertEqual(self.lab.keepalived_pids("dc1-a"), pids, "keepalived runs on")
+            self.assertTrue(self.lab.holds_floating("dc1-a"))
+            self.assertEqual(self.status("dc1-a")["status"]["failover"]["role_source"],
+                             "no agent running")
+            self.lab.start_agents(ETHERCTL, self.site, self.lock_dir, self.tmp, units=["dc1-a"])
+            time.sleep(2)
+            self.lab.wait_roles(INITIAL)
+        self.assertEqual(self.lab.keepalived_pids("dc1-a"), pids)
+        record = self.lab.record("dc1-a")
+        self.assertEqual(record["transitions"], 0, record)  # a new agent, no role change
+        self.assertTrue(traffic.stream["ok"], f"{traffic.stream}\n{self.logs()}")
+        self.assertLess(traffic.stream["longest_stall_ms"], 1000, traffic.stream)
+        del transitions
+
+    def test_9_a_stopped_agent_hands_over_and_apply_alone_stays_standby(self):
+        self.lab.stop_agents(units=["dc1-a"])  # SIGTERM: leaves the segments, then resigns
+        self.lab.wait_roles({"dc1-b": "active"}, timeout=30)
+        self.assertFalse(self.lab.holds_floating("dc1-a"))
+        self.assertIsNone(self.tunnel_port("dc1-a"))
+        with open(os.path.join(self.lab.failover_dir("dc1-a"), "agent-ready")) as f:
+            self.assertEqual(f.read(), "1\n", "keepalived stays out of the election")
+        report = json.loads(self.etherctl("dc1-a", "--json", "apply").stdout)
+        self.assertEqual(report["failover"]["role"], "unknown")
+        self.assertFalse(self.lab.holds_floating("dc1-a"))
+        self.assertIsNone(self.tunnel_port("dc1-a"))
+        self.lab.start_agents(ETHERCTL, self.site, self.lock_dir, self.tmp, units=["dc1-a"])
+        self.lab.wait_roles(INITIAL, timeout=60)
+
+    def test_zz_removing_the_groups_leaves_nothing_behind(self):
+        site = halab.site()
+        # dc1 and dc2 become single edge hosts: the a units keep the addresses, fixed
+        for dc in halab.DCS:
+            del site["failover_groups"][dc]
+            a = site["devices"][f"{dc}-a"]
+            del a["failover"]
+            for self_ip in a["self_ips"].values():
+                self_ip.pop("floating", None)
+            b = site["devices"][f"{dc}-b"]
+            del b["failover"]
+            b["self_ips"] = {k: v for k, v in b["self_ips"].items() if not v.get("floating")}
+            b["vlan_groups"]["vmotion"]["members"] = ["servers"]
+        site["tunnels"]["dcx"]["endpoints"] = {"dc1-a": halab.WAN["dc1"][4],
+                                               "dc2-a": halab.WAN["dc2"][4]}
+        del site["failover_groups"]
+        with open(self.site, "w") as f:
+            json.dump(site, f)
+        for unit in halab.UNITS:
+            self.lab.agents[unit].send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while any(self.lab.keepalived_pids(u) for u in halab.UNITS) or any(
+                os.path.exists(self.lab.failover_dir(u)) for u in halab.UNITS):
+            self.assertLess(time.monotonic(), deadline, self.logs())
+            time.sleep(0.1)
+        for unit in ("dc1-b", "dc2-b"):
+            self.assertFalse(self.lab.holds_floating(unit))
+        self.lab.exec("vm1", "ping", "-c", "2", "-W", "2", halab.VMS["vm2"][1])
+
+
+if __name__ == "__main__":
+    unittest.main()
