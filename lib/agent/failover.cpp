@@ -202,9 +202,22 @@ void FailoverUnit::stop() {
 
 void FailoverUnit::evaluate(const char* trigger) {
   if (!group_ || applying_) return;
-  const failover::Verdict verdict = failover::decide(view_, timing_, Clock::now());
+  // What the tap holds first: a timer (own adverts missing?) that fires while adverts wait
+  // unread, after a long reconcile or a late wake-up on a busy host, must not see a hang.
+  drain_tap();
+  const auto now = Clock::now();
+  const failover::Verdict verdict = failover::decide(view_, timing_, now);
   track_split_brain(verdict);
   arm_recheck(verdict.recheck_at);
+  // `status` reads the election as the record says it: rewrite it when that changed (the
+  // peer started or stopped advertising, keepalived came or went), not on every advert.
+  const bool peer_master = view_.peer_advert && now - *view_.peer_advert < timing_.quiet_after();
+  const std::string election =
+      fmt::format("{}{}{}", peer_master, view_.keepalived_running, view_.master);
+  if (election != recorded_election_) {
+    recorded_election_ = election;
+    write_record();
+  }
   if (plan_role(verdict.role) != role_) {
     transition(verdict);
   } else if (std::string(trigger) == "keepalived exited") {
@@ -418,37 +431,48 @@ void FailoverUnit::open_tap() {
 }
 
 void FailoverUnit::wait_for_adverts() {
-  tap_descriptor_->async_wait(
-      asio::posix::stream_descriptor::wait_read, [this](boost::system::error_code error) {
-        if (error || !tap_) return;
-        std::vector<failover::SeenAdvert> seen;
-        try {
-          seen = tap_->read();
-        } catch (const std::exception& e) {
-          hooks_.log(fmt::format("failover: advertisement tap: {}; reopening", e.what()));
-          tap_descriptor_.reset();
-          tap_.reset();
-          return;  // reopened after the next reconcile
-        }
-        for (const auto& [advert, outgoing, at] : seen) {
-          if (outgoing) {
-            view_.own_advert = at;
-            continue;
-          }
-          peer_source_ = advert.source;
-          peer_last_priority_ = advert.priority;
-          peer_last_seen_ = at;
-          if (advert.priority == 0) {
-            view_.peer_advert.reset();  // it resigns: no need to wait for it
-          } else {
-            view_.peer_advert = at;
-            view_.peer_advert_priority = advert.priority;
-            view_.peer_address = address_text(advert.source);
-          }
-        }
-        if (!seen.empty()) evaluate("advert");
-        if (tap_descriptor_) wait_for_adverts();
-      });
+  tap_descriptor_->async_wait(asio::posix::stream_descriptor::wait_read,
+                              [this](boost::system::error_code error) {
+                                if (error || !tap_) return;
+                                if (drain_tap()) evaluate("advert");
+                                if (tap_descriptor_) wait_for_adverts();
+                              });
+}
+
+bool FailoverUnit::drain_tap() {
+  if (!tap_) return false;
+  std::vector<failover::SeenAdvert> seen;
+  try {
+    seen = tap_->read();
+  } catch (const std::exception& e) {
+    // ENETDOWN when the VLAN went down, for one read. Without the tap this unit's own adverts
+    // look stopped (hung) once it is master: open it again at once (and after every
+    // reconcile while that fails).
+    hooks_.log(fmt::format("failover: advertisement tap: {}; reopening", e.what()));
+    tap_.reset();
+    asio::post(io_, [this] {
+      tap_descriptor_.reset();
+      if (group_ && !tap_) open_tap();
+    });
+    return false;
+  }
+  for (const auto& [advert, outgoing, at] : seen) {
+    if (outgoing) {
+      view_.own_advert = at;
+      continue;
+    }
+    peer_source_ = advert.source;
+    peer_last_priority_ = advert.priority;
+    peer_last_seen_ = at;
+    if (advert.priority == 0) {
+      view_.peer_advert.reset();  // it resigns: no need to wait for it
+    } else {
+      view_.peer_advert = at;
+      view_.peer_advert_priority = advert.priority;
+      view_.peer_address = address_text(advert.source);
+    }
+  }
+  return !seen.empty();
 }
 
 void FailoverUnit::announce(int round) {

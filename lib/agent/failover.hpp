@@ -70,6 +70,7 @@ class FailoverUnit {
   void wait_for_keepalived_exit();
   void open_tap();
   void wait_for_adverts();
+  bool drain_tap();  // reads what the tap holds into the view; true when it held adverts
   void announce(int round);
   void arm_recheck(std::optional<failover::Clock::time_point> at);
 
@@ -96,7 +97,8 @@ class FailoverUnit {
   uint32_t peer_source_ = 0;
   std::optional<failover::Clock::time_point> peer_last_seen_;
   int peer_last_priority_ = 0;
-  bool applying_ = false;  // a reconcile of ours runs: evaluations wait for it
+  std::string recorded_election_;  // the election as the last record showed it
+  bool applying_ = false;          // a reconcile of ours runs: evaluations wait for it
   pid_t keepalived_pid_ = 0;
   std::unique_ptr<boost::asio::posix::stream_descriptor> pidfd_;
   std::unique_ptr<failover::AdvertTap> tap_;
