@@ -230,9 +230,17 @@ class Lab:
         """Injects a fault into (or heals) a unit; returns time.monotonic() of the injection."""
         if unit not in UNITS:
             raise ValueError(f"unknown unit {unit!r}")
+        # A link fails where a cable or a switch would fail it: the switch's port goes down and
+        # the unit's interface loses its carrier. Set down inside the unit instead, the unit's
+        # own agent brought it up again at once (an administrative `down` of an interface the
+        # site file wants up is drift it repairs), often before VRRP noticed anything: the peer
+        # then never took over.
+        wan_port = ("wan", "port-" + unit[-1])
+        server_port = ("srv", "port-" + unit[-1])
         if kind in ("wan-down", "wan-up"):
             started = time.monotonic()
-            self.ip(unit, "link", "set", "eth0", "down" if kind == "wan-down" else "up")
+            self.ip(f"{dc_of(unit)}-{wan_port[0]}", "link", "set", wan_port[1],
+                    "down" if kind == "wan-down" else "up")
         elif kind == "kill-keepalived":
             pids = self.keepalived_pids(unit)
             if not pids:
@@ -245,13 +253,11 @@ class Lab:
             for pid in pids:
                 os.kill(pid, signal.SIGKILL)
         elif kind in ("links-down", "links-up"):
-            # the host dies: every link of its namespace goes down at once (one batch)
-            names = [n for n in self.links(unit) if n != "lo" and "@" not in n]
-            batch = "".join(f"link set dev {n} {'down' if kind == 'links-down' else 'up'}\n"
-                            for n in names)
+            # the host dies: every link of it loses its carrier at once (both switch ports)
+            state = "down" if kind == "links-down" else "up"
             started = time.monotonic()
-            subprocess.run(["ip", "-n", self.ns(unit), "-force", "-batch", "-"], input=batch,
-                           text=True, check=True, capture_output=True)
+            for switch, port in (wan_port, server_port):
+                self.ip(f"{dc_of(unit)}-{switch}", "link", "set", port, state)
         else:
             raise ValueError(f"unknown fault {kind!r}")
         return started
