@@ -113,6 +113,10 @@ void print_failover(const nlohmann::json& status) {
         p.contains("last_advert_ms_ago") && !p["last_advert_ms_ago"].is_null()
             ? fmt::format(", last advert {} ms ago", p["last_advert_ms_ago"].get<int64_t>())
             : "";
+    if (p.contains("said_standby_ms_ago") && !p["said_standby_ms_ago"].is_null()) {
+      last += fmt::format(", its agent said standby {} ms ago",
+                          p["said_standby_ms_ago"].get<int64_t>());
+    }
     fmt::print("  peer {}{}: {}{}\n", p.value("address", "?"),
                p.contains("priority") ? fmt::format(" (priority {})", p.value("priority", 0)) : "",
                p.value("state", "?"), last);

@@ -274,6 +274,7 @@ void Agent::on_events() {
     if (member_addresses_.count(address)) relevant = true;
   }
   if (!batch.host_addresses.empty()) failover_.on_host_addresses(batch.host_addresses);
+  if (batch.overrun) failover_.resync_marker();
   if (!relevant || event_reconcile_pending_) return;
   event_reconcile_pending_ = true;
   debounce_timer_.expires_after(options_.debounce);

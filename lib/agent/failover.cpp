@@ -3,10 +3,12 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <net/if.h>
 #include <sys/file.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 #include <cerrno>
 #include <cstring>
@@ -16,6 +18,7 @@
 #include "failover/marker.hpp"
 #include "failover/process.hpp"
 #include "kernel/announce.hpp"
+#include "kernel/detail.hpp"
 #include "kernel/inet.hpp"
 #include "kernel/netlink.hpp"
 #include "model/failover.hpp"
@@ -49,6 +52,19 @@ std::string address_text(uint32_t address) {
   return text;
 }
 
+// The device's fixed IPv4 self IP on `vlan` (network order), 0 when it has none (validation
+// requires one on the election VLAN of both units).
+uint32_t fixed_ipv4_on(const model::Device& device, const std::string& vlan) {
+  for (const auto& [name, self_ip] : device.self_ips) {
+    const model::IpAddress& address = self_ip.address.address;
+    if (self_ip.vlan != vlan || self_ip.floating || address.family != 4) continue;
+    uint32_t out = 0;
+    std::memcpy(&out, address.bytes.data(), sizeof out);
+    return out;
+  }
+  return 0;
+}
+
 // Announcements after a takeover: once the segments are joined (round 1), then 1 s and 5 s
 // later, for neighbours that missed one (a frame lost, a port not forwarding yet).
 constexpr std::array<milliseconds, 2> kAnnounceRepeats = {milliseconds(1000), milliseconds(4000)};
@@ -56,7 +72,18 @@ constexpr std::array<milliseconds, 2> kAnnounceRepeats = {milliseconds(1000), mi
 }  // namespace
 
 FailoverUnit::FailoverUnit(asio::io_context& io, Hooks hooks)
-    : io_(io), hooks_(std::move(hooks)), recheck_timer_(io), announce_timer_(io) {}
+    : io_(io), hooks_(std::move(hooks)), recheck_timer_(io), announce_timer_(io) {
+  // Every failover line carries the wall-clock time in milliseconds: the order of the two
+  // units' steps in a transition is read from their logs side by side.
+  hooks_.log = [log = std::move(hooks_.log)](const std::string& line) {
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    tm local{};
+    localtime_r(&ts.tv_sec, &local);
+    log(fmt::format("{:02}:{:02}:{:02}.{:03} {}", local.tm_hour, local.tm_min, local.tm_sec,
+                    ts.tv_nsec / 1000000, line));
+  };
+}
 
 FailoverUnit::~FailoverUnit() { release(); }
 
@@ -94,6 +121,8 @@ void FailoverUnit::configure(std::shared_ptr<const model::Site> site, const std:
   timing_.advert = milliseconds(group_->advert_centiseconds * 10);
   const model::Device* peer = model::failover_peer(*site_, *device_);
   timing_.peer_priority = peer && peer->failover ? peer->failover->priority : 100;
+  timing_.priority = device_->failover ? device_->failover->priority : 100;
+  peer_fixed_address_ = peer ? fixed_ipv4_on(*peer, group_->vlan) : 0;
   if (first || new_group) {
     tap_descriptor_.reset();
     tap_.reset();
@@ -105,6 +134,9 @@ void FailoverUnit::configure(std::shared_ptr<const model::Site> site, const std:
     pidfd_.reset();
     watch_keepalived();
     open_tap();
+    signal_descriptor_.reset();
+    signal_.reset();
+    open_signal();
   }
   if (!first) {
     evaluate("reload");
@@ -128,6 +160,8 @@ void FailoverUnit::release() {
   pidfd_.reset();
   tap_descriptor_.reset();
   tap_.reset();
+  signal_descriptor_.reset();
+  signal_.reset();
   if (lock_fd_ >= 0) close(lock_fd_);
   lock_fd_ = -1;
   group_ = nullptr;
@@ -137,10 +171,27 @@ void FailoverUnit::release() {
 
 std::optional<plan::Role> FailoverUnit::role() const { return group_ ? role_ : std::nullopt; }
 
+void FailoverUnit::resync_marker() {
+  if (!group_) return;
+  bool present = view_.master;
+  try {
+    kernel::Netlink netlink;
+    present = failover::marker_present(netlink, group_->virtual_router_id);
+  } catch (const std::exception& e) {
+    hooks_.log(fmt::format("failover: reading keepalived's marker address: {}", e.what()));
+  }
+  if (present == view_.master) return;
+  hooks_.log(fmt::format("failover: keepalived's marker address is {} (the event was missed)",
+                         present ? "present" : "gone"));
+  on_host_addresses({{failover::marker_ip(group_->virtual_router_id), present}});
+}
+
 void FailoverUnit::after_reconcile(bool succeeded) {
   if (!group_) return;
   watch_keepalived();
   if (!tap_) open_tap();
+  if (!signal_) open_signal();
+  if (succeeded && role_ == plan::Role::Standby) segments_left_ = true;
   if (succeeded && !ready_) {
     // keepalived may take part in the election from now on (its track_file).
     try {
@@ -154,6 +205,7 @@ void FailoverUnit::after_reconcile(bool succeeded) {
   // keepalived may be back (a reconcile starts it): see whether that changes anything.
   asio::post(io_, [this] {
     if (!group_) return;
+    resync_marker();  // the kernel's word, in case an address event was lost
     evaluate("reconcile");
     write_record();  // status reads keepalived's state (started, found) from the record
   });
@@ -184,8 +236,11 @@ void FailoverUnit::stop() {
     last_transition_ = {
         {"from", role_text(from)}, {"to", "standby"}, {"cause", cause_}, {"at", since_}};
     hooks_.log(fmt::format("failover: {} -> standby: {}", role_text(from), cause_));
+    leave_segments();
     applying_ = true;
     hooks_.apply(plan::Role::Standby);
+    segments_left_ = true;  // the fast step or the reconcile took the ports out
+    say_standby();
     applying_ = false;
   }
   // Out of the segments first, then out of the election: keepalived goes to FAULT and
@@ -205,6 +260,7 @@ void FailoverUnit::evaluate(const char* trigger) {
   // What the tap holds first: a timer (own adverts missing?) that fires while adverts wait
   // unread, after a long reconcile or a late wake-up on a busy host, must not see a hang.
   drain_tap();
+  drain_signal();
   const auto now = Clock::now();
   const failover::Verdict verdict = failover::decide(view_, timing_, now);
   track_split_brain(verdict);
@@ -237,8 +293,14 @@ void FailoverUnit::transition(const failover::Verdict& verdict) {
   last_transition_ = {
       {"from", role_text(from)}, {"to", role_text(role_)}, {"cause", cause_}, {"at", since_}};
   hooks_.log(fmt::format("failover: {} -> {}: {}", role_text(from), role_text(role_), cause_));
-  write_record();
   const auto started = Clock::now();
+  if (role_ == plan::Role::Standby) {
+    leave_segments();
+    say_standby();
+  } else {
+    segments_left_ = false;
+  }
+  write_record();
   applying_ = true;
   const bool ok = hooks_.apply(*role_);
   applying_ = false;
@@ -250,10 +312,38 @@ void FailoverUnit::transition(const failover::Verdict& verdict) {
                          ok ? "" : " (with errors: see above)"));
   write_record();
   if (role_ == plan::Role::Active) announce(0);
+  if (role_ == plan::Role::Standby) say_standby();  // again: the fast step may have failed
   // What changed while we applied (the events are waiting) is looked at next.
   asio::post(io_, [this] {
     if (group_) evaluate("after transition");
   });
+}
+
+void FailoverUnit::leave_segments() {
+  // The ports the standby role leaves out: those of the active role's plan that the standby's
+  // plan lacks (one rule, in plan::desired_objects). A port that is not in its bridge already
+  // is left alone by the kernel (IFLA_MASTER 0 on a link without a master).
+  const plan::Objects active = plan::desired_objects(*site_, *device_, plan::Role::Active);
+  const plan::Objects standby = plan::desired_objects(*site_, *device_, plan::Role::Standby);
+  const kernel::KindOps ports = kernel::port_kind();
+  int left = 0;
+  try {
+    kernel::Netlink netlink;
+    for (const plan::Object& port : active) {
+      if (port.kind != plan::kPort) continue;
+      const bool kept = std::any_of(standby.begin(), standby.end(), [&](const plan::Object& o) {
+        return o.kind == plan::kPort && o.key == port.key;
+      });
+      if (kept || if_nametoindex(port.attrs.at("link").get<std::string>().c_str()) == 0) continue;
+      ports.remove(netlink, port);
+      ++left;
+    }
+    segments_left_ = true;
+  } catch (const std::exception& e) {
+    // The reconcile that follows retries it, with the rest of the standby role.
+    hooks_.log(fmt::format("failover: leaving the segments: {}", e.what()));
+  }
+  hooks_.log(fmt::format("failover: left the segments ({} ports), before the reconcile", left));
 }
 
 void FailoverUnit::track_split_brain(const failover::Verdict& verdict) {
@@ -302,7 +392,8 @@ nlohmann::json FailoverUnit::status() const {
   };
   const bool peer_master = view_.peer_advert && now - *view_.peer_advert < timing_.quiet_after();
   nlohmann::json peer = {{"state", peer_master ? "master" : "not advertising"},
-                         {"last_advert_ms_ago", age_ms(peer_last_seen_)}};
+                         {"last_advert_ms_ago", age_ms(peer_last_seen_)},
+                         {"said_standby_ms_ago", age_ms(peer_said_standby_)}};
   if (peer_source_) {
     peer["address"] = address_text(peer_source_);
     peer["priority"] = peer_last_priority_;
@@ -420,6 +511,7 @@ void FailoverUnit::open_tap() {
   const std::string interface = device_->ifname_of(group_->vlan);
   try {
     tap_ = std::make_unique<failover::AdvertTap>(interface, group_->virtual_router_id);
+    ++tap_generation_;
     tap_interface_ = interface;
     tap_descriptor_ = std::make_unique<asio::posix::stream_descriptor>(io_, dup(tap_->fd()));
     wait_for_adverts();
@@ -450,16 +542,26 @@ bool FailoverUnit::drain_tap() {
     // reconcile while that fails).
     hooks_.log(fmt::format("failover: advertisement tap: {}; reopening", e.what()));
     tap_.reset();
-    asio::post(io_, [this] {
+    // Not here: this may run in the descriptor's own handler. A reconcile may open a new tap
+    // before the posted step runs (after_reconcile); the step then leaves that one alone
+    // (dropping its descriptor instead left a tap nobody waited on: its adverts were read
+    // only when something else evaluated, and a unit stayed standby as MASTER).
+    asio::post(io_, [this, generation = tap_generation_] {
+      if (generation != tap_generation_) return;
       tap_descriptor_.reset();
       if (group_ && !tap_) open_tap();
     });
     return false;
   }
+  bool peer_claims = false;
   for (const auto& [advert, outgoing, at] : seen) {
     if (outgoing) {
       view_.own_advert = at;
       continue;
+    }
+    if (advert.priority > 0) {
+      view_.peer_master_advert = at;
+      peer_claims = true;
     }
     peer_source_ = advert.source;
     peer_last_priority_ = advert.priority;
@@ -472,7 +574,47 @@ bool FailoverUnit::drain_tap() {
       view_.peer_address = address_text(advert.source);
     }
   }
+  // A master peer may be waiting for our word before it joins the segments (a lost datagram,
+  // or it became master after we said it): say it again to every advert of it, while standby.
+  if (peer_claims && role_ == plan::Role::Standby) say_standby();
   return !seen.empty();
+}
+
+void FailoverUnit::open_signal() {
+  if (!group_ || !device_) return;
+  const model::Device* peer = model::failover_peer(*site_, *device_);
+  try {
+    signal_ = std::make_unique<failover::PeerSignal>(group_->virtual_router_id, device_->name,
+                                                     peer ? peer->name : std::string());
+    signal_descriptor_ = std::make_unique<asio::posix::stream_descriptor>(io_, dup(signal_->fd()));
+    wait_for_signal();
+  } catch (const std::exception& e) {
+    signal_.reset();
+    signal_descriptor_.reset();
+    hooks_.log(fmt::format("failover: no signal socket yet: {}", e.what()));
+  }
+}
+
+void FailoverUnit::wait_for_signal() {
+  signal_descriptor_->async_wait(asio::posix::stream_descriptor::wait_read,
+                                 [this](boost::system::error_code error) {
+                                   if (error || !signal_) return;
+                                   const auto before = view_.peer_left;
+                                   drain_signal();
+                                   if (view_.peer_left != before) evaluate("peer's word");
+                                   if (signal_descriptor_) wait_for_signal();
+                                 });
+}
+
+void FailoverUnit::drain_signal() {
+  if (!signal_ || signal_->read_standby() == 0) return;
+  view_.peer_left = Clock::now();
+  peer_said_standby_ = view_.peer_left;
+}
+
+void FailoverUnit::say_standby() {
+  if (!signal_ || !segments_left_ || peer_fixed_address_ == 0) return;
+  signal_->send_standby(peer_fixed_address_);
 }
 
 void FailoverUnit::announce(int round) {

@@ -16,6 +16,7 @@
 
 #include "failover/advert_tap.hpp"
 #include "failover/files.hpp"
+#include "failover/peer_signal.hpp"
 #include "failover/role.hpp"
 #include "model/site.hpp"
 #include "plan/plan.hpp"
@@ -53,6 +54,9 @@ class FailoverUnit {
   void after_reconcile(bool succeeded);
   // Host-scope IPv4 addresses added or removed (keepalived's marker among them).
   void on_host_addresses(const std::vector<std::pair<model::IpAddress, bool>>& changes);
+  // keepalived's marker as the kernel has it now, when an address event may have been lost
+  // (the event socket overran); evaluates when it differs from what the events said.
+  void resync_marker();
   // The agent stops: leave the segments and release the floating addresses, then leave the
   // election (keepalived resigns), so that the peer takes over without overlap.
   void stop();
@@ -64,13 +68,20 @@ class FailoverUnit {
  private:
   void evaluate(const char* trigger);
   void transition(const failover::Verdict& verdict);
+  // The first step of leaving the active role, at once: the gated bridge ports leave their
+  // bridges (one netlink request each) before the reconcile observes and plans the rest.
+  void leave_segments();
   void track_split_brain(const failover::Verdict& verdict);
   void write_record();
   void watch_keepalived();
   void wait_for_keepalived_exit();
   void open_tap();
   void wait_for_adverts();
-  bool drain_tap();  // reads what the tap holds into the view; true when it held adverts
+  void open_signal();
+  void wait_for_signal();
+  void drain_signal();
+  void say_standby();  // tells the peer this unit is out of the segments
+  bool drain_tap();    // reads what the tap holds into the view; true when it held adverts
   void announce(int round);
   void arm_recheck(std::optional<failover::Clock::time_point> at);
 
@@ -103,7 +114,13 @@ class FailoverUnit {
   std::unique_ptr<boost::asio::posix::stream_descriptor> pidfd_;
   std::unique_ptr<failover::AdvertTap> tap_;
   std::string tap_interface_;
+  uint64_t tap_generation_ = 0;  // one more for every tap opened
   std::unique_ptr<boost::asio::posix::stream_descriptor> tap_descriptor_;
+  std::unique_ptr<failover::PeerSignal> signal_;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> signal_descriptor_;
+  uint32_t peer_fixed_address_ = 0;  // where the word goes (IPv4, network order)
+  bool segments_left_ = false;       // the gated ports are out: "standby" may be said
+  std::optional<failover::Clock::time_point> peer_said_standby_;  // for status
   boost::asio::steady_timer recheck_timer_;
   boost::asio::steady_timer announce_timer_;
 };

@@ -18,6 +18,10 @@ milliseconds Timing::hang_after() const { return 2 * advert + peer_skew(); }
 
 milliseconds Timing::quiet_after() const { return advert + advert / 2; }
 
+milliseconds Timing::peer_hang_after() const {
+  return 2 * advert + milliseconds(advert.count() * (256 - std::clamp(priority, 0, 255)) / 256);
+}
+
 namespace {
 
 long long ms(Clock::duration d) { return std::chrono::duration_cast<milliseconds>(d).count(); }
@@ -69,6 +73,16 @@ Verdict decide(const ElectionView& view, const Timing& timing, Clock::time_point
         "until it stops",
         view.peer_address.empty() ? std::string("?") : view.peer_address, view.peer_advert_priority,
         ms(now - *view.peer_advert));
+    return verdict;
+  }
+  const bool peer_recent =
+      view.peer_master_advert && now - *view.peer_master_advert < timing.peer_hang_after();
+  if (peer_recent && !(view.peer_left && *view.peer_left >= *view.peer_master_advert)) {
+    earliest(*view.peer_master_advert + timing.peer_hang_after());
+    verdict.reason = fmt::format(
+        "keepalived is MASTER; the peer advertised as master {} ms ago and has not yet said it "
+        "left the segments: waiting for that (at most {} ms after its advert)",
+        ms(now - *view.peer_master_advert), timing.peer_hang_after().count());
     return verdict;
   }
   verdict.role = Role::Active;

@@ -10,7 +10,14 @@
 //   * the peer does not advertise as master: a peer advert with a priority above 0 within
 //     `quiet_after` means the peer still forwards (a handover in progress, or both claim the
 //     role), and two forwarding units would loop the stretched segment. A priority-0 advert
-//     means the peer resigned: no need to wait.
+//     means the peer's keepalived resigned;
+//   * the peer has left the segments: after a master advert of the peer (priority above 0,
+//     also when a priority-0 resignation followed) within `peer_hang_after`, its agent must
+//     have said so since (peer_signal.hpp). keepalived leaves MASTER at once, its agent takes
+//     the unit out of the bridges a moment later; this unit joins only after that ("block
+//     first, then release; take, then unblock" across the pair). A peer silent for longer
+//     has, if its agent runs, left by itself (its own adverts stopped: hung, or its
+//     keepalived is no longer master), and a dead one forwards nothing.
 #pragma once
 
 #include <chrono>
@@ -27,6 +34,7 @@ std::string to_string(Role role);  // "standby", "active"
 
 struct Timing {
   std::chrono::milliseconds advert{100};
+  int priority = 100;  // this unit's
   int peer_priority = 100;
 
   // VRRPv3 skew time of the peer: (256 - priority) / 256 advertisement intervals.
@@ -38,6 +46,10 @@ struct Timing {
   // A peer advertisement this recent means the peer still acts as master: one and a half
   // intervals (the peer sends one every interval while it is master).
   std::chrono::milliseconds quiet_after() const;
+  // The peer's hang_after (2 intervals plus this unit's skew): a peer whose last advert is
+  // older has stopped forwarding by itself if its agent runs. Shorter than this unit's master
+  // down interval (3 intervals plus its skew), so a takeover from a dead peer never waits.
+  std::chrono::milliseconds peer_hang_after() const;
 };
 
 // What the agent knows about the election at one moment.
@@ -51,6 +63,9 @@ struct ElectionView {
   std::optional<Clock::time_point> peer_advert;  // last peer advert with a priority above 0
   int peer_advert_priority = 0;
   std::string peer_address;  // of that advert, for messages
+  // The last peer advert with a priority above 0, kept when the peer resigns (priority 0).
+  std::optional<Clock::time_point> peer_master_advert;
+  std::optional<Clock::time_point> peer_left;  // the peer's agent last said "standby"
 };
 
 struct Verdict {

@@ -21,6 +21,7 @@
 
 #include "failover/advert_tap.hpp"
 #include "failover/keepalived.hpp"
+#include "failover/peer_signal.hpp"
 #include "failover/process.hpp"
 #include "failover/vrrp.hpp"
 #include "support/netns.hpp"
@@ -455,6 +456,49 @@ TEST(Failover, AReloadKeepsTheStateAndAppliesTheNewConfiguration) {
   kb.rewrite(unit("dc1-b", 250, pair.b.name()));
   reload_keepalived(kb.pid());
   ASSERT_TRUE(settled(kb, ka)) << ka.log() << kb.log();
+}
+
+TEST(Failover, TheAgentsWordCrossesTheSwitchAndOnlyThePeersCounts) {
+  TestNetns sw, a, b;
+  wire_pair(sw, a, b);
+  std::optional<PeerSignal> on_a, on_b;
+  {
+    Enter in(a.name());
+    on_a.emplace(51, "dc1-a", "dc1-b");
+  }
+  {
+    Enter in(b.name());
+    on_b.emplace(51, "dc1-b", "dc1-a");
+  }
+  in_addr a_address{}, b_address{};
+  inet_pton(AF_INET, "198.51.100.11", &a_address);
+  inet_pton(AF_INET, "198.51.100.12", &b_address);
+  auto wait_readable = [](int fd) {
+    pollfd p{fd, POLLIN, 0};
+    return poll(&p, 1, 2000) == 1;
+  };
+  EXPECT_EQ(on_a->read_standby(), 0);
+  ASSERT_TRUE(on_b->send_standby(a_address.s_addr));
+  ASSERT_TRUE(on_b->send_standby(a_address.s_addr));
+  ASSERT_TRUE(wait_readable(on_a->fd()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the second one too
+  EXPECT_EQ(on_a->read_standby(), 2);
+  EXPECT_EQ(on_a->read_standby(), 0);
+  // the other direction
+  ASSERT_TRUE(on_a->send_standby(b_address.s_addr));
+  ASSERT_TRUE(wait_readable(on_b->fd()));
+  EXPECT_EQ(on_b->read_standby(), 1);
+  // Words of another group, or claiming another sender, do not count.
+  std::optional<PeerSignal> other_group;
+  {
+    Enter in(b.name());
+    on_b.reset();  // frees the port for a moment
+    other_group.emplace(52, "dc1-b", "dc1-a");
+  }
+  ASSERT_TRUE(other_group->send_standby(a_address.s_addr));
+  ASSERT_TRUE(wait_readable(on_a->fd()));
+  EXPECT_EQ(on_a->read_standby(), 0);
+  EXPECT_EQ(standby_message(51, "dc1-b"), "etherctl-failover 1 51 dc1-b standby");
 }
 
 }  // namespace

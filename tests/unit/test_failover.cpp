@@ -337,6 +337,64 @@ TEST(Role, WaitsUntilThePeerStopsAdvertising) {
   EXPECT_EQ(decide(v, timing(), t0 + milliseconds(120)).role, Role::Active);
 }
 
+TEST(Timing, ThePeersWordIsAwaitedNoLongerThanItsHangThreshold) {
+  Timing t = timing();
+  for (int priority : {1, 100, 200, 254}) {
+    t.priority = priority;
+    // what the peer's hang_after is when this unit has `priority`
+    Timing peer = t;
+    peer.peer_priority = priority;
+    EXPECT_EQ(t.peer_hang_after(), peer.hang_after()) << priority;
+    // A dead peer: this unit's keepalived takes over 3 intervals + its own skew after the
+    // peer's last advert, when the wait is over already.
+    EXPECT_LT(t.peer_hang_after(), 3 * t.advert + peer.peer_skew()) << priority;
+  }
+}
+
+TEST(Role, JoinsOnlyOnceThePeerSaidItLeftTheSegments) {
+  // Preemption (or a hung keepalived that resumes): we became master at t0; the peer's last
+  // advert (priority 100, it was master) came at t0 - 30 ms.
+  Timing t = timing();
+  t.priority = 200;  // peer_hang_after = 200 + 21 ms
+  ElectionView v = master_since(t0);
+  v.peer_advert = v.peer_master_advert = t0 - milliseconds(30);
+  v.peer_advert_priority = 100;
+  v.own_advert = t0 + milliseconds(100);
+  // Its keepalived is quiet for 150 ms, but its agent has not said it left: wait.
+  Verdict verdict = decide(v, t, t0 + milliseconds(150));
+  EXPECT_EQ(verdict.role, Role::Standby);
+  EXPECT_NE(verdict.reason.find("has not yet said it left the segments"), std::string::npos)
+      << verdict.reason;
+  ASSERT_TRUE(verdict.recheck_at);
+  EXPECT_EQ(*verdict.recheck_at, t0 + milliseconds(191));  // its last advert + 221 ms
+  // A word from before its last advert does not count.
+  v.peer_left = t0 - milliseconds(31);
+  EXPECT_EQ(decide(v, t, t0 + milliseconds(150)).role, Role::Standby);
+  // Its word after its last advert: join (once its keepalived is quiet for 150 ms).
+  v.peer_left = t0 + milliseconds(40);
+  EXPECT_EQ(decide(v, t, t0 + milliseconds(119)).role, Role::Standby);
+  EXPECT_EQ(decide(v, t, t0 + milliseconds(120)).role, Role::Active);
+  // No word at all: join once its agent must have seen its own adverts stop.
+  v.peer_left.reset();
+  v.own_advert = t0 + milliseconds(190);
+  EXPECT_EQ(decide(v, t, t0 + milliseconds(190)).role, Role::Standby);
+  EXPECT_EQ(decide(v, t, t0 + milliseconds(191)).role, Role::Active);
+}
+
+TEST(Role, APeerThatResignsIsWaitedForToo) {
+  // The peer was master until t0 - 20 ms, then resigned with a priority-0 advert (its
+  // keepalived went to FAULT): its agent may still be taking the unit out of the segments.
+  ElectionView v = master_since(t0);
+  v.peer_master_advert = t0 - milliseconds(20);
+  EXPECT_EQ(decide(v, timing(), t0 + milliseconds(1)).role, Role::Standby);
+  v.peer_left = t0 + milliseconds(1);
+  EXPECT_EQ(decide(v, timing(), t0 + milliseconds(2)).role, Role::Active);
+  // Its agent said it before its keepalived resigned (an agent that stops leaves the
+  // segments, then the election): that counts, it is after its last master advert.
+  v.peer_left = t0 - milliseconds(10);
+  EXPECT_EQ(decide(v, timing(), t0 + milliseconds(2)).role, Role::Active);
+}
+
 TEST(Role, PeerStillAdvertisingAfterAHandoverIsBothMaster) {
   ElectionView v = master_since(t0);
   v.peer_advert_priority = 100;
