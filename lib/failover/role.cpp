@@ -14,12 +14,12 @@ milliseconds Timing::peer_skew() const {
   return milliseconds(advert.count() * (256 - std::clamp(peer_priority, 0, 255)) / 256);
 }
 
-milliseconds Timing::hang_after() const { return 2 * advert + peer_skew(); }
+milliseconds Timing::hang_after() const { return 3 * advert + peer_skew(); }
 
 milliseconds Timing::quiet_after() const { return advert + advert / 2; }
 
-milliseconds Timing::peer_hang_after() const {
-  return 2 * advert + milliseconds(advert.count() * (256 - std::clamp(priority, 0, 255)) / 256);
+milliseconds Timing::peer_word_timeout() const {
+  return 4 * advert + milliseconds(advert.count() * (256 - std::clamp(priority, 0, 255)) / 256);
 }
 
 namespace {
@@ -76,13 +76,13 @@ Verdict decide(const ElectionView& view, const Timing& timing, Clock::time_point
     return verdict;
   }
   const bool peer_recent =
-      view.peer_master_advert && now - *view.peer_master_advert < timing.peer_hang_after();
+      view.peer_master_advert && now - *view.peer_master_advert < timing.peer_word_timeout();
   if (peer_recent && !(view.peer_left && *view.peer_left >= *view.peer_master_advert)) {
-    earliest(*view.peer_master_advert + timing.peer_hang_after());
+    earliest(*view.peer_master_advert + timing.peer_word_timeout());
     verdict.reason = fmt::format(
         "keepalived is MASTER; the peer advertised as master {} ms ago and has not yet said it "
         "left the segments: waiting for that (at most {} ms after its advert)",
-        ms(now - *view.peer_master_advert), timing.peer_hang_after().count());
+        ms(now - *view.peer_master_advert), timing.peer_word_timeout().count());
     return verdict;
   }
   verdict.role = Role::Active;

@@ -4,19 +4,19 @@
 //
 // A unit is active only while all of these hold, so that it fails closed:
 //   * keepalived runs and is MASTER (holds its marker address);
-//   * its own advertisements keep leaving: none for longer than `hang_after` means keepalived
-//     is hung (stopped, starved), and the peer is about to take over (it does so after
-//     3 x advert + skew, RFC 5798 6.4.2), so this unit must stop first;
+//   * its own advertisements keep leaving: none for `hang_after`, the time after which the
+//     peer takes over (3 x advert + its skew, RFC 5798 6.4.2), means keepalived is hung
+//     (stopped, starved) and this unit must leave; the peer waits for its word (below);
 //   * the peer does not advertise as master: a peer advert with a priority above 0 within
 //     `quiet_after` means the peer still forwards (a handover in progress, or both claim the
 //     role), and two forwarding units would loop the stretched segment. A priority-0 advert
 //     means the peer's keepalived resigned;
 //   * the peer has left the segments: after a master advert of the peer (priority above 0,
-//     also when a priority-0 resignation followed) within `peer_hang_after`, its agent must
-//     have said so since (peer_signal.hpp). keepalived leaves MASTER at once, its agent takes
-//     the unit out of the bridges a moment later; this unit joins only after that ("block
-//     first, then release; take, then unblock" across the pair). A peer silent for longer
-//     has, if its agent runs, left by itself (its own adverts stopped: hung, or its
+//     also when a priority-0 resignation followed) within `peer_word_timeout`, its agent
+//     must have said so since (peer_signal.hpp). keepalived leaves MASTER at once, its agent
+//     takes the unit out of the bridges a moment later; this unit joins only after that
+//     ("block first, then release; take, then unblock" across the pair). A peer silent for
+//     longer has, if its agent runs, left by itself (its own adverts stopped: hung, or its
 //     keepalived is no longer master), and a dead one forwards nothing.
 #pragma once
 
@@ -39,17 +39,20 @@ struct Timing {
 
   // VRRPv3 skew time of the peer: (256 - priority) / 256 advertisement intervals.
   std::chrono::milliseconds peer_skew() const;
-  // No own advertisement for this long while MASTER: keepalived is hung. Two intervals plus
-  // the peer's skew: one interval before the peer takes over (master down interval = 3
-  // intervals + skew), and well above the longest gap seen between adverts on a loaded host.
+  // No own advertisement for this long while MASTER: keepalived is hung. The peer's master
+  // down interval (3 intervals + the peer's skew), when the peer takes over anyway: a shorter
+  // threshold made a unit whose keepalived was starved for 260-360 ms on a loaded host leave
+  // the role while no one took it (an outage). The peer waits for this unit's word.
   std::chrono::milliseconds hang_after() const;
   // A peer advertisement this recent means the peer still acts as master: one and a half
   // intervals (the peer sends one every interval while it is master).
   std::chrono::milliseconds quiet_after() const;
-  // The peer's hang_after (2 intervals plus this unit's skew): a peer whose last advert is
-  // older has stopped forwarding by itself if its agent runs. Shorter than this unit's master
-  // down interval (3 intervals plus its skew), so a takeover from a dead peer never waits.
-  std::chrono::milliseconds peer_hang_after() const;
+  // How long after the peer's last master advert this unit waits for the peer's word before
+  // it joins the segments without it: the peer's hang_after (3 intervals + this unit's skew)
+  // plus one interval for the peer's agent to leave. Only a peer that cannot talk (its links
+  // down, or dead) makes a takeover wait this long: 1 interval more than the master down
+  // interval (460 ms with the defaults).
+  std::chrono::milliseconds peer_word_timeout() const;
 };
 
 // What the agent knows about the election at one moment.
