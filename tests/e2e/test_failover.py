@@ -294,7 +294,7 @@ class FailoverTest(unittest.TestCase):
             self.lab.stop_agents(units=["dc1-a"], sig=signal.SIGKILL)
             time.sleep(2)
             self.assertEqual(self.lab.keepalived_pids("dc1-a"), pids, "keepalived runs on")
-            self.assertTrue(self.lab.holds_floating("dc1-a"))
+            self.assertTrue(self.lab.holds_floating("dc1-a"), self.logs())
             self.assertEqual(self.status("dc1-a")["status"]["failover"]["role_source"],
                              "no agent running")
             self.lab.start_agents(ETHERCTL, self.site, self.lock_dir, self.tmp, units=["dc1-a"])
@@ -302,7 +302,7 @@ class FailoverTest(unittest.TestCase):
             self.lab.wait_roles(INITIAL)
         self.assertEqual(self.lab.keepalived_pids("dc1-a"), pids)
         record = self.lab.record("dc1-a")
-        self.assertEqual(record["transitions"], 0, record)  # a new agent, no role change
+        self.assertEqual(record["transitions"], 0, f"{record}\n{self.logs()}")  # no role change
         self.assertTrue(traffic.stream["ok"], f"{traffic.stream}\n{self.logs()}")
         self.assertLess(traffic.stream["longest_stall_ms"], 1000, traffic.stream)
         del transitions
