@@ -181,8 +181,10 @@ void FailoverUnit::resync_marker() {
     hooks_.log(fmt::format("failover: reading keepalived's marker address: {}", e.what()));
   }
   if (present == view_.master) return;
-  hooks_.log(fmt::format("failover: keepalived's marker address is {} (the event was missed)",
-                         present ? "present" : "gone"));
+  hooks_.log(
+      fmt::format("failover: keepalived's marker address is {} (its event not read yet, "
+                  "or lost)",
+                  present ? "present" : "gone"));
   on_host_addresses({{failover::marker_ip(group_->virtual_router_id), present}});
 }
 
