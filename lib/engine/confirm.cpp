@@ -191,8 +191,10 @@ Report revert(const nlohmann::json& record, const StateDir& state,
     return report;
   }
   Journal journal(state.journal());
+  // Not gated: a revert puts back what an unconfirmed apply changed, in a process of its own
+  // (docs/failover.md says what that means for a failover unit's ports).
   Execution execution =
-      execute(netlink, report.plan, ownership, journal, fail_at_step, trace, nullptr);
+      execute(netlink, report.plan, ownership, journal, {}, fail_at_step, trace, nullptr);
   report.executed = execution.executed;
   report.rolled_back = execution.rolled_back;
   report.failed_step = execution.failed_step;

@@ -162,12 +162,27 @@ std::string describe(const Change& change) {
   return plan::to_string(change.op) + " " + o.kind + " " + o.name;
 }
 
+// Runs `join`, the creation of `object`; through the gate when it is a gated port (false when
+// the gate refused: the unit is no longer active, or no agent's gate is there).
+bool through_gate(const JoinGate& gate, const Object& object, const std::function<void()>& join) {
+  if (object.kind != plan::kPort || !gate.ports.count(object.key)) {
+    join();
+    return true;
+  }
+  return gate.pass && gate.pass(join);
+}
+
+const char* const kRefused =
+    "not joined: the unit is not (or no longer) the active unit of its failover group, or "
+    "this run is not its agent's (only the agent joins the segments, through its role gate); "
+    "the next run applies the role the unit has now";
+
 // Undoes the changes already done, newest first, against freshly observed state: created
 // objects are removed, modified ones get their old attributes back, deleted ones come back.
 // Returns the problems met on the way (empty when the kernel is back where it was).
 std::vector<std::string> roll_back(kernel::Netlink& netlink, const std::vector<Change>& done,
                                    const kernel::Ownership& ownership, Journal& journal,
-                                   const Trace& trace) {
+                                   const JoinGate& gate, const Trace& trace) {
   std::vector<std::string> failures;
   for (auto it = done.rbegin(); it != done.rend(); ++it) {
     const Change& change = *it;
@@ -177,9 +192,12 @@ std::vector<std::string> roll_back(kernel::Netlink& netlink, const std::vector<C
       const auto& ops = kernel::kind_ops(change.subject().kind);
       if (change.op == Op::Delete) {
         Object again = change.observed;
-        journal.begin_create(again);
-        ops.create(netlink, again, ownership);
-        journal.end_create();
+        const bool created = through_gate(gate, again, [&] {
+          journal.begin_create(again);
+          ops.create(netlink, again, ownership);
+          journal.end_create();
+        });
+        if (!created) failures.push_back("undo of " + describe(change) + ": " + kRefused);
         continue;
       }
       // Find the object as the kernel holds it now.
@@ -218,7 +236,7 @@ std::vector<std::string> recover(kernel::Netlink& netlink, const StateDir& state
 }
 
 Execution execute(kernel::Netlink& netlink, const plan::Plan& plan,
-                  const kernel::Ownership& ownership, Journal& journal,
+                  const kernel::Ownership& ownership, Journal& journal, const JoinGate& gate,
                   std::optional<size_t> fail_at_step, const Trace& trace,
                   const std::function<void(size_t, size_t, const Change&)>& on_step) {
   Execution result;
@@ -234,7 +252,12 @@ Execution execute(kernel::Netlink& netlink, const plan::Plan& plan,
       if (fail_at_step && *fail_at_step == step) {
         throw std::runtime_error("injected failure (test hook) at step " + std::to_string(step));
       }
-      execute_one(netlink, change, ownership, journal);
+      const auto one = [&] { execute_one(netlink, change, ownership, journal); };
+      if (change.op == Op::Create && !through_gate(gate, change.desired, one)) {
+        result.refused.push_back({change.desired.path, describe(change) + ": " + kRefused});
+        continue;
+      }
+      if (change.op != Op::Create) one();
       done.push_back(change);
     } catch (const std::exception& e) {
       // Kernel errors already name the operation and object; others get it here.
@@ -243,7 +266,7 @@ Execution execute(kernel::Netlink& netlink, const plan::Plan& plan,
           {change.subject().path.empty() ? change.desired.path : change.subject().path,
            named ? e.what() : describe(change) + ": " + e.what()});
       result.failed_step = step;
-      for (const auto& failure : roll_back(netlink, done, ownership, journal, trace)) {
+      for (const auto& failure : roll_back(netlink, done, ownership, journal, gate, trace)) {
         result.errors.push_back({"", failure});
       }
       result.rolled_back = true;
@@ -636,13 +659,21 @@ bool execute(Run& run) {
     report.pending = pending_status(pending);
   }
   Journal journal(run.state->journal());
-  Execution execution = internal::execute(*run.netlink, report.plan, run.ownership, journal,
+  internal::JoinGate gate;
+  if (run.failover.group) {
+    for (const auto& o : plan::desired_objects(*run.site, *run.device, plan::Role::Active)) {
+      if (o.kind == plan::kPort && o.attrs.value("gated", false)) gate.ports.insert(o.key);
+    }
+    gate.pass = run.options.join_gate;
+  }
+  Execution execution = internal::execute(*run.netlink, report.plan, run.ownership, journal, gate,
                                           run.options.fail_at_step, run.trace, run.options.on_step);
   report.executed = execution.executed;
   report.failed_step = execution.failed_step;
   report.rolled_back = execution.rolled_back;
   for (auto& error : execution.errors) report.errors.push_back(std::move(error));
-  if (!execution.failed_step) return true;
+  for (auto& refused : execution.refused) report.errors.push_back(std::move(refused));
+  if (!execution.failed_step && execution.refused.empty()) return true;
   if (!pending.is_null()) disarm_revert(*run.state, pending);  // nothing to revert
   report.pending = nullptr;
   return run.stop(Outcome::Failed);

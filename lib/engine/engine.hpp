@@ -54,6 +54,13 @@ struct Options {
   // Without it a run reads the agent's role record while an agent runs, and otherwise leaves
   // the role's objects as they are (lib/engine/failover.hpp).
   std::optional<plan::Role> role;
+  // The role gate of the agent of a failover unit (`watch` only): a gated port (one the standby
+  // role leaves out of its bridge: attribute "gated" of the desired port) joins its bridge only
+  // through it. It runs `join` (the netlink request) under the lock of the agent's role and
+  // only while the unit is still active, and returns false otherwise; the fast block of a unit
+  // that leaves the role takes the same lock. So once a unit has left the segments, no run
+  // that started before can put it back. A run without a gate never joins a gated port.
+  std::function<bool(const std::function<void()>& join)> join_gate;
 };
 
 // A valid site file read once: what `watch` runs on until a reload succeeds.

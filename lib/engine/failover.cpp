@@ -41,6 +41,19 @@ plan::Objects failover_desired(const FailoverRun& failover, const model::Site& s
   plan::Objects desired;
   if (failover.role) {
     desired = plan::desired_objects(site, device, *failover.role);
+    // Only the agent's own runs join gated ports (through its role gate: engine.hpp); any
+    // other run keeps those the kernel lacks out, as it found them.
+    if (failover.role_source != "agent") {
+      std::set<std::string> present;
+      for (const auto& o : observed) present.insert(o.kind + " " + o.key);
+      desired.erase(std::remove_if(desired.begin(), desired.end(),
+                                   [&](const plan::Object& o) {
+                                     return o.kind == plan::kPort &&
+                                            o.attrs.value("gated", false) &&
+                                            !present.count(o.kind + " " + o.key);
+                                   }),
+                    desired.end());
+    }
   } else {
     // Unknown: the standby's objects, and of the active role's own (floating self IPs, the
     // segments' ports) those the kernel has now. New ones are not created: a unit that never

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -45,11 +46,21 @@ struct Trace {
 // what observation cannot show (KindOps::repair). Returns one line per repair.
 std::vector<std::string> recover(kernel::Netlink& netlink, const StateDir& state);
 
+// The joins of a failover unit's gated ports (Options::join_gate): their keys, and the agent's
+// gate (empty: closed). Not a failover unit: no ports.
+struct JoinGate {
+  std::set<std::string> ports;  // "<bridge>/<link>"
+  std::function<bool(const std::function<void()>& join)> pass;
+};
+
 struct Execution {
   bool executed = false;              // changes were sent to the kernel
   bool rolled_back = false;           // a failure was undone
   std::optional<size_t> failed_step;  // index into plan.changes of the change that failed
   std::vector<model::Problem> errors;
+  // Joins of gated ports that the gate refused (the unit is no longer active): left out, the
+  // rest of the plan done; the run fails and the next one applies the role the unit has now.
+  std::vector<model::Problem> refused;
 };
 
 // Executes the plan's changes in order, journaling multi-request creates; when one fails,
@@ -57,7 +68,7 @@ struct Execution {
 // on_step (may be empty) is called before each change. The journal is finished (removed)
 // when this returns.
 Execution execute(kernel::Netlink& netlink, const plan::Plan& plan,
-                  const kernel::Ownership& ownership, Journal& journal,
+                  const kernel::Ownership& ownership, Journal& journal, const JoinGate& gate,
                   std::optional<size_t> fail_at_step, const Trace& trace,
                   const std::function<void(size_t, size_t, const plan::Change&)>& on_step);
 

@@ -66,6 +66,9 @@ Objects desired_objects(const model::Site& site, const model::Device& device, Ro
                   path,
                   {{"bridge", name}, {"link", link}}};
       if (failover && tunnel) port.attrs["flush_fdb"] = true;  // port.cpp says why
+      // The ports the standby leaves out: joined only through the agent's role gate
+      // (engine.hpp, Options::join_gate).
+      if (failover && (tunnel || vlans_in_group > 1)) port.attrs["gated"] = true;
       objects.push_back(std::move(port));
     }
   }
