@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -64,8 +65,8 @@ class Agent {
         periodic_timer_(io_),
         retry_timer_(io_),
         watchdog_timer_(io_),
-        failover_(io_, {[this](plan::Role) { return reconcile(Trigger::Failover); },
-                        [](const std::string& line) { log("{}", line); }}) {}
+        failover_({[this] { request_failover_reconcile(); },
+                   [](const std::string& line) { log("{}", line); }}) {}
 
   int run();
 
@@ -77,6 +78,9 @@ class Agent {
   void arm_periodic();
   void arm_watchdog(std::chrono::microseconds every);
   bool reconcile(Trigger trigger);  // true when it succeeded
+  // From the election thread: a reconcile with the role as it is then, on this thread (one
+  // pending at a time).
+  void request_failover_reconcile();
   void configure_failover(const char* why);
   void stop();
   HttpResponse handle(const std::string& target);
@@ -101,7 +105,8 @@ class Agent {
   AgentStats stats_;
   engine::Report last_;
   bool have_last_ = false;
-  FailoverUnit failover_;  // a unit of a failover group: the election and the role
+  std::atomic<bool> failover_reconcile_pending_{false};
+  FailoverUnit failover_;  // a unit of a failover group: the election (its own thread), the role
 };
 
 engine::Options Agent::engine_options(engine::Command command, bool resolve) const {
@@ -115,6 +120,7 @@ engine::Options Agent::engine_options(engine::Command command, bool resolve) con
   o.preloaded_site = site_.site;
   o.preloaded_sha256 = site_.sha256;
   o.role = failover_.role();
+  if (command == engine::Command::Apply) o.join_gate = failover_.join_gate();
   return o;  // no netns: the agent entered it once, at start
 }
 
@@ -247,8 +253,16 @@ bool Agent::reconcile(Trigger trigger) {
         stats_.changes_applied));
   }
   const bool succeeded = have_last_ && last_.outcome == engine::Outcome::Ok && last_.errors.empty();
-  failover_.after_reconcile(succeeded);
+  failover_.after_reconcile(succeeded, options.role);
   return succeeded;
+}
+
+void Agent::request_failover_reconcile() {
+  if (failover_reconcile_pending_.exchange(true)) return;
+  asio::post(io_, [this] {
+    failover_reconcile_pending_ = false;
+    reconcile(Trigger::Failover);
+  });
 }
 
 void Agent::wait_for_events() {
@@ -273,8 +287,6 @@ void Agent::on_events() {
   for (const auto& address : batch.neighbours) {
     if (member_addresses_.count(address)) relevant = true;
   }
-  if (!batch.host_addresses.empty()) failover_.on_host_addresses(batch.host_addresses);
-  if (batch.overrun) failover_.resync_marker();
   if (!relevant || event_reconcile_pending_) return;
   event_reconcile_pending_ = true;
   debounce_timer_.expires_after(options_.debounce);
@@ -331,7 +343,8 @@ void Agent::wait_for_signal() {
 
 void Agent::stop() {
   notify("STOPPING=1");
-  failover_.stop();  // leave the segments, then the election
+  // Leave the segments, then the election.
+  failover_.stop([this] { reconcile(Trigger::Failover); });
   boost::system::error_code ignored;
   signals_.cancel(ignored);
   debounce_timer_.cancel();
@@ -378,7 +391,8 @@ HttpResponse Agent::handle(const std::string& target) {
         {"interval_ms", interval().count()},
     };
     nlohmann::json body = {{"agent", agent}};
-    if (failover_.configured()) body["failover"] = failover_.status();
+    nlohmann::json failover = failover_.status();
+    if (!failover.is_null()) body["failover"] = failover;
     if (have_last_) body["last_reconcile"] = engine::report_json(last_, engine::Command::Apply);
     body["now"] = engine::report_json(now, engine::Command::Status);
     return {now.outcome == engine::Outcome::LockHeld ? 503u : 200u, "application/json",
@@ -407,6 +421,7 @@ int Agent::run() {
       for (const auto& n : held) names += (names.empty() ? "" : ",") + n;
       log("capabilities: {}", names.empty() ? "none" : names);
     }
+    failover_.start();  // in the namespace, with the capabilities kept: a new thread inherits both
   } catch (const std::exception& e) {
     log("cannot start: {}", e.what());
     return 1;

@@ -35,7 +35,12 @@ const char* event_kind_name(EventKind kind) {
 
 uint64_t EventBatch::total() const { return std::accumulate(counts.begin(), counts.end(), 0ULL); }
 
-EventSocket::EventSocket() : buffer_(1 << 16) {
+// RTMGRP_TC: a tunnel's BPF programs detached (or a clsact deleted) is drift too.
+const unsigned EventSocket::kAllGroups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR |
+                                         RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_NEIGH |
+                                         RTMGRP_TC;
+
+EventSocket::EventSocket(unsigned groups) : buffer_(1 << 16) {
   socket_ = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC | SOCK_NONBLOCK);
   if (!socket_) throw std::system_error(errno, std::generic_category(), "netlink socket");
   // A burst (a thousand links going away) must not overflow the queue before we read it;
@@ -44,9 +49,6 @@ EventSocket::EventSocket() : buffer_(1 << 16) {
   if (setsockopt(fd(), SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0) {
     setsockopt(fd(), SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
   }
-  // RTMGRP_TC: a tunnel's BPF programs detached (or a clsact deleted) is drift too.
-  const unsigned groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR |
-                          RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_NEIGH | RTMGRP_TC;
   if (mnl_socket_bind(socket_, groups, MNL_SOCKET_AUTOPID) < 0) {
     int error = errno;
     mnl_socket_close(socket_);

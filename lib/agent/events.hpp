@@ -39,8 +39,10 @@ struct EventBatch {
 
 class EventSocket {
  public:
-  // Subscribes in the calling thread's network namespace. Throws std::system_error.
-  EventSocket();
+  // Subscribes to `groups` (RTMGRP_* bits; the default: all of the above) in the calling
+  // thread's network namespace. Throws std::system_error.
+  explicit EventSocket(unsigned groups = kAllGroups);
+  static const unsigned kAllGroups;
   ~EventSocket();
   EventSocket(const EventSocket&) = delete;
   EventSocket& operator=(const EventSocket&) = delete;

@@ -3,12 +3,15 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <cerrno>
 #include <cstring>
@@ -71,8 +74,26 @@ constexpr std::array<milliseconds, 2> kAnnounceRepeats = {milliseconds(1000), mi
 
 }  // namespace
 
-FailoverUnit::FailoverUnit(asio::io_context& io, Hooks hooks)
-    : io_(io), hooks_(std::move(hooks)), recheck_timer_(io), announce_timer_(io) {
+std::optional<plan::Role> RoleGate::role() const {
+  std::lock_guard lock(mutex_);
+  return role_;
+}
+
+void RoleGate::set(std::optional<plan::Role> role, const std::function<void()>& while_locked) {
+  std::lock_guard lock(mutex_);
+  role_ = role;
+  if (while_locked) while_locked();
+}
+
+bool RoleGate::join_if_active(const std::function<void()>& join) const {
+  std::lock_guard lock(mutex_);
+  if (role_ != plan::Role::Active) return false;
+  join();
+  return true;
+}
+
+FailoverUnit::FailoverUnit(Hooks hooks)
+    : hooks_(std::move(hooks)), recheck_timer_(io_), announce_timer_(io_), tap_retry_timer_(io_) {
   // Every failover line carries the wall-clock time in milliseconds: the order of the two
   // units' steps in a transition is read from their logs side by side.
   hooks_.log = [log = std::move(hooks_.log)](const std::string& line) {
@@ -85,10 +106,49 @@ FailoverUnit::FailoverUnit(asio::io_context& io, Hooks hooks)
   };
 }
 
-FailoverUnit::~FailoverUnit() { release(); }
+FailoverUnit::~FailoverUnit() {
+  if (thread_.joinable()) {
+    io_.stop();
+    thread_.join();
+  }
+  release();
+}
+
+void FailoverUnit::start() {
+  thread_ = std::thread([this] {
+    // keepalived's own nice value (keepalived.cpp): the thread that must see keepalived's
+    // transitions is not starved more than keepalived is.
+    if (setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), -10) != 0) {
+      hooks_.log(fmt::format("failover: election thread at nice -10: {}", std::strerror(errno)));
+    }
+    const auto work = asio::make_work_guard(io_);
+    io_.run();
+  });
+}
 
 void FailoverUnit::configure(std::shared_ptr<const model::Site> site, const std::string& device,
                              const std::string& dir) {
+  on_thread([&] { configure_here(std::move(site), device, dir); });
+}
+
+bool FailoverUnit::configured() {
+  return on_thread([this] { return group_ != nullptr; });
+}
+
+std::function<bool(const std::function<void()>&)> FailoverUnit::join_gate() const {
+  return [this](const std::function<void()>& join) { return gate_.join_if_active(join); };
+}
+
+nlohmann::json FailoverUnit::status() {
+  return on_thread([this] { return status_here(); });
+}
+
+std::string FailoverUnit::metrics() {
+  return on_thread([this] { return metrics_here(); });
+}
+
+void FailoverUnit::configure_here(std::shared_ptr<const model::Site> site,
+                                  const std::string& device, const std::string& dir) {
   site_ = std::move(site);
   auto it = site_->devices.find(device);
   device_ = it == site_->devices.end() ? nullptr : &it->second;
@@ -137,6 +197,7 @@ void FailoverUnit::configure(std::shared_ptr<const model::Site> site, const std:
     signal_descriptor_.reset();
     signal_.reset();
     open_signal();
+    open_address_events();
   }
   if (!first) {
     evaluate("reload");
@@ -145,31 +206,58 @@ void FailoverUnit::configure(std::shared_ptr<const model::Site> site, const std:
   // The role the election implies now, applied by the agent's first reconcile (an agent that
   // restarts adopts a running keepalived and keeps the role it finds).
   const failover::Verdict verdict = failover::decide(view_, timing_, Clock::now());
-  role_ = plan_role(verdict.role);
+  gate_.set(plan_role(verdict.role));
   cause_ = verdict.reason;
   since_ = unix_now();
   arm_recheck(verdict.recheck_at);
   hooks_.log(fmt::format("failover: group {} ({}), {} at start: {}", group_->name, device_->name,
-                         role_text(role_), cause_));
+                         role_text(gate_.role()), cause_));
   write_record();
 }
 
 void FailoverUnit::release() {
   recheck_timer_.cancel();
   announce_timer_.cancel();
+  tap_retry_timer_.cancel();
   pidfd_.reset();
   tap_descriptor_.reset();
   tap_.reset();
   signal_descriptor_.reset();
   signal_.reset();
+  address_descriptor_.reset();
+  address_events_.reset();
   if (lock_fd_ >= 0) close(lock_fd_);
   lock_fd_ = -1;
   group_ = nullptr;
-  role_.reset();
+  gate_.set(std::nullopt);
+  applying_.reset();
   ready_ = false;
 }
 
-std::optional<plan::Role> FailoverUnit::role() const { return group_ ? role_ : std::nullopt; }
+void FailoverUnit::open_address_events() {
+  address_descriptor_.reset();
+  address_events_.reset();
+  try {
+    address_events_ = std::make_unique<EventSocket>(RTMGRP_IPV4_IFADDR);
+    address_descriptor_ =
+        std::make_unique<asio::posix::stream_descriptor>(io_, dup(address_events_->fd()));
+    wait_for_address_events();
+  } catch (const std::exception& e) {
+    // Without it only the reconciles' re-read of the marker sees keepalived's transitions.
+    hooks_.log(fmt::format("failover: address events: {}", e.what()));
+  }
+}
+
+void FailoverUnit::wait_for_address_events() {
+  address_descriptor_->async_wait(asio::posix::stream_descriptor::wait_read,
+                                  [this](boost::system::error_code error) {
+                                    if (error || !address_events_) return;
+                                    const EventBatch batch = address_events_->drain();
+                                    on_host_addresses(batch.host_addresses);
+                                    if (batch.overrun) resync_marker();
+                                    if (address_descriptor_) wait_for_address_events();
+                                  });
+}
 
 void FailoverUnit::resync_marker() {
   if (!group_) return;
@@ -188,12 +276,16 @@ void FailoverUnit::resync_marker() {
   on_host_addresses({{failover::marker_ip(group_->virtual_router_id), present}});
 }
 
-void FailoverUnit::after_reconcile(bool succeeded) {
+void FailoverUnit::after_reconcile(bool succeeded, std::optional<plan::Role> applied) {
+  asio::post(io_, [this, succeeded, applied] { after_reconcile_here(succeeded, applied); });
+}
+
+void FailoverUnit::after_reconcile_here(bool succeeded, std::optional<plan::Role> applied) {
   if (!group_) return;
   watch_keepalived();
   if (!tap_) open_tap();
   if (!signal_) open_signal();
-  if (succeeded && role_ == plan::Role::Standby) segments_left_ = true;
+  if (succeeded && applied == plan::Role::Standby) segments_left_ = true;
   if (succeeded && !ready_) {
     // keepalived may take part in the election from now on (its track_file).
     try {
@@ -204,13 +296,23 @@ void FailoverUnit::after_reconcile(bool succeeded) {
       hooks_.log(fmt::format("failover: {}", e.what()));
     }
   }
+  if (applying_ && applied == applying_->first && gate_.role() == applied) {
+    // The reconcile that applied the last transition's role (one that started before it
+    // applied the old role, or was refused a join, is not it: the next one is).
+    const double applied_ms =
+        std::chrono::duration<double, std::milli>(Clock::now() - applying_->second).count();
+    applying_.reset();
+    last_transition_["applied_ms"] = applied_ms;
+    last_transition_["applied"] = succeeded;
+    hooks_.log(fmt::format("failover: {} applied in {:.1f} ms{}", role_text(applied), applied_ms,
+                           succeeded ? "" : " (with errors: see above)"));
+    if (applied == plan::Role::Active) announce(0);
+    if (applied == plan::Role::Standby) say_standby();  // again: the fast step may have failed
+  }
   // keepalived may be back (a reconcile starts it): see whether that changes anything.
-  asio::post(io_, [this] {
-    if (!group_) return;
-    resync_marker();  // the kernel's word, in case an address event was lost
-    evaluate("reconcile");
-    write_record();  // status reads keepalived's state (started, found) from the record
-  });
+  resync_marker();  // the kernel's word, in case an address event was lost
+  evaluate("reconcile");
+  write_record();  // status reads keepalived's state (started, found) from the record
 }
 
 void FailoverUnit::on_host_addresses(
@@ -227,38 +329,41 @@ void FailoverUnit::on_host_addresses(
   if (changed) evaluate(view_.master ? "keepalived became master" : "keepalived left master");
 }
 
-void FailoverUnit::stop() {
-  if (!group_) return;
-  if (role_ != plan::Role::Standby) {
-    const std::optional<plan::Role> from = role_;
-    role_ = plan::Role::Standby;
+void FailoverUnit::stop(const std::function<void()>& reconcile_as_standby) {
+  const bool leaves = on_thread([this] {
+    if (!group_) return false;
+    stopping_ = true;  // no transition from now on
+    const std::optional<plan::Role> from = gate_.role();
+    if (from == plan::Role::Standby) return false;
     cause_ = "the agent stops";
     since_ = unix_now();
     ++transitions_;
     last_transition_ = {
         {"from", role_text(from)}, {"to", "standby"}, {"cause", cause_}, {"at", since_}};
     hooks_.log(fmt::format("failover: {} -> standby: {}", role_text(from), cause_));
-    leave_segments();
-    applying_ = true;
-    hooks_.apply(plan::Role::Standby);
+    gate_.set(plan::Role::Standby, [this] { leave_segments(); });
+    return true;
+  });
+  if (leaves) reconcile_as_standby();  // on the caller's (the agent's) thread
+  on_thread([this] {
+    if (!group_) return;
     segments_left_ = true;  // the fast step or the reconcile took the ports out
     say_standby();
-    applying_ = false;
-  }
-  // Out of the segments first, then out of the election: keepalived goes to FAULT and
-  // resigns with a priority-0 advert, so the peer takes over after its skew time.
-  try {
-    files_.write_ready(false);
-  } catch (const std::exception& e) {
-    hooks_.log(fmt::format("failover: {}", e.what()));
-  }
-  ready_ = false;
-  write_record();
-  release();
+    // Out of the segments first, then out of the election: keepalived goes to FAULT and
+    // resigns with a priority-0 advert, so the peer takes over after its skew time.
+    try {
+      files_.write_ready(false);
+    } catch (const std::exception& e) {
+      hooks_.log(fmt::format("failover: {}", e.what()));
+    }
+    ready_ = false;
+    write_record();
+    release();
+  });
 }
 
 void FailoverUnit::evaluate(const char* trigger) {
-  if (!group_ || applying_) return;
+  if (!group_ || stopping_) return;
   // What the tap holds first: a timer (own adverts missing?) that fires while adverts wait
   // unread, after a long reconcile or a late wake-up on a busy host, must not see a hang.
   drain_tap();
@@ -276,67 +381,51 @@ void FailoverUnit::evaluate(const char* trigger) {
     recorded_election_ = election;
     write_record();
   }
-  if (plan_role(verdict.role) != role_) {
+  if (plan_role(verdict.role) != gate_.role()) {
     transition(verdict);
   } else if (std::string(trigger) == "keepalived exited") {
     // No change of role, but keepalived must run again: the reconcile starts it.
-    applying_ = true;
-    hooks_.apply(*role_);
-    applying_ = false;
+    hooks_.reconcile();
   }
 }
 
 void FailoverUnit::transition(const failover::Verdict& verdict) {
-  const std::optional<plan::Role> from = role_;
-  role_ = plan_role(verdict.role);
+  const std::optional<plan::Role> from = gate_.role();
+  const plan::Role to = plan_role(verdict.role);
   cause_ = verdict.reason;
   since_ = unix_now();
   ++transitions_;
   last_transition_ = {
-      {"from", role_text(from)}, {"to", role_text(role_)}, {"cause", cause_}, {"at", since_}};
-  hooks_.log(fmt::format("failover: {} -> {}: {}", role_text(from), role_text(role_), cause_));
-  const auto started = Clock::now();
-  if (role_ == plan::Role::Standby) {
-    leave_segments();
+      {"from", role_text(from)}, {"to", role_text(to)}, {"cause", cause_}, {"at", since_}};
+  hooks_.log(fmt::format("failover: {} -> {}: {}", role_text(from), role_text(to), cause_));
+  applying_ = {to, Clock::now()};
+  if (to == plan::Role::Standby) {
+    // Block first, under the gate's lock: from here on no reconcile joins a gated port
+    // (engine::Options::join_gate), also one that runs now and planned as active.
+    gate_.set(to, [this] { leave_segments(); });
     say_standby();
   } else {
     segments_left_ = false;
+    gate_.set(to);
   }
   write_record();
-  applying_ = true;
-  const bool ok = hooks_.apply(*role_);
-  applying_ = false;
-  const double applied_ms =
-      std::chrono::duration<double, std::milli>(Clock::now() - started).count();
-  last_transition_["applied_ms"] = applied_ms;
-  last_transition_["applied"] = ok;
-  hooks_.log(fmt::format("failover: {} applied in {:.1f} ms{}", role_text(role_), applied_ms,
-                         ok ? "" : " (with errors: see above)"));
-  write_record();
-  if (role_ == plan::Role::Active) announce(0);
-  if (role_ == plan::Role::Standby) say_standby();  // again: the fast step may have failed
-  // What changed while we applied (the events are waiting) is looked at next.
-  asio::post(io_, [this] {
-    if (group_) evaluate("after transition");
-  });
+  // The agent's thread does the rest (the floating addresses, the joins of an active unit)
+  // when it is free; after_reconcile says when it is done.
+  hooks_.reconcile();
 }
 
 void FailoverUnit::leave_segments() {
-  // The ports the standby role leaves out: those of the active role's plan that the standby's
-  // plan lacks (one rule, in plan::desired_objects). A port that is not in its bridge already
-  // is left alone by the kernel (IFLA_MASTER 0 on a link without a master).
+  // The ports the standby role leaves out: the gated ports of the active role's plan (one rule,
+  // in plan::desired_objects). A port that is not in its bridge already is left alone by the
+  // kernel (IFLA_MASTER 0 on a link without a master).
   const plan::Objects active = plan::desired_objects(*site_, *device_, plan::Role::Active);
-  const plan::Objects standby = plan::desired_objects(*site_, *device_, plan::Role::Standby);
   const kernel::KindOps ports = kernel::port_kind();
   int left = 0;
   try {
     kernel::Netlink netlink;
     for (const plan::Object& port : active) {
-      if (port.kind != plan::kPort) continue;
-      const bool kept = std::any_of(standby.begin(), standby.end(), [&](const plan::Object& o) {
-        return o.kind == plan::kPort && o.key == port.key;
-      });
-      if (kept || if_nametoindex(port.attrs.at("link").get<std::string>().c_str()) == 0) continue;
+      if (port.kind != plan::kPort || !port.attrs.value("gated", false)) continue;
+      if (if_nametoindex(port.attrs.at("link").get<std::string>().c_str()) == 0) continue;
       ports.remove(netlink, port);
       ++left;
     }
@@ -354,7 +443,7 @@ void FailoverUnit::track_split_brain(const failover::Verdict& verdict) {
   if (verdict.both_master) {
     reason = "both units act as master: the peer " + view_.peer_address +
              " keeps advertising while keepalived here is MASTER";
-  } else if (role_ == plan::Role::Active && (!view_.keepalived_running || hung)) {
+  } else if (gate_.role() == plan::Role::Active && (!view_.keepalived_running || hung)) {
     reason = "keepalived " + std::string(hung ? "hung" : "died") +
              " while this unit was active (the peer takes over; without etherctl both would "
              "hold the floating addresses): this unit left the role";
@@ -385,7 +474,7 @@ void FailoverUnit::write_record() {
   }
 }
 
-nlohmann::json FailoverUnit::status() const {
+nlohmann::json FailoverUnit::status_here() const {
   if (!group_) return nullptr;
   const auto now = Clock::now();
   auto age_ms = [&](const std::optional<Clock::time_point>& at) -> nlohmann::json {
@@ -402,7 +491,7 @@ nlohmann::json FailoverUnit::status() const {
   }
   return {{"group", group_->name},
           {"device", device_ ? device_->name : ""},
-          {"role", role_text(role_)},
+          {"role", role_text(gate_.role())},
           {"since", since_},
           {"cause", cause_},
           {"transitions", transitions_},
@@ -423,7 +512,7 @@ nlohmann::json FailoverUnit::status() const {
           {"updated", unix_now()}};
 }
 
-std::string FailoverUnit::metrics() const {
+std::string FailoverUnit::metrics_here() const {
   if (!group_) return "";
   const std::string group = "group=\"" + group_->name + "\"";
   std::string out;
@@ -433,7 +522,7 @@ std::string FailoverUnit::metrics() const {
   family("etherctl_failover_role", "gauge", "1 for the unit's role in its failover group.");
   for (const char* role : {"active", "standby"}) {
     out += fmt::format("etherctl_failover_role{{{},role=\"{}\"}} {}\n", group, role,
-                       role_text(role_) == role ? 1 : 0);
+                       role_text(gate_.role()) == role ? 1 : 0);
   }
   const bool peer_master =
       view_.peer_advert && Clock::now() - *view_.peer_advert < timing_.quiet_after();
@@ -513,6 +602,7 @@ void FailoverUnit::open_tap() {
   const std::string interface = device_->ifname_of(group_->vlan);
   try {
     tap_ = std::make_unique<failover::AdvertTap>(interface, group_->virtual_router_id);
+    tap_opened_at_ = Clock::now();
     ++tap_generation_;
     tap_interface_ = interface;
     tap_descriptor_ = std::make_unique<asio::posix::stream_descriptor>(io_, dup(tap_->fd()));
@@ -541,18 +631,23 @@ bool FailoverUnit::drain_tap() {
   } catch (const std::exception& e) {
     // ENETDOWN when the VLAN went down, for one read. Without the tap this unit's own adverts
     // look stopped (hung) once it is master: open it again at once (and after every
-    // reconcile while that fails).
-    hooks_.log(fmt::format("failover: advertisement tap: {}; reopening", e.what()));
+    // reconcile while that fails). A tap that fails again within an interval of its opening
+    // is on an interface still down (at start, before the first reconcile sets it up): the
+    // next one waits an interval, else this thread spins.
+    const bool again = Clock::now() - tap_opened_at_ < timing_.advert;
+    if (!again) hooks_.log(fmt::format("failover: advertisement tap: {}; reopening", e.what()));
     tap_.reset();
     // Not here: this may run in the descriptor's own handler. A reconcile may open a new tap
-    // before the posted step runs (after_reconcile); the step then leaves that one alone
+    // before the timer's step runs (after_reconcile); the step then leaves that one alone
     // (dropping its descriptor instead left a tap nobody waited on: its adverts were read
     // only when something else evaluated, and a unit stayed standby as MASTER).
-    asio::post(io_, [this, generation = tap_generation_] {
-      if (generation != tap_generation_) return;
-      tap_descriptor_.reset();
-      if (group_ && !tap_) open_tap();
-    });
+    tap_retry_timer_.expires_after(again ? timing_.advert : milliseconds(0));
+    tap_retry_timer_.async_wait(
+        [this, generation = tap_generation_](boost::system::error_code error) {
+          if (error || generation != tap_generation_) return;
+          tap_descriptor_.reset();
+          if (group_ && !tap_) open_tap();
+        });
     return false;
   }
   bool peer_claims = false;
@@ -578,7 +673,7 @@ bool FailoverUnit::drain_tap() {
   }
   // A master peer may be waiting for our word before it joins the segments (a lost datagram,
   // or it became master after we said it): say it again to every advert of it, while standby.
-  if (peer_claims && role_ == plan::Role::Standby) say_standby();
+  if (peer_claims && gate_.role() == plan::Role::Standby) say_standby();
   return !seen.empty();
 }
 
@@ -620,7 +715,7 @@ void FailoverUnit::say_standby() {
 }
 
 void FailoverUnit::announce(int round) {
-  if (!group_ || !device_ || role_ != plan::Role::Active) return;
+  if (!group_ || !device_ || gate_.role() != plan::Role::Active) return;
   for (const auto& [name, self_ip] : device_->self_ips) {
     if (!self_ip.floating) continue;
     const auto prefix = kernel::parse_prefix(self_ip.address.str());
