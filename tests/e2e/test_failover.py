@@ -162,21 +162,52 @@ class FailoverTest(unittest.TestCase):
         return json.loads(run("ip", "-n", self.lab.ns(unit), "-j", "link", "show", "dev",
                               "dcx").stdout)[0].get("master")
 
-    def assert_truthful(self, diagnostics=""):
-        """What every unit says about its role (its record, `etherctl status`) is what its kernel
-        does (floating addresses, tunnel port), and each pair has exactly one active unit."""
+    def untruthful(self):
+        """What the units say about their roles (record, `etherctl status`) against what their
+        kernels do (floating addresses, tunnel port), and pairs without exactly one active
+        unit; [] when all agree. A pair whose records changed while it was read, or whose last
+        transition is not applied yet, counts as not agreeing yet (a unit whose keepalived is
+        starved on a loaded host may change its role at any moment)."""
+        problems = []
         for dc in halab.DCS:
-            active = []
-            for unit in (f"{dc}-a", f"{dc}-b"):
-                role = self.lab.role(unit)
-                with self.subTest(unit=unit):
-                    self.assertEqual(self.status(unit)["status"]["failover"]["role"], role)
-                    self.assertEqual(self.lab.holds_floating(unit), role == "active", diagnostics)
-                    self.assertEqual(self.tunnel_port(unit),
-                                     "vmotion" if role == "active" else None, diagnostics)
-                if role == "active":
-                    active.append(unit)
-            self.assertEqual(len(active), 1, f"{dc}: active units {active}\n{diagnostics}")
+            units = (f"{dc}-a", f"{dc}-b")
+            before = {unit: self.lab.record(unit) for unit in units}
+            seen = {unit: (self.status(unit)["status"]["failover"]["role"],
+                           self.lab.holds_floating(unit), self.tunnel_port(unit))
+                    for unit in units}
+            after = {unit: self.lab.record(unit) for unit in units}
+            changing = [unit for unit in units
+                        if (before[unit].get("role"), before[unit].get("transitions")) !=
+                        (after[unit].get("role"), after[unit].get("transitions")) or
+                        (before[unit].get("transitions", 0) and
+                         "applied" not in before[unit].get("last_transition", {}))]
+            if changing:
+                problems.append(f"{changing}: role changing")
+                continue
+            for unit in units:
+                role = before[unit].get("role")
+                wanted = (role, role == "active", "vmotion" if role == "active" else None)
+                if seen[unit] != wanted:
+                    problems.append(f"{unit}: record says {role}; status role, floating held, "
+                                    f"tunnel port: {seen[unit]}")
+            active = [unit for unit in units if before[unit].get("role") == "active"]
+            if len(active) != 1:
+                problems.append(f"{dc}: active units {active}")
+        return problems
+
+    def assert_truthful(self, diagnostics="", timeout=30):
+        deadline = time.monotonic() + timeout
+        while problems := self.untruthful():
+            self.assertLess(time.monotonic(), deadline, f"{problems}\n{diagnostics}")
+            time.sleep(0.1)
+
+    def wait_split_brain_over(self, unit, timeout=30):
+        """A split brain ends by itself once keepalived is healthy again (not at a given moment:
+        a keepalived starved on a loaded host starts a new one now and then)."""
+        deadline = time.monotonic() + timeout
+        while self.lab.record(unit)["split_brain"]["now"]:
+            self.assertLess(time.monotonic(), deadline, f"{self.lab.record(unit)}\n{self.logs()}")
+            time.sleep(0.05)
 
     def assert_traffic_intact(self, traffic):
         """Every byte of the stream arrived in order, no broadcast arrived twice anywhere, and
@@ -284,7 +315,7 @@ class FailoverTest(unittest.TestCase):
                          "keepalived was started again")
         failover = self.lab.record("dc1-a")
         self.assertGreaterEqual(failover["split_brain"]["count"], 1, failover)
-        self.assertFalse(failover["split_brain"]["now"], failover)
+        self.wait_split_brain_over("dc1-a")
 
     def test_5_all_links_down(self):
         self.fault_and_return("links-down", lambda: self.lab.fault("links-up", "dc1-a"))
@@ -313,7 +344,7 @@ class FailoverTest(unittest.TestCase):
             self.lab.wait_roles(INITIAL, timeout=60)
             time.sleep(1)
         self.assert_traffic_intact(traffic)
-        self.assertFalse(self.lab.record("dc1-a")["split_brain"]["now"])
+        self.wait_split_brain_over("dc1-a")
         self.assert_truthful(self.logs())
 
     # --- the agent ----------------------------------------------------------------------------
