@@ -366,9 +366,11 @@ class CliTest(CliBase):
         report = json.loads(self.etherctl("--json", "apply", expect=65).stdout)
         self.assertEqual(report["errors"][0]["path"], "/devices/dc1/vlans/servers/tag")
 
-    def test_failover_groups_are_refused_until_etherctl_applies_them(self):
-        # A valid pair (issue 17): validate accepts it, every command that would touch the
-        # kernel refuses the whole file, at the group's pointer, and changes nothing.
+    def test_a_failover_unit_without_its_agent_takes_no_role(self):
+        # A valid pair (issue 17) applied by `apply` alone, without the unit's agent (`etherctl
+        # watch`): the role is unknown, so everything but the role's objects is applied; no
+        # floating self IP is added and no keepalived is started (only the agent starts it:
+        # docs/failover.md). Status and the report say why.
         site = {"etherctl": 1, "devices": {}, "failover_groups": {
             "dc1": {"devices": ["dc1-a", "dc1-b"], "vlan": "wan", "virtual_router_id": 51}}}
         for name, priority, last in (("dc1-a", 200, 11), ("dc1-b", 100, 12)):
@@ -378,22 +380,28 @@ class CliTest(CliBase):
             unit["self_ips"]["wan-floating"] = {"address": "198.51.100.1/24", "vlan": "wan",
                                                 "floating": True}
             site["devices"][name] = unit
-        before = self.ns.state()
         self.etherctl("--device", "dc1-a", "validate", site=site, expect=0)
-        for command in ("plan", "apply", "status"):
-            result = self.etherctl("--device", "dc1-a", command, site=site, expect=65)
-            self.assertIn('/failover_groups/dc1: failover group "dc1" is valid, but this version '
-                          "of etherctl does not apply failover groups yet", result.stderr)
-        report = json.loads(self.etherctl("--device", "dc1-a", "--json", "apply", site=site,
-                                          expect=65).stdout)
-        self.assertEqual([e["path"] for e in report["errors"]], ["/failover_groups/dc1"])
-        watch = subprocess.run(
-            [ETHERCTL, "--netns", self.ns.name, "--device", "dc1-a", "watch",
-             self.write_site(site)], capture_output=True, text=True, timeout=60,
-            env=dict(os.environ, ETHERCTL_LOCK_DIR=self.lock_dir))
-        self.assertEqual(watch.returncode, 1, watch.stderr)
-        self.assertIn("does not apply failover groups yet", watch.stderr)
-        self.assertEqual(self.ns.state(), before)
+        report = self.apply_json("--device", "dc1-a", site=site)
+        self.assertEqual(report["failover"]["role"], "unknown", report)
+        self.assertEqual(report["failover"]["role_source"], "no agent running", report)
+        addresses = self.ns.addresses()
+        self.assertIn(("eth0", "198.51.100.11/24"), addresses)
+        self.assertIn(("vmotion", "10.1.0.1/24"), addresses)
+        self.assertNotIn(("eth0", "198.51.100.1/24"), addresses)
+        pids = sh("ip", "netns", "pids", self.ns.name).split()
+        comms = []
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    comms.append(f.read().strip())
+            except OSError:
+                pass
+        self.assertNotIn("keepalived", comms)
+        self.assertEqual(self.apply_json("--device", "dc1-a", site=site)["changes"], [])
+        status = json.loads(self.etherctl("--device", "dc1-a", "--json", "status", site=site,
+                                          expect=None).stdout)
+        self.assertEqual(status["status"]["failover"]["role"], "unknown")
+        self.assertFalse(status["status"]["failover"]["agent_running"])
 
     def test_usage_error_exits_64(self):
         result = subprocess.run([ETHERCTL, "apply"], capture_output=True, text=True)
