@@ -12,15 +12,21 @@
 //     planning against an empty kernel creates (or reports conflicts), never modifies or
 //     deletes; planning against a kernel that already holds exactly the desired objects is
 //     empty and conflict-free; against a kernel with just the adopted interfaces, every create
-//     comes after the creation of the interfaces it refers to; plans render as text and JSON.
+//     comes after the creation of the interfaces it refers to; plans render as text and JSON;
+//   - a unit of a failover group: the above for both roles; the unit is its peer's peer, in the
+//     same group; the standby's objects are exactly the active's without its gated ports and
+//     floating self IPs (a transition changes nothing else); only ports are gated; the group's
+//     shared configuration (the digest both units compare) serialises.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 
+#include "model/failover.hpp"
 #include "model/site.hpp"
 #include "plan/plan.hpp"
 #include "plan/render.hpp"
@@ -108,12 +114,12 @@ std::vector<std::string> needed_links(const plan::Object& o) {
 }
 
 void check_device(const json& document, const etherctl::model::Site& site,
-                  const etherctl::model::Device& device) {
+                  const etherctl::model::Device& device, plan::Role role) {
   std::string error;
   const auto* selected = etherctl::model::select_device(site, device.name, "", &error);
   CHECK(selected == &device, "device " + device.name + ": " + error);
 
-  plan::Objects desired = plan::desired_objects(site, device);
+  plan::Objects desired = plan::desired_objects(site, device, role);
   std::set<std::string> identities;
   for (const auto& o : desired) {
     std::string what = o.kind + " " + o.key + " (" + o.path + ")";
@@ -170,6 +176,41 @@ void check_device(const json& document, const etherctl::model::Site& site,
   check_plan_renders(first);
 }
 
+// The two roles of a unit of a failover group against each other (the engine plans the unit's
+// runs with one of them: lib/engine/failover.cpp).
+void check_failover_unit(const etherctl::model::Site& site, const etherctl::model::Device& device,
+                         const etherctl::model::FailoverGroup& group) {
+  namespace model = etherctl::model;
+  const model::Device* peer = model::failover_peer(site, device);
+  CHECK(peer && peer != &device, "unit " + device.name + " has no peer");
+  CHECK(model::failover_peer(site, *peer) == &device, "the peer of " + device.name + "'s peer");
+  CHECK(model::failover_group_of(site, *peer) == &group, "the group of " + device.name + "'s peer");
+  CHECK(valid_utf8(model::shared_configuration(site, group).dump()), "group " + group.name);
+
+  std::map<std::string, const plan::Object*> active;
+  const plan::Objects active_objects = plan::desired_objects(site, device, plan::Role::Active);
+  const plan::Objects standby = plan::desired_objects(site, device, plan::Role::Standby);
+  for (const auto& o : active_objects) {
+    active[identity(o)] = &o;
+    CHECK(!o.attrs.value("gated", false) || o.kind == plan::kPort, "gated " + identity(o));
+  }
+  for (const auto& o : standby) {
+    auto it = active.find(identity(o));
+    CHECK(it != active.end(), "the standby's " + identity(o) + " is not the active's");
+    CHECK(it->second->attrs == o.attrs && it->second->path == o.path,
+          identity(o) + " differs between the roles: " + it->second->attrs.dump() + " / " +
+              o.attrs.dump());
+    CHECK(!o.attrs.value("gated", false) && !o.attrs.value("floating", false),
+          "the standby has " + identity(o));
+    active.erase(it);
+  }
+  for (const auto& [id, o] : active) {
+    const bool gated = o->kind == plan::kPort && o->attrs.value("gated", false);
+    const bool floating = o->kind == plan::kSelfIp && o->attrs.value("floating", false);
+    CHECK(gated || floating, "only the active role has " + id);
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -199,10 +240,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
   if (!result.site) return 0;
-  // Not yet for files with failover groups: the engine plans their units per role
-  // (lib/engine/failover.cpp), and this target does not check those plans yet.
-  if (!result.site->failover_groups.empty()) return 0;
-  for (const auto& [name, device] : result.site->devices)
-    check_device(document, *result.site, device);
+  const etherctl::model::Site& site = *result.site;
+  for (const auto& [name, device] : site.devices) {
+    const etherctl::model::FailoverGroup* group = etherctl::model::failover_group_of(site, device);
+    check_device(document, site, device, plan::Role::Active);
+    if (!group) continue;
+    check_device(document, site, device, plan::Role::Standby);
+    check_failover_unit(site, device, *group);
+  }
   return 0;
 }
