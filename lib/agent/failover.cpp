@@ -414,21 +414,26 @@ void FailoverUnit::transition(const failover::Verdict& verdict) {
   hooks_.reconcile();
 }
 
-void FailoverUnit::leave_segments() {
-  // The ports the standby role leaves out: the gated ports of the active role's plan (one rule,
-  // in plan::desired_objects). A port that is not in its bridge already is left alone by the
-  // kernel (IFLA_MASTER 0 on a link without a master).
-  const plan::Objects active = plan::desired_objects(*site_, *device_, plan::Role::Active);
+int remove_gated_ports(const model::Site& site, const model::Device& device) {
+  // The gated ports of the active role's plan (one rule, in plan::desired_objects). A port that
+  // is not in its bridge already is left alone by the kernel (IFLA_MASTER 0 on a link without a
+  // master).
   const kernel::KindOps ports = kernel::port_kind();
+  kernel::Netlink netlink;
+  int removed = 0;
+  for (const plan::Object& port : plan::desired_objects(site, device, plan::Role::Active)) {
+    if (port.kind != plan::kPort || !port.attrs.value("gated", false)) continue;
+    if (if_nametoindex(port.attrs.at("link").get<std::string>().c_str()) == 0) continue;
+    ports.remove(netlink, port);
+    ++removed;
+  }
+  return removed;
+}
+
+void FailoverUnit::leave_segments() {
   int left = 0;
   try {
-    kernel::Netlink netlink;
-    for (const plan::Object& port : active) {
-      if (port.kind != plan::kPort || !port.attrs.value("gated", false)) continue;
-      if (if_nametoindex(port.attrs.at("link").get<std::string>().c_str()) == 0) continue;
-      ports.remove(netlink, port);
-      ++left;
-    }
+    left = remove_gated_ports(*site_, *device_);
     segments_left_ = true;
   } catch (const std::exception& e) {
     // The reconcile that follows retries it, with the rest of the standby role.

@@ -53,6 +53,12 @@ class RoleGate {
   std::optional<plan::Role> role_;
 };
 
+// The fast block of a unit that leaves the active role: takes the gated ports of `device` (the
+// ports its active role has and its standby role lacks) out of their bridges, one netlink
+// request each, in the calling thread's network namespace. A port whose interface is missing
+// is skipped. Returns how many were taken out. Throws on a netlink failure.
+int remove_gated_ports(const model::Site& site, const model::Device& device);
+
 class FailoverUnit {
  public:
   struct Hooks {
