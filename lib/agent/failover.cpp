@@ -82,7 +82,17 @@ std::optional<plan::Role> RoleGate::role() const {
 void RoleGate::set(std::optional<plan::Role> role, const std::function<void()>& while_locked) {
   std::lock_guard lock(mutex_);
   role_ = role;
-  if (while_locked) while_locked();
+  if (published_) {
+    published_->write(role_text(role), while_locked);
+  } else if (while_locked) {
+    while_locked();
+  }
+}
+
+void RoleGate::publish(const std::string& path) {
+  std::lock_guard lock(mutex_);
+  published_ = std::make_unique<failover::PublishedRole>(path);
+  published_->write(role_text(role_), {});
 }
 
 bool RoleGate::join_if_active(const std::function<void()>& join) const {
@@ -176,6 +186,13 @@ void FailoverUnit::configure_here(std::shared_ptr<const model::Site> site,
                                (error == EWOULDBLOCK ? std::string("another etherctl watch runs "
                                                                    "for this network namespace")
                                                      : std::strerror(error)));
+    }
+    // Other processes (the revert of an unconfirmed apply) join gated ports only while this
+    // file says active; without it they join none (fail closed), so a failure is only logged.
+    try {
+      gate_.publish(files_.gate());
+    } catch (const std::exception& e) {
+      hooks_.log(fmt::format("failover: {}", e.what()));
     }
   }
   timing_.advert = milliseconds(group_->advert_centiseconds * 10);

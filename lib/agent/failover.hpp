@@ -47,10 +47,15 @@ class RoleGate {
   // Runs `join` (the netlink request that puts a gated port into its bridge) under the lock,
   // only while the role is active; false when it did not run it.
   bool join_if_active(const std::function<void()>& join) const;
+  // From now on every change of role is also written to `path` (failover::PublishedRole),
+  // under that file's lock too, for the processes that are not the agent (the revert of an
+  // unconfirmed apply); the current role at once. Throws std::runtime_error naming the file.
+  void publish(const std::string& path);
 
  private:
   mutable std::mutex mutex_;
   std::optional<plan::Role> role_;
+  std::unique_ptr<failover::PublishedRole> published_;
 };
 
 // The fast block of a unit that leaves the active role: takes the gated ports of `device` (the

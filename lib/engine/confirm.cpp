@@ -9,6 +9,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -25,6 +26,8 @@
 #include "engine/journal.hpp"
 #include "engine/lock.hpp"
 #include "engine/state_dir.hpp"
+#include "failover/files.hpp"
+#include "failover/keepalived_kind.hpp"
 
 namespace etherctl::engine {
 
@@ -191,18 +194,31 @@ Report revert(const nlohmann::json& record, const StateDir& state,
     return report;
   }
   Journal journal(state.journal());
-  // Not gated: a revert puts back what an unconfirmed apply changed, in a process of its own
-  // (docs/failover.md says what that means for a failover unit's ports).
+  // A failover unit's gated ports go back only through its agent's published role: this
+  // process is not the agent, and the unit may have left the active role since the apply.
+  JoinGate gate;
+  gate.ports = record.value("gated_ports", std::set<std::string>{});
+  const failover::FailoverFiles files{state.failover_dir()};
+  gate.pass = [&files](const std::function<void()>& join) {
+    return files.join_if_agent_active(join);
+  };
   Execution execution =
-      execute(netlink, report.plan, ownership, journal, {}, fail_at_step, trace, nullptr);
+      execute(netlink, report.plan, ownership, journal, gate, fail_at_step, trace, nullptr);
   report.executed = execution.executed;
   report.rolled_back = execution.rolled_back;
   report.failed_step = execution.failed_step;
   report.errors = execution.errors;
+  report.warnings = execution.refused;  // left out, not failed: the agent joins them if active
   if (!execution.failed_step && !report.plan.empty()) {
     trace("verify");
     plan::Plan after = plan::make_plan(previous, observe(netlink, ownership));
     for (const auto& change : after.changes) {
+      // Whether a gated port is in its bridge is the agent's business (it may also have taken
+      // one out again since).
+      if (change.op == plan::Op::Create && change.desired.kind == plan::kPort &&
+          gate.ports.count(change.desired.key)) {
+        continue;
+      }
       report.errors.push_back({"", "verify: " + plan::to_string(change.op) + " " +
                                        change.subject().kind + " " + change.subject().name +
                                        " is still needed after the revert"});
@@ -289,14 +305,35 @@ plan::Objects previous_state(const plan::Objects& observed, const plan::Objects&
       object.attrs = attrs;
       object.adopted = true;
     }
+    // A failover unit's keepalived: observation has only its configuration's digest; the
+    // revert needs the text (to write it back and reload, or to start it again).
+    if (object.kind == plan::kKeepalived) object = failover::restorable_keepalived(object);
     previous.push_back(std::move(object));
   }
   return previous;
 }
 
+std::set<std::string> revert_gated_ports(const plan::Objects& previous,
+                                         const plan::Objects& observed, bool in_group,
+                                         const plan::Objects& active) {
+  const bool had_group = std::any_of(observed.begin(), observed.end(), [](const plan::Object& o) {
+    return o.kind == plan::kKeepalived && o.owned;
+  });
+  std::set<std::string> ungated;
+  if (in_group) {
+    for (const auto& o : active)
+      if (o.kind == plan::kPort && !o.attrs.value("gated", false)) ungated.insert(o.key);
+  }
+  std::set<std::string> gated;
+  if (!in_group && !had_group) return gated;
+  for (const auto& o : previous)
+    if (o.kind == plan::kPort && !ungated.count(o.key)) gated.insert(o.key);
+  return gated;
+}
+
 nlohmann::json arm_revert(const Options& options, const StateDir& state, const std::string& device,
                           const std::string& digest, const plan::Objects& previous,
-                          int home_netns) {
+                          const std::set<std::string>& gated_ports, int home_netns) {
   const std::string path = state.pending();
   double now = now_epoch();
   nlohmann::json record = {{"etherctl_pending", 1},
@@ -312,7 +349,8 @@ nlohmann::json arm_revert(const Options& options, const StateDir& state, const s
                            {"deadline", now + static_cast<double>(*options.confirm_within)},
                            {"apply_pid", static_cast<int64_t>(::getpid())},
                            {"waiter_pid", 0},
-                           {"previous", to_json(previous)}};
+                           {"previous", to_json(previous)},
+                           {"gated_ports", gated_ports}};
   // The record first (a waiter that finds none exits), then the waiter, then its pid.
   StateDir::write(path, record);
   try {
@@ -419,6 +457,12 @@ int revert_waiter(const std::string& record_path, const std::string& token) {
     Report report = revert(record, state, fail_at_step, trace);
     nlohmann::json errors = nlohmann::json::array();
     for (const auto& e : report.errors) errors.push_back(e.message);
+    nlohmann::json left_out = nlohmann::json::array();
+    std::string left_out_text;
+    for (const auto& w : report.warnings) {
+      left_out.push_back(w.message);
+      left_out_text += " " + w.message + ";";
+    }
     StateDir::write(state.applied(),
                     {{"device", report.device},
                      {"command", "revert"},
@@ -428,14 +472,16 @@ int revert_waiter(const std::string& record_path, const std::string& token) {
                      {"outcome", report.outcome == Outcome::Ok ? "reverted" : "revert failed"},
                      {"changes", report.plan.changes.size()},
                      {"errors", errors},
+                     {"left_out", left_out},
                      {"at", now_epoch()}});
     ::unlink(record_path.c_str());
     if (report.outcome == Outcome::Ok) {
       ::syslog(LOG_WARNING,
                "no confirmation within %lld s: reverted the apply of %s (device %s, %zu "
-               "changes)",
+               "changes)%s%s",
                static_cast<long long>(record.value("confirm_within_s", int64_t{0})), site.c_str(),
-               report.device.c_str(), report.plan.changes.size());
+               report.device.c_str(), report.plan.changes.size(),
+               left_out_text.empty() ? "" : "; left out:", left_out_text.c_str());
       return 0;
     }
     std::string text;

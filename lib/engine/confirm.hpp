@@ -17,7 +17,10 @@
 //   if the record is still there with its token, reverts: it plans from the previous state
 //   against the kernel as it is now and executes that plan with the same journal, rollback
 //   and verify as an apply. The outcome goes to syslog and to the last-apply record that
-//   `status` shows.
+//   `status` shows. A unit of a failover group: the revert puts a gated bridge port back only
+//   while the unit's agent runs and holds the active role, under the lock of the role it
+//   publishes (docs/failover.md, "The role gate"); otherwise the port stays out and the
+//   record says so.
 // - `etherctl confirm` takes the lock, removes the record and ends the waiter. While a record
 //   exists, apply and destroy are refused (exit 3), so that the revert never undoes changes it
 //   did not see. Status shows the pending confirmation and its deadline.
@@ -31,6 +34,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "engine/engine.hpp"
@@ -56,11 +60,23 @@ std::string describe_pending(const nlohmann::json& pending);
 // interfaces it adopts (`desired` objects with adopted set) as they were.
 plan::Objects previous_state(const plan::Objects& observed, const plan::Objects& desired);
 
+// The ports of `previous` that the revert may put back only through the gate of the unit's
+// agent (FailoverFiles::join_if_agent_active), for a unit of a failover group: every port of
+// the previous state but those the file declares ungated (`active`: the unit's desired objects
+// in the active role). A port the file lacks may have been gated by the file before it; a unit
+// that leaves its group (`in_group` false) had its keepalived (`observed`) and gates them all.
+// Not a failover unit, before or now: none.
+std::set<std::string> revert_gated_ports(const plan::Objects& previous,
+                                         const plan::Objects& observed, bool in_group,
+                                         const plan::Objects& active);
+
 // Records the pending confirmation and starts its waiter (in the network namespace open as
 // `home_netns`, or the current one when it is -1). Called under the lock, before the apply
-// executes. Throws std::runtime_error when the waiter cannot be started (nothing changed).
+// executes. `gated_ports`: revert_gated_ports. Throws std::runtime_error when the waiter cannot
+// be started (nothing changed).
 nlohmann::json arm_revert(const Options& options, const StateDir& state, const std::string& device,
-                          const std::string& digest, const plan::Objects& previous, int home_netns);
+                          const std::string& digest, const plan::Objects& previous,
+                          const std::set<std::string>& gated_ports, int home_netns);
 // The apply failed and rolled back: there is nothing to revert. Removes the record, ends the
 // waiter.
 void disarm_revert(const StateDir& state, const nlohmann::json& pending);

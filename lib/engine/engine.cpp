@@ -652,20 +652,24 @@ bool respect_revert(Run& run) {
 // at the deadline unless confirmed.
 bool execute(Run& run) {
   Report& report = run.report;
-  nlohmann::json pending;
-  if (run.confirm() && !report.plan.empty()) {
-    pending = arm_revert(run.options, *run.state, run.device->name, report.digest,
-                         previous_state(run.observed, run.desired), run.home->fd);
-    report.pending = pending_status(pending);
-  }
-  Journal journal(run.state->journal());
+  const plan::Objects active = plan::desired_objects(*run.site, *run.device, plan::Role::Active);
   internal::JoinGate gate;
   if (run.failover.group) {
-    for (const auto& o : plan::desired_objects(*run.site, *run.device, plan::Role::Active)) {
+    for (const auto& o : active) {
       if (o.kind == plan::kPort && o.attrs.value("gated", false)) gate.ports.insert(o.key);
     }
     gate.pass = run.options.join_gate;
   }
+  nlohmann::json pending;
+  if (run.confirm() && !report.plan.empty()) {
+    const plan::Objects previous = previous_state(run.observed, run.desired);
+    pending = arm_revert(
+        run.options, *run.state, run.device->name, report.digest, previous,
+        revert_gated_ports(previous, run.observed, run.failover.group != nullptr, active),
+        run.home->fd);
+    report.pending = pending_status(pending);
+  }
+  Journal journal(run.state->journal());
   Execution execution = internal::execute(*run.netlink, report.plan, run.ownership, journal, gate,
                                           run.options.fail_at_step, run.trace, run.options.on_step);
   report.executed = execution.executed;

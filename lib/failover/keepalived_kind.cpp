@@ -211,4 +211,16 @@ plan::Object desired_keepalived(const model::Site& site, const model::Device& de
            {"log_file", files.log()}}};
 }
 
+plan::Object restorable_keepalived(const plan::Object& observed) {
+  plan::Object object = observed;
+  const std::string config_file = observed.attrs.value("config_file", "");
+  const FailoverFiles files{std::filesystem::path(config_file).parent_path().string()};
+  object.attrs["config"] = read_text(config_file);
+  object.attrs["pid_file"] = files.pid();
+  object.attrs["vrrp_pid_file"] = observed.attrs.value("vrrp_pid_file", files.vrrp_pid());
+  object.attrs["log_file"] = files.log();
+  object.attrs.erase("pid");  // the process's, not the configuration's
+  return object;
+}
+
 }  // namespace etherctl::failover

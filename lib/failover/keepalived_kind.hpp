@@ -26,4 +26,9 @@ const kernel::KindOps& keepalived_kind_ops();
 plan::Object desired_keepalived(const model::Site& site, const model::Device& device,
                                 const model::FailoverGroup& group, const FailoverFiles& files);
 
+// An observed keepalived as create and modify take it (what the revert of an unconfirmed apply
+// puts back, lib/engine/confirm.hpp): its configuration text as the file holds it now, and the
+// files of its directory.
+plan::Object restorable_keepalived(const plan::Object& observed);
+
 }  // namespace etherctl::failover

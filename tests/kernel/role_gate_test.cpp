@@ -6,6 +6,7 @@
 //
 // The engine starts the unit's keepalived (the agent's runs do); it stays in FAULT (its agent
 // ready file says 1), so it never advertises, and is stopped by the destroy at the end.
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -16,7 +17,10 @@
 #include <thread>
 
 #include "agent/failover.hpp"
+#include "engine/confirm.hpp"
 #include "engine/engine.hpp"
+#include "engine/state_dir.hpp"
+#include "failover/files.hpp"
 #include "model/site.hpp"
 #include "support/netns.hpp"
 
@@ -80,13 +84,17 @@ class Unit {
     site_ = *loaded.site;
   }
   ~Unit() {
+    // A revert still pending (a test that failed half-way) ends first: destroy waits for it.
+    for (int i = 0; i < 100 && !engine::read_pending(state()).is_null(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
     engine::Options destroy = options(engine::Command::Destroy);
     destroy.role.reset();
     destroy.join_gate = nullptr;
     const engine::Report report = engine::run(destroy);
     if (report.outcome != engine::Outcome::Ok) {
       // keepalived must not outlive the namespace: stopped by hand if destroy could not.
-      run_status("kill $(cat " + dir_ + "/run/*.failover/keepalived.pid) 2>/dev/null");
+      run_status("kill $(cat " + files().pid() + ") 2>/dev/null");
     }
     std::error_code ignored;
     fs::remove_all(dir_, ignored);
@@ -116,6 +124,18 @@ class Unit {
   }
   bool joined(const char* link) const { return master_of(link) == "seg"; }
   bool any_joined() const { return joined("gleft") || joined("gright"); }
+  // The unit's failover files (this namespace's state directory).
+  failover::FailoverFiles files() const {
+    return {engine::StateDir::of_current_netns(dir_ + "/run").failover_dir()};
+  }
+  engine::StateDir state() const { return engine::StateDir::of_current_netns(dir_ + "/run"); }
+  // The site file without the VLAN group: an apply of it removes the bridge and its ports.
+  std::string site_without_group() const {
+    auto site = nlohmann::json::parse(kSite);
+    for (auto& [name, device] : site["devices"].items()) device.erase("vlan_groups");
+    std::ofstream(dir_ + "/site-new.json") << site.dump(2);
+    return dir_ + "/site-new.json";
+  }
 
   agent::RoleGate gate;
 
@@ -268,6 +288,94 @@ TEST(RoleGate, ConcurrentLeaveAndJoinEndOutOfTheBridge) {
               refused, joined_then_left);
 }
 
+// What the agent holds for other processes: its lock (an agent runs) and its published role.
+class FakeAgent {
+ public:
+  explicit FakeAgent(Unit& unit) : files_(unit.files()) {
+    files_.create();
+    unit.gate.publish(files_.gate());
+    run_again();
+  }
+  ~FakeAgent() { stop(); }
+  FakeAgent(const FakeAgent&) = delete;
+  FakeAgent& operator=(const FakeAgent&) = delete;
+  void stop() {
+    if (lock_ >= 0) close(lock_);
+    lock_ = -1;
+  }
+  void run_again() {
+    if (lock_ >= 0) return;
+    lock_ = open(files_.agent_lock().c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_ < 0 || flock(lock_, LOCK_EX | LOCK_NB) != 0) throw std::runtime_error("agent lock");
+  }
+
+ private:
+  failover::FailoverFiles files_;
+  int lock_ = -1;
+};
+
+// The revert of an unconfirmed `apply --confirm-within` runs in a process of its own (the
+// waiter: this binary again, see main); it puts a gated port back only while the unit's agent
+// runs and its gate says active, and says which ones it left out.
+TEST(RoleGate, TheRevertOfAnUnconfirmedApplyRejoinsOnlyForTheActiveAgent) {
+  REQUIRE_KEEPALIVED();
+  TestNetns netns;
+  Unit unit;
+  FakeAgent agent(unit);
+  enum class Case { Active, Standby, NoAgent };
+  for (const Case when : {Case::Active, Case::Standby, Case::NoAgent}) {
+    const bool active = when == Case::Active;
+    SCOPED_TRACE(active ? "active" : when == Case::Standby ? "standby" : "no agent");
+    agent.run_again();
+    unit.gate.set(plan::Role::Active);
+    ASSERT_EQ(unit.apply().outcome, engine::Outcome::Ok);
+    ASSERT_TRUE(unit.joined("gleft") && unit.joined("gright"));
+
+    // An operator's apply of a file without the group, not confirmed: the bridge and its ports
+    // go, and come back at the deadline.
+    engine::Options apply = unit.options(engine::Command::Apply);
+    apply.site_file = unit.site_without_group();
+    apply.netns = netns.name();
+    apply.role.reset();
+    apply.join_gate = nullptr;
+    apply.confirm_within = 1;
+    const engine::Report applied = engine::run(apply);
+    ASSERT_EQ(applied.outcome, engine::Outcome::Ok) << errors_of(applied);
+    ASSERT_FALSE(applied.pending.is_null());
+    ASSERT_EQ(run_status("ip link show dev seg").status, 1) << "the apply removed the bridge";
+
+    if (when == Case::Standby) unit.leave();  // the unit left the role meanwhile
+    if (when == Case::NoAgent) agent.stop();  // its agent is gone (its file still says active)
+    // The waiter reverts within a second or two of the deadline; 60 s bounds a stuck one.
+    nlohmann::json last;
+    for (int i = 0; i < 600; ++i) {
+      last = engine::StateDir::read(unit.state().applied());
+      if (last.is_object() && last.value("command", "") == "revert") break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ASSERT_EQ(last.value("command", ""), "revert") << last.dump();
+    EXPECT_EQ(last.value("outcome", ""), "reverted") << last.dump();
+    EXPECT_EQ(master_of("gwan"), "") << "not a port";
+    EXPECT_EQ(run_status("ip link show dev seg").status, 0) << "the bridge is back";
+    EXPECT_EQ(unit.joined("gleft"), active);
+    EXPECT_EQ(unit.joined("gright"), active);
+    const std::string left_out = last["left_out"].dump();
+    EXPECT_EQ(left_out.find("create port seg/gleft: not joined") != std::string::npos, !active)
+        << left_out;
+    EXPECT_EQ(left_out.find("create port seg/gright: not joined") != std::string::npos, !active)
+        << left_out;
+  }
+}
+
 }  // namespace
 }  // namespace etherctl
 
+// The revert waiter of `apply --confirm-within` is /proc/self/exe with a hidden command: this
+// binary stands in for etherctl there.
+int main(int argc, char** argv) {
+  if (argc == 4 && std::string(argv[1]) == "_revert-waiter") {
+    return etherctl::engine::revert_waiter(argv[2], argv[3]);
+  }
+  testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
