@@ -688,6 +688,9 @@ bool FailoverUnit::drain_tap() {
     if (advert.priority == 0) {
       view_.peer_advert.reset();  // it resigns: no need to wait for it
     } else {
+      if (!view_.peer_advert || at - *view_.peer_advert >= timing_.quiet_after()) {
+        view_.peer_claim_since = at;  // a new claim (a preemption starts one)
+      }
       view_.peer_advert = at;
       view_.peer_advert_priority = advert.priority;
       view_.peer_address = address_text(advert.source);

@@ -55,8 +55,17 @@ Verdict decide(const ElectionView& view, const Timing& timing, Clock::time_point
   if (peer_claims) {
     earliest(*view.peer_advert + timing.quiet_after());
     // A handover takes one advert of the new master plus the old one's last: longer than
-    // that, with the peer still advertising, both act as master.
-    verdict.both_master = now - view.master_since > timing.quiet_after() + timing.advert;
+    // that, with the peer still advertising, both act as master. A peer of higher priority
+    // that starts to advertise while this unit is master preempts (keepalived here steps
+    // down at its first advert): counted from its first advert. A lower one never takes the
+    // role from a master that advertises: from this unit's transition (it is hung, or
+    // cannot be heard).
+    Clock::time_point both_since = view.master_since;
+    if (view.peer_advert_priority > timing.priority && view.peer_claim_since &&
+        *view.peer_claim_since > both_since) {
+      both_since = *view.peer_claim_since;
+    }
+    verdict.both_master = now - both_since > timing.quiet_after() + timing.advert;
   }
 
   if (hung) {

@@ -64,6 +64,10 @@ struct ElectionView {
   std::string not_master_reason;                 // else why ("BACKUP", "FAULT: eth0 is down")
   std::optional<Clock::time_point> own_advert;   // last advertisement this unit sent
   std::optional<Clock::time_point> peer_advert;  // last peer advert with a priority above 0
+  // The first advert of the peer's current claim (its adverts with a priority above 0, none
+  // further apart than quiet_after): a peer of higher priority (preempting) and this unit
+  // both claim the role only since the later of this and master_since.
+  std::optional<Clock::time_point> peer_claim_since;
   int peer_advert_priority = 0;
   std::string peer_address;  // of that advert, for messages
   // The last peer advert with a priority above 0, kept when the peer resigns (priority 0).
@@ -75,7 +79,9 @@ struct Verdict {
   Role role = Role::Standby;
   std::string reason;  // one line: why this role
   // Both units claim to be master (MASTER here, the peer advertising) for longer than a
-  // handover takes: keepalived cannot hear the other side, or one of them misbehaves.
+  // handover takes: keepalived cannot hear the other side, or one of them misbehaves. A peer
+  // of higher priority that starts to advertise while this unit has long been master (it
+  // returns and preempts) is a handover, not a split brain, until it lasts that long.
   bool both_master = false;
   // The verdict changes by itself at this time unless an event comes first (a timeout runs
   // out: the peer stayed quiet long enough, or our own adverts stopped for too long).

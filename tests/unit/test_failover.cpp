@@ -403,6 +403,30 @@ TEST(Role, PeerStillAdvertisingAfterAHandoverIsBothMaster) {
   }
 }
 
+TEST(Role, APeerThatPreemptsIsAHandoverNotBothMaster) {
+  // Master since t0; at t0 + 5 s the peer (higher priority) returns and advertises: keepalived
+  // here leaves MASTER within an advert. Both claim the role only since the peer's first
+  // advert: both_master (a split brain) only if that lasts longer than a handover takes.
+  ElectionView v = master_since(t0);
+  v.peer_advert_priority = 200;
+  v.peer_advert = v.peer_claim_since = t0 + milliseconds(5000);
+  v.own_advert = t0 + milliseconds(4990);
+  Verdict verdict = decide(v, timing(), t0 + milliseconds(5001));
+  EXPECT_EQ(verdict.role, Role::Standby);
+  EXPECT_FALSE(verdict.both_master);
+  for (int i = 1; i < 5; ++i) {  // both keep advertising
+    v.own_advert = t0 + milliseconds(4990 + 100 * i);
+    v.peer_advert = t0 + milliseconds(5000 + 100 * i);
+    verdict = decide(v, timing(), t0 + milliseconds(5001 + 100 * i));
+    EXPECT_EQ(verdict.both_master, 1 + 100 * i > 250) << i;
+  }
+  // A peer of lower priority never preempts a master that advertises: its claim means this
+  // unit's keepalived is hung or cannot be heard, a split brain at once.
+  v.peer_advert_priority = 50;
+  v.peer_advert = v.peer_claim_since = t0 + milliseconds(5000);
+  EXPECT_TRUE(decide(v, timing(), t0 + milliseconds(5001)).both_master);
+}
+
 TEST(Role, HungAndPeerClaimingIsHung) {
   ElectionView v = master_since(t0);
   v.peer_advert = t0 + milliseconds(900);
