@@ -36,12 +36,12 @@ a second, are counted by every VM: a count above one is a duplicate (a loop or t
 units).
 
 Output: a Markdown table on stdout, every failover in JSON (--json FILE). Needs root,
-keepalived, the build (build/cmd/etherctl/etherctl). About 4 s per failover with the default
-set-up and 17 s with advert_int 1 on an idle host:
+keepalived, the build (build/cmd/etherctl/etherctl). About 2 s per failover with the default
+set-up and 13 s with advert_int 1 (TCP's retransmission back-off: see docs/benchmarks.md):
 
   /work/tools/quiet /usr/bin/python3 bench/failover.py [--reps 20]
       [--faults wan-down,kill-keepalived,links-down] [--advert-ints default,1] [--lab bnlab]
-      [--json FILE] [--etherctl build/cmd/etherctl/etherctl]
+      [--json FILE] [--keep-logs DIR] [--etherctl build/cmd/etherctl/etherctl]
 
 Each set-up's lab is "<lab>-<advert in centiseconds>" (namespaces bnlab-10-dc1-a, ...), built
 at the start and removed at the end, also on Ctrl-C, SIGTERM or a failure.
@@ -461,7 +461,7 @@ def main():
     if not os.access(args.etherctl, os.X_OK):
         ap.error(f"no etherctl binary at {args.etherctl}")
 
-    estimate = sum(args.reps * len(faults) * (3 + 14 * (a or 0.1)) for a in adverts) + 120
+    estimate = sum(args.reps * len(faults) * (1.5 + 11.5 * (a or 0.1)) for a in adverts) + 60
     log(f"{args.reps} failovers x {len(faults)} faults x {len(adverts)} set-ups: about "
         f"{estimate / 60:.0f} min")
     tmp = tempfile.mkdtemp(prefix="etherctl-bench-failover-")
@@ -512,6 +512,9 @@ def main():
         log("interrupted: cleaning up")
         return 130
     finally:
+        # A second Ctrl-C or SIGTERM must not cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for _, b in traffic:
             b.kill()
         for setup in setups:
