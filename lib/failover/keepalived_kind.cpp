@@ -13,6 +13,7 @@
 
 #include "failover/process.hpp"
 #include "kernel/detail.hpp"
+#include "kernel/ipvs.hpp"
 #include "model/failover.hpp"
 
 namespace etherctl::failover {
@@ -166,6 +167,13 @@ plan::Object desired_keepalived(const model::Site& site, const model::Device& de
   settings.advert_centiseconds = group.advert_centiseconds;
   settings.preempt = group.preempt;
   settings.preempt_delay_seconds = group.preempt_delay;
+  // With pools, a unit that returns takes the role back only once the connections made while
+  // it was away reached it through the peer's sync daemon (refreshed by time, ipvs_sync.cpp);
+  // preempting sooner resets them (the returning unit has no state for them).
+  if (!device.pools.empty()) {
+    settings.preempt_delay_seconds =
+        std::max(settings.preempt_delay_seconds, kernel::kIpvsSyncSettleSeconds);
+  }
   // The links the active role needs besides the VRRP interface: the VLANs its groups join.
   for (const auto& [name, vlan_group] : device.vlan_groups) {
     for (const auto& member : vlan_group.members) {

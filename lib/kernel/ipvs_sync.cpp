@@ -14,7 +14,15 @@
 // routers never forward whatever the TTL, so the mark changes nothing on the wire but the TTL
 // field. Daemons started by others (keepalived's lvs_sync_daemon, ipvsadm) keep TTL 1 and are
 // never touched; one in the way of ours is a conflict (the kind is exclusive).
+//
+// Sync rule. While etherctl's master daemon runs, the namespace syncs a connection by time, not
+// by packet count (kIpvsSyncRefreshSeconds, ipvs.hpp): a unit that returns after a failure
+// learns the connections made while it was away from these refreshes, before it preempts.
 #include <linux/ip_vs.h>
+
+#include <cerrno>
+#include <fstream>
+#include <string>
 
 #include "kernel/detail.hpp"
 #include "kernel/ipvs.hpp"
@@ -72,6 +80,21 @@ plan::Objects observe(const Snapshot&, const Ownership&) {
   return objects;
 }
 
+void write_sysctl(const std::string& name, const std::string& value, const std::string& what) {
+  std::ofstream out("/proc/sys/net/ipv4/vs/" + name);
+  out << value << "\n";
+  out.close();
+  if (!out) throw KernelError(EIO, "", what + ": cannot set net.ipv4.vs." + name);
+}
+
+// The namespace's sync rule while etherctl's master daemon runs: by time (every
+// kIpvsSyncRefreshSeconds while a connection has traffic, and on state changes), not every 50th
+// packet; the kernel's defaults again when it stops.
+void sync_by_time(bool on, const std::string& what) {
+  write_sysctl("sync_threshold", on ? "3 0" : "3 50", what);
+  write_sysctl("sync_refresh_period", on ? std::to_string(kIpvsSyncRefreshSeconds) : "0", what);
+}
+
 void create(Netlink& netlink, const plan::Object& desired, const Ownership&) {
   const std::string what = detail::what("create", desired);
   IpvsSocket socket;
@@ -87,6 +110,8 @@ void create(Netlink& netlink, const plan::Object& desired, const Ownership&) {
   nla_put_u8(msg.get(), IPVS_DAEMON_ATTR_MCAST_TTL, kIpvsSyncOwnershipTtl);
   nla_nest_end(msg.get(), nest);
   send(netlink, socket, msg.get(), what);
+  // Only once it runs: a create that fails changes nothing.
+  if (desired.key == "master") sync_by_time(true, what);
 }
 
 // Both attributes are immutable (plan.cpp): a change is a delete and a create.
@@ -106,6 +131,7 @@ void remove(Netlink& netlink, const plan::Object& observed) {
   } catch (const KernelError& e) {
     if (e.error() != ESRCH) throw;  // already stopped
   }
+  if (observed.key == "master") sync_by_time(false, what);
 }
 
 }  // namespace

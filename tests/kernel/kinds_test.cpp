@@ -862,6 +862,10 @@ TEST_F(KernelTest, IpvsSyncDaemonsCreateObserveRemove) {
   EXPECT_NE(daemons.find("backup sync daemon (mcast=wan0, syncid=51"), std::string::npos)
       << daemons;
   EXPECT_NE(daemons.find("ttl=231"), std::string::npos) << daemons;
+  // while the master runs, connections are synced by time, not every 50th packet
+  EXPECT_EQ(run("cat /proc/sys/net/ipv4/vs/sync_threshold"), "3\t0\n");
+  EXPECT_EQ(run("cat /proc/sys/net/ipv4/vs/sync_refresh_period"),
+            std::to_string(kIpvsSyncRefreshSeconds) + "\n");
   auto objects = observe(plan::kIpvsSync);
   ASSERT_EQ(objects.size(), 2u);
   for (const char* state : {"master", "backup"}) {
@@ -873,6 +877,8 @@ TEST_F(KernelTest, IpvsSyncDaemonsCreateObserveRemove) {
   for (const auto& object : objects) ops.remove(netlink_, object);
   EXPECT_EQ(run("ipvsadm -L --daemon"), "");
   EXPECT_TRUE(observe(plan::kIpvsSync).empty());
+  EXPECT_EQ(run("cat /proc/sys/net/ipv4/vs/sync_threshold"), "3\t50\n");  // the defaults
+  EXPECT_EQ(run("cat /proc/sys/net/ipv4/vs/sync_refresh_period"), "0\n");
 }
 
 TEST_F(KernelTest, ForeignSyncDaemonIsNotOwned) {

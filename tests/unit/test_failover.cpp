@@ -4,12 +4,19 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <vector>
 
 #include "failover/keepalived.hpp"
+#include "failover/keepalived_kind.hpp"
 #include "failover/role.hpp"
 #include "failover/vrrp.hpp"
+#include "kernel/ipvs.hpp"
+#include "model/site.hpp"
 
 namespace etherctl::failover {
 namespace {
@@ -91,6 +98,46 @@ TEST(Keepalived, PreemptionChoices) {
   EXPECT_NE(conf.find("  nopreempt\n"), std::string::npos);
   EXPECT_EQ(conf.find("preempt_delay"), std::string::npos);
   EXPECT_NE(conf.find("  state BACKUP\n"), std::string::npos) << "nopreempt needs state BACKUP";
+}
+
+// The config etherctl renders for dc1-a of the lab (examples/ha/site.json), after `change`.
+std::string lab_unit_conf(const std::function<void(nlohmann::json&)>& change) {
+  std::ifstream in(std::filesystem::path(ETHERCTL_SOURCE_DIR) / "examples/ha/site.json");
+  nlohmann::json doc = nlohmann::json::parse(in);
+  change(doc);
+  auto loaded = model::load_site(doc.dump());
+  if (!loaded.site) throw std::runtime_error("the changed lab site does not load");
+  const model::Site& site = *loaded.site;
+  const model::Device& unit = site.devices.at("dc1-a");
+  const auto object = desired_keepalived(site, unit, site.failover_groups.at("dc1"),
+                                         FailoverFiles{"/run/etherctl/x.failover"});
+  return object.attrs.at("config").get<std::string>();
+}
+
+TEST(Keepalived, APairWithPoolsPreemptsOnlyOnceItsConnectionsAreSynced) {
+  auto with_pools = [](nlohmann::json& doc) {
+    for (const char* unit : {"dc1-a", "dc1-b"}) {
+      doc["devices"][unit]["pools"]["web"] = {
+          {"virtual", {{"address", "198.51.100.80"}, {"port", 8080}}},
+          {"members", {{"10.1.0.21:8080", nlohmann::json::object()}}}};
+    }
+  };
+  const std::string delay =
+      "  preempt_delay " + std::to_string(kernel::kIpvsSyncSettleSeconds) + "\n";
+  EXPECT_EQ(lab_unit_conf([](nlohmann::json&) {}).find("preempt_delay"), std::string::npos);
+  EXPECT_NE(lab_unit_conf(with_pools).find(delay), std::string::npos);
+  // a longer delay of the file stays; no preemption stays none
+  EXPECT_NE(lab_unit_conf([&](nlohmann::json& doc) {
+              with_pools(doc);
+              doc["failover_groups"]["dc1"]["preempt_delay"] = 30;
+            }).find("  preempt_delay 30\n"),
+            std::string::npos);
+  const std::string none = lab_unit_conf([&](nlohmann::json& doc) {
+    with_pools(doc);
+    doc["failover_groups"]["dc1"]["preempt"] = false;
+  });
+  EXPECT_NE(none.find("  nopreempt\n"), std::string::npos);
+  EXPECT_EQ(none.find("preempt_delay"), std::string::npos);
 }
 
 TEST(Keepalived, UnicastPeers) {
