@@ -410,6 +410,26 @@ def site(advert_int=None, preempt=None, pools=False):
     }
 
 
+def without_groups(site):
+    """`site` with its failover groups removed: each data center's unit a becomes its single
+    edge host (keeping the floating addresses, now fixed, and the pools), unit b keeps only its
+    fixed self IPs and its server port (the failover tests' removal case)."""
+    site = json.loads(json.dumps(site))
+    for dc in DCS:
+        a = site["devices"][f"{dc}-a"]
+        del a["failover"]
+        for self_ip in a["self_ips"].values():
+            self_ip.pop("floating", None)
+        b = site["devices"][f"{dc}-b"]
+        del b["failover"]
+        b["self_ips"] = {k: v for k, v in b["self_ips"].items() if not v.get("floating")}
+        b.pop("pools", None)
+        b["vlan_groups"]["vmotion"]["members"] = ["servers"]
+    site["tunnels"]["dcx"]["endpoints"] = {f"{dc}-a": WAN[dc][4] for dc in DCS}
+    del site["failover_groups"]
+    return site
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

@@ -5,6 +5,7 @@
                                                      what it receives, prints a JSON summary
     stream.py client --connect ADDR [--source ADDR] [--port P]
                      [--duration S [--stop-file F] | --bytes N] [--rate BYTES_PER_S]
+                     [--chunk BYTES]
 
 The client sends a counter pattern (byte i of the stream = byte i mod len(PATTERN) of the big-
 endian 32-bit counters 0, 1, 2, ...; a lost, duplicated or reordered byte shifts everything
@@ -108,7 +109,7 @@ class Client:
                     self.next_stop_check = now + 0.05
                     if os.path.exists(a.stop_file):
                         break
-                size = CHUNK if a.bytes is None else min(CHUNK, a.bytes - self.sent)
+                size = a.chunk if a.bytes is None else min(a.chunk, a.bytes - self.sent)
                 if a.rate:
                     due = start + (self.sent + size) / a.rate
                     if due > now:
@@ -197,6 +198,8 @@ def main():
     c.add_argument("--stop-file", help="stop sending once this file exists")
     c.add_argument("--bytes", type=int)
     c.add_argument("--rate", type=float, default=0, help="bytes per second (0: as fast as TCP)")
+    c.add_argument("--chunk", type=int, default=CHUNK,
+                   help="bytes per send (with --rate: a slow stream of small packets)")
     c.add_argument("--timeout", type=float, default=30.0)
     c.add_argument("--connect-timeout", type=float, default=5.0)
     c.add_argument("--progress", action="store_true", help="a line per second on stderr")

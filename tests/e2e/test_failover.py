@@ -43,6 +43,19 @@ def run(*args, check=True, timeout=60, env=None):
     return result
 
 
+def keep_logs_and_remove(tmp):
+    """Removes a test's directory; the agents' logs in it (<unit>.log) are copied first to the
+    directory ETHERCTL_E2E_KEEP_LOGS names, if set."""
+    keep = os.environ.get("ETHERCTL_E2E_KEEP_LOGS")
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        for unit in halab.UNITS:
+            log = os.path.join(tmp, f"{unit}.log")
+            if os.path.exists(log):
+                shutil.copy(log, keep)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 class Traffic:
     """A byte-checked TCP stream vm2 -> vm1 and numbered broadcasts from vm3 and vm4, heard by
     every VM, for the duration of a `with` block."""
@@ -135,14 +148,7 @@ class FailoverTest(unittest.TestCase):
                 run(ETHERCTL, "--netns", cls.lab.ns(unit), "--device", unit, "destroy", cls.site,
                     check=False, env=env)
         cls.lab.down()
-        keep = os.environ.get("ETHERCTL_E2E_KEEP_LOGS")  # a directory: the agents' logs go there
-        if keep:
-            os.makedirs(keep, exist_ok=True)
-            for unit in halab.UNITS:
-                log = os.path.join(cls.tmp, f"{unit}.log")
-                if os.path.exists(log):
-                    shutil.copy(log, keep)
-        shutil.rmtree(cls.tmp, ignore_errors=True)
+        keep_logs_and_remove(cls.tmp)
 
     def etherctl(self, unit, *args, check=True):
         return run(ETHERCTL, "--netns", self.lab.ns(unit), "--device", unit, *args, self.site,
@@ -401,21 +407,8 @@ class FailoverTest(unittest.TestCase):
         self.lab.wait_roles(INITIAL, timeout=60)
 
     def test_zz_removing_the_groups_leaves_nothing_behind(self):
-        site = halab.site()
         # dc1 and dc2 become single edge hosts: the a units keep the addresses, fixed
-        for dc in halab.DCS:
-            del site["failover_groups"][dc]
-            a = site["devices"][f"{dc}-a"]
-            del a["failover"]
-            for self_ip in a["self_ips"].values():
-                self_ip.pop("floating", None)
-            b = site["devices"][f"{dc}-b"]
-            del b["failover"]
-            b["self_ips"] = {k: v for k, v in b["self_ips"].items() if not v.get("floating")}
-            b["vlan_groups"]["vmotion"]["members"] = ["servers"]
-        site["tunnels"]["dcx"]["endpoints"] = {"dc1-a": halab.WAN["dc1"][4],
-                                               "dc2-a": halab.WAN["dc2"][4]}
-        del site["failover_groups"]
+        site = halab.without_groups(halab.site())
         with open(self.site, "w") as f:
             json.dump(site, f)
         for unit in halab.UNITS:

@@ -101,16 +101,22 @@ def ipvs_available():
         run("ip", "netns", "del", probe)
 
 
+def require_root_and_ipvs(vm_test):
+    """Skips (with the reason) without root or without IPVS, unless the VM layer requires every
+    feature (ETHERCTL_REQUIRE_ALL_FEATURES=1): then a missing IPVS fails."""
+    if os.geteuid() != 0:
+        raise unittest.SkipTest("needs root (network namespaces, BPF)")
+    if not ipvs_available():
+        if os.environ.get("ETHERCTL_REQUIRE_ALL_FEATURES") == "1":
+            raise AssertionError("IPVS is required here but missing")
+        raise unittest.SkipTest("this kernel has no IPVS; this test runs in the stock-kernel "
+                                f"VM (vm.<k>.{vm_test})")
+
+
 class PoolMigrationTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        if os.geteuid() != 0:
-            raise unittest.SkipTest("needs root (network namespaces, BPF)")
-        if not ipvs_available():
-            if os.environ.get("ETHERCTL_REQUIRE_ALL_FEATURES") == "1":
-                raise AssertionError("IPVS is required here but missing")
-            raise unittest.SkipTest("this kernel has no IPVS; this test runs in the stock-kernel "
-                                    "VM (vm.<k>.e2e.pool_migration)")
+        require_root_and_ipvs("e2e.pool_migration")
 
     def setUp(self):
         self.lab = Lab()
