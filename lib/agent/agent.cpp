@@ -121,6 +121,10 @@ engine::Options Agent::engine_options(engine::Command command, bool resolve) con
   o.preloaded_sha256 = site_.sha256;
   o.role = failover_.role();
   if (command == engine::Command::Apply) o.join_gate = failover_.join_gate();
+  // A unit of a pair does not wait for its IPsec SAs: the next transition's reconcile (the
+  // floating address given up) must never wait behind an IKE negotiation. charon negotiates
+  // on; `status` shows it, and the next reconcile restarts a connection charon gave up.
+  if (o.role) o.ipsec_wait = std::chrono::milliseconds(0);
   return o;  // no netns: the agent entered it once, at start
 }
 

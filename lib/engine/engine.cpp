@@ -12,6 +12,7 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <set>
 
 #include "datapath/datapath.hpp"
 #include "datapath/host.hpp"
@@ -734,9 +735,13 @@ void await_ipsec(Run& run, ipsec::NegotiationLog& log) {
     tunnels.push_back(o.key);
     paths[o.key] = o.path;
   }
+  std::set<std::string> loaded_now;  // charon starts these by itself
+  for (const auto& change : run.report.plan.changes)
+    if (change.op != plan::Op::Delete && change.desired.kind == plan::kIpsecConnection)
+      loaded_now.insert(change.desired.key);
   run.trace("ipsec");
   std::map<std::string, std::string> problems =
-      ipsec::await_established(tunnels, run.options.ipsec_wait, log);
+      ipsec::await_established(tunnels, run.options.ipsec_wait, log, loaded_now);
   // Without ESP GRO the datapath cannot decrypt what the tunnels receive (lib/datapath/README.md).
   if (std::string why = datapath::esp_gro_missing(); !why.empty())
     for (const auto& tunnel : tunnels)

@@ -453,7 +453,8 @@ void NegotiationLog::read_until(
 
 std::map<std::string, std::string> await_established(const std::vector<std::string>& tunnels,
                                                      std::chrono::milliseconds timeout,
-                                                     NegotiationLog& log) {
+                                                     NegotiationLog& log,
+                                                     const std::set<std::string>& loaded_now) {
   std::map<std::string, std::string> problems;
   if (tunnels.empty()) return problems;
   const auto started = std::chrono::steady_clock::now();
@@ -479,7 +480,8 @@ std::map<std::string, std::string> await_established(const std::vector<std::stri
       // before charon restarts. Start it once per run, after charon had the time to act on a
       // load-conn of this run (which starts it by itself).
       if (!status.contains("error") && status.value("ike_sas", 1) == 0 &&
-          std::chrono::steady_clock::now() - started >= std::chrono::seconds(2) &&
+          (!loaded_now.count(*it) ||
+           std::chrono::steady_clock::now() - started >= std::chrono::seconds(2)) &&
           restarted.insert(*it).second)
         initiate_ignoring_errors(*it);
       ++it;

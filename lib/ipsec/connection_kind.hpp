@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -44,10 +45,12 @@ class NegotiationLog {
 // Waits until every tunnel's connection has an established IKE SA with an installed CHILD_SA,
 // at most `timeout`. Returns, for each tunnel that is not up, why (charon's own log line of the
 // attempt, e.g. "received AUTHENTICATION_FAILED notify error", read from `log`). A connection
-// of which charon holds no SA at all, not even one being negotiated, 2 s into the wait (charon
-// gave up), is initiated once. Never throws.
+// of which charon holds no SA at all, not even one being negotiated (charon gave up), is
+// initiated once: at once when this run did not load it (`loaded_now`), else 2 s into the wait
+// (charon starts a connection it has just loaded by itself). Never throws.
 std::map<std::string, std::string> await_established(const std::vector<std::string>& tunnels,
                                                      std::chrono::milliseconds timeout,
-                                                     NegotiationLog& log);
+                                                     NegotiationLog& log,
+                                                     const std::set<std::string>& loaded_now);
 
 }  // namespace etherctl::ipsec

@@ -14,11 +14,12 @@ namespace {
 // routes after the addresses that make their gateways reachable; IPVS after the addresses it
 // needs; bridge ports last (lib/plan/plan.cpp says why). Deletion runs in reverse.
 // IPsec: the policies before the tunnel (its datapath must never send in clear), the strongSwan
-// connection after it (the decrypted packets need the datapath's receive path).
+// connection after it (the decrypted packets need the datapath's receive path) and after the
+// addresses and routes (charon initiates from the local endpoint at once).
 constexpr std::array<std::string_view, 12> kCreationOrder = {
-    plan::kVlan,   plan::kVlanGroup,  plan::kIpsecPolicy, plan::kTunnel,     plan::kIpsecConnection,
-    plan::kSelfIp, plan::kRoute,      plan::kIpvsService, plan::kIpvsMember, plan::kIpvsSync,
-    plan::kPort,   plan::kKeepalived,
+    plan::kVlan,  plan::kVlanGroup,       plan::kIpsecPolicy, plan::kTunnel,     plan::kSelfIp,
+    plan::kRoute, plan::kIpsecConnection, plan::kIpvsService, plan::kIpvsMember, plan::kIpvsSync,
+    plan::kPort,  plan::kKeepalived,
 };
 
 size_t rank(std::string_view kind) {

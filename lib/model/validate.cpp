@@ -292,19 +292,24 @@ void validate_tunnel(const Site& site, const Tunnel& tunnel, Problems& problems)
                         "its peer (one managed and one unmanaged endpoint, or two managed)"});
   }
   if (tunnel.ipsec) {
-    for (const auto& [name, endpoint] : tunnel.endpoints) {
-      if (endpoint.managed && site.failover_groups.count(name)) {
-        // charon on both units with a moving local address: not designed yet (issue 17).
-        problems.push_back({tunnel.ipsec->path, "IPsec on a tunnel of failover group \"" + name +
-                                                    "\" is not supported yet"});
-      }
-    }
+    // A pair's end of the tunnel is its group: the active unit holds the connection, with the
+    // group's identity (docs/failover.md, "IPsec on a pair's tunnel").
     if (family == 6) {
       // The receive path checks the SA and reassembles ESP for IPv4 only (lib/datapath).
       problems.push_back({tunnel.ipsec->path,
                           "IPsec needs IPv4 endpoints; this tunnel's are IPv6 (not supported)"});
     }
     for (const auto& [device, id] : tunnel.ipsec->identities) {
+      auto unit = site.devices.find(device);
+      const FailoverGroup* pair =
+          unit != site.devices.end() ? failover_group_of(site, unit->second) : nullptr;
+      if (pair && tunnel.endpoints.count(pair->name)) {
+        problems.push_back(
+            {pointer_append(pointer_append(tunnel.ipsec->path, "identities"), device),
+             "device \"" + device + "\" is a unit of failover group \"" + pair->name +
+                 "\"; give the identity to the group: whichever unit is active uses it"});
+        continue;
+      }
       if (!tunnel.endpoints.count(device)) {
         std::vector<std::string> endpoints;
         for (const auto& [name, unused] : tunnel.endpoints) endpoints.push_back(name);

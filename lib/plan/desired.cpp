@@ -107,7 +107,7 @@ Objects desired_objects(const model::Site& site, const model::Device& device, Ro
       const model::Ipsec& ipsec = *tunnel.ipsec;
       std::string peer_device;
       for (const auto& [peer, address] : tunnel.endpoints)
-        if (peer != device.name) peer_device = peer;
+        if (peer != endpoint_name) peer_device = peer;
       ipsec::ConnectionSpec spec;
       spec.tunnel = name;
       spec.local = local->second.address.str();
@@ -116,7 +116,7 @@ Objects desired_objects(const model::Site& site, const model::Device& device, Ro
         auto it = ipsec.identities.find(dev);
         return it != ipsec.identities.end() ? it->second : address;
       };
-      spec.local_id = id(device.name, spec.local);
+      spec.local_id = id(endpoint_name, spec.local);
       spec.remote_id = id(peer_device, spec.remote);
       spec.mode = ipsec.mode;
       spec.reqid = model::ipsec_reqid(name);
@@ -141,9 +141,15 @@ Objects desired_objects(const model::Site& site, const model::Device& device, Ro
                           {"mode", spec.mode},
                           {"directions", {"in", "out"}},
                           {"exact", true}}});
-      nlohmann::json attrs = spec.attrs();
-      attrs["loaded"] = true;
-      objects.push_back({kIpsecConnection, name, name, ipsec.path, attrs});
+      // The policies stay on a standby: they only block (no SA, no clear protocol 97 either
+      // way). The connection is the active role's, like the floating endpoint it uses: the
+      // unit that takes the role loads and initiates it after it holds the address, and the
+      // peer replaces the old unit's IKE SA (INITIAL_CONTACT; docs/failover.md).
+      if (!standby) {
+        nlohmann::json attrs = spec.attrs();
+        attrs["loaded"] = true;
+        objects.push_back({kIpsecConnection, name, name, ipsec.path, attrs});
+      }
     }
   }
 

@@ -20,16 +20,18 @@ const std::vector<KindTraits> kTraits = {
      {"local", "remote", "mtu", "accept_reversed", "fast_path", "clamp_tcp_mss", "underlay", "up",
       "attached", "link_settings", "ipsec_reqid", "esp_headroom"},
      {}},
-    // After the tunnel: the decrypted packets need its receive path.
+    {kSelfIp, 3, false, {}, {}},
+    {kRoute, 4, false, {"gateway", "interface"}, {}},
+    // After the tunnel (the decrypted packets need its receive path) and after the local
+    // endpoint address and the routes (charon initiates at once from that address: a floating
+    // one is there only on the active unit). Removed before them: the peer is told.
     {kIpsecConnection,
-     3,
+     5,
      false,
      {"local", "remote", "local_id", "remote_id", "mode", "reqid", "ike_proposal", "esp_proposal",
       "ike_rekey", "child_rekey", "dpd", "psk_file", "psk_fingerprint", "certificate", "key", "ca",
       "loaded"},
      {}},
-    {kSelfIp, 4, false, {}, {}},
-    {kRoute, 5, false, {"gateway", "interface"}, {}},
     {kIpvsService, 6, false, {"scheduler"}, {}, true},
     {kIpvsMember, 7, false, {"weight", "forward"}, {}},
     {kIpvsSync, 7, false, {"interface", "syncid"}, {"interface", "syncid"}, true},

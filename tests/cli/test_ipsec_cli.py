@@ -72,9 +72,11 @@ class IpsecCliTest(CliBase):
     def test_apply_installs_policies_file_and_connection_and_is_idempotent(self):
         report = self.apply()
         kinds = [c["kind"] for c in report["changes"]]
-        # The policies before the tunnel, the connection after it.
+        # The policies before the tunnel, the connection after it and after the local endpoint
+        # address (charon initiates from it at once: a pair's floating address, docs/failover.md).
         self.assertLess(kinds.index("ipsec_policy"), kinds.index("tunnel"))
         self.assertLess(kinds.index("tunnel"), kinds.index("ipsec_connection"))
+        self.assertLess(kinds.index("self_ip"), kinds.index("ipsec_connection"))
         policies = self.policies()
         self.assertRegex(policies, r"src 198\.51\.100\.1/32 dst 203\.0\.113\.1/32 proto etherip"
                                    r"\s+dir out priority 1000 ptype main flag icmp")
