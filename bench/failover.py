@@ -45,6 +45,19 @@ set-up and 13 s with advert_int 1 (TCP's retransmission back-off: see docs/bench
 
 Each set-up's lab is "<lab>-<advert in centiseconds>" (namespaces bnlab-10-dc1-a, ...), built
 at the start and removed at the end, also on Ctrl-C, SIGTERM or a failure.
+
+--virtual-server (needs IPVS: the stock-kernel VM, tests/vm/vm-run) measures instead a client
+connection through dc1's virtual server (lab.site(pools=True): IPVS NAT to vm1 and vm3, both
+dc1 units running master and backup sync daemons, keepalived's preempt_delay 8 s): from the
+client namespace to 198.51.100.80:8080, echoed by the member (tests/e2e/test_failover_ipvs.py's
+echo server) and every echoed byte checked by the client, one connection per failover, the fault
+injected only once the standby dc1-b lists the connection (IPVS sync). The same gaps, times and
+attribution as the tunnel stream; no tunnel stream and no broadcasts (one emulated vCPU). The
+faults take turns failover by failover, so --budget-min (stop starting rounds that would not
+fit) leaves every fault with the same n:
+
+  tests/vm/vm-run --kernel 6.1 --timeout 1800 -- /usr/bin/python3 bench/failover.py \
+      --virtual-server --advert-ints default --reps 20 --budget-min 20 --lab vblab --json -
 """
 import argparse
 import datetime
@@ -65,8 +78,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "examples", "ha"))
 sys.path.insert(0, os.path.join(ROOT, "examples", "two-dc"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 import lab as halab  # noqa: E402
 import stream  # noqa: E402
+from test_failover_ipvs import ECHO, PORT as VS_PORT  # noqa: E402
 
 PY = "/usr/bin/python3"
 STREAM = os.path.join(ROOT, "examples", "two-dc", "stream.py")
@@ -76,6 +91,7 @@ INITIAL = {"dc1-a": "active", "dc1-b": "standby", "dc2-a": "active", "dc2-b": "s
 TRANSITION = re.compile(r"(\d\d):(\d\d):(\d\d)\.(\d{3}) failover: (\w+) -> (\w+): (.*)$")
 APPLIED = re.compile(r"(\d\d):(\d\d):(\d\d)\.(\d{3}) failover: (\w+) applied in ([\d.]+) ms")
 WAIT = 60  # seconds: no step of a failover takes this long unless something is broken
+VIP = halab.VIRTUAL_SERVER["dc1"]
 
 
 # --- the stream client (run in vm2's namespace) ----------------------------------------------
@@ -134,25 +150,31 @@ def wait_for(what, condition, timeout=WAIT, step=0.02):
 
 
 class Stream:
-    """One byte-checked TCP stream vm2 -> vm1 across the tunnel, its gaps read as they come."""
+    """One byte-checked TCP stream, its gaps read as they come: vm2 -> vm1 across the tunnel,
+    or (virtual_server) the client namespace -> dc1's virtual server, echoed by a member."""
 
-    def __init__(self):
+    def __init__(self, virtual_server=False):
+        self.virtual_server = virtual_server
         self.gaps, self.last_rx, self.summary = [], None, None
         self.server = self.client = None
 
     def start(self, lab, tmp, port, args):
         self.stop = os.path.join(tmp, f"stop-stream-{port}")
-        self.server = lab.popen("vm1", PY, STREAM, "server", "--bind", halab.VMS["vm1"][1],
-                                "--port", str(port), stdout=subprocess.PIPE)
-        self.server.stdout.readline()
-        self.client = lab.popen("vm2", PY, os.path.abspath(__file__), "stream-client",
-                                "--connect", halab.VMS["vm1"][1], "--port", str(port),
+        if self.virtual_server:
+            node, target, port = "client", VIP, VS_PORT  # the members' echo servers run
+        else:
+            node, target = "vm2", halab.VMS["vm1"][1]
+            self.server = lab.popen("vm1", PY, STREAM, "server", "--bind", target,
+                                    "--port", str(port), stdout=subprocess.PIPE)
+            self.server.stdout.readline()
+        self.client = lab.popen(node, PY, os.path.abspath(__file__), "stream-client",
+                                "--connect", target, "--port", str(port),
                                 "--stop-file", self.stop, "--rate", str(args.rate), "--chunk",
                                 str(args.chunk), "--gap-ms", str(args.gap_ms),
                                 stdout=subprocess.PIPE)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
-        wait_for("the stream's first data", lambda: self.last_rx, timeout=15)
+        wait_for("the stream's first data", lambda: self.last_rx, timeout=WAIT)
 
     def _read(self):
         for line in self.client.stdout:
@@ -172,8 +194,10 @@ class Stream:
         open(self.stop, "w").close()
         self.client.wait(timeout=60)
         self.reader.join(timeout=10)
-        out, _ = self.server.communicate(timeout=30)
-        server = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+        server = {}
+        if self.server:
+            out, _ = self.server.communicate(timeout=30)
+            server = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
         return self.summary or {"ok": False, "error": "no summary"}, server
 
     def kill(self):
@@ -228,26 +252,58 @@ class Broadcasts:
 class Setup:
     """One lab with its site file (an advert interval) and four agents."""
 
-    def __init__(self, label, advert_int, lab_name, tmp, etherctl):
+    def __init__(self, label, advert_int, lab_name, tmp, etherctl, pools=False):
         self.label, self.advert_int, self.etherctl = label, advert_int, etherctl
+        self.pools = pools
         self.lab = halab.Lab(lab_name)
         self.dir = os.path.join(tmp, lab_name)  # keepalived's files: no spaces
         os.makedirs(self.dir)
         self.site = os.path.join(self.dir, "site.json")
         with open(self.site, "w") as f:
-            json.dump(halab.site(advert_int=advert_int), f)
+            json.dump(halab.site(advert_int=advert_int, pools=pools), f)
         self.lock_dir = os.path.join(self.dir, "run")
         self.lab.lock_dir = self.lock_dir
         self.started = False
+        self.echo = []
 
     def up(self):
         self.down()  # what an interrupted run of the same name left
         self.started = True
         self.lab.up()
+        if self.pools:  # dc1's pair directs (IPVS NAT) to the members vm1 and vm3
+            for unit in ("dc1-a", "dc1-b"):
+                self.lab.exec(unit, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            for vm in ("vm1", "vm3"):
+                self.echo.append(self.lab.popen(vm, PY, "-c", ECHO, stdout=subprocess.PIPE,
+                                                stderr=subprocess.DEVNULL))
+                self.echo[-1].stdout.readline()
         self.lab.start_agents(self.etherctl, self.site, self.lock_dir, self.dir)
-        self.lab.wait_roles(INITIAL, timeout=120)
+        self.lab.wait_roles(INITIAL, timeout=600 if self.pools else 120)
+
+    def listed(self, unit, client_port):
+        """`unit`'s IPVS table lists the client's connection from client_port as established."""
+        client = f"{halab.CLIENT[2]}:{client_port}"
+        for line in self.lab.exec(unit, "ipvsadm", "-L", "-n", "-c").stdout.splitlines():
+            fields = line.split()
+            if (len(fields) >= 6 and fields[2] == "ESTABLISHED" and fields[3] == client
+                    and fields[4] == f"{VIP}:{VS_PORT}"):
+                return True
+        return False
+
+    def client_port(self):
+        """The source port of the client's established connection to the virtual server."""
+        out = self.lab.exec("client", "ss", "-Htn", "state", "established", "dst",
+                            f"{VIP}:{VS_PORT}").stdout
+        local = halab.CLIENT[2] + ":"
+        ports = [int(field[len(local):]) for line in out.splitlines()
+                 for field in line.split() if field.startswith(local)]
+        return ports[0] if len(ports) == 1 else None
 
     def down(self):
+        for proc in self.echo:
+            proc.kill()
+            proc.wait()
+        self.echo = []
         if self.started:
             self.lab.stop_agents(sig=signal.SIGKILL)
             env = dict(os.environ, ETHERCTL_LOCK_DIR=self.lock_dir)
@@ -312,9 +368,16 @@ def failover(setup, fault, port, args):
     """One fault on dc1-a, the takeover by dc1-b and dc1-a's return, under a stream."""
     lab = setup.lab
     setup.steady()
-    s = Stream()
+    s = Stream(virtual_server=setup.pools)
+    synced = None
     try:
         s.start(lab, setup.dir, port, args)
+        if setup.pools:  # the fault only once the standby has the connection (IPVS sync)
+            opened = time.time()
+            client_port = wait_for("the client's connection", setup.client_port)
+            wait_for("dc1-b to list the connection", lambda: setup.listed("dc1-b", client_port),
+                     step=0.2)
+            synced = time.time() - opened
         time.sleep(0.3)
         offsets = {unit: setup.log_offset(unit) for unit in ("dc1-a", "dc1-b")}
         t_fault = time.time()
@@ -363,6 +426,7 @@ def failover(setup, fault, port, args):
         return None if t0 is None or t1 is None else round(1000 * (t1 - t0), 1)
     record = {
         "fault": fault, "t_fault": round(t_fault, 3), "t_heal": round(t_heal, 3),
+        "standby_listed_ms": None if synced is None else round(1000 * synced, 1),
         "takeover_decided_ms": ms(t_fault, b_decided),
         "took_over": bool(b_applied),  # else dc1-a came back before dc1-b joined
         "restored_ms": ms(t_fault, t_restored),  # the first unit of dc1 in the segments again
@@ -417,6 +481,7 @@ def summarize(records, gap_ms):
            "failback_ms": stats("failback_ms", took_over, True),
            "takeover_decided_ms": stats("takeover_decided_ms", records),
            "restored_ms": stats("restored_ms", records),
+           "standby_listed_ms": stats("standby_listed_ms", records),
            "failback_outage_ms": stats("failback_outage_ms",
                                        [r for r in records if r["took_over"]])}
     out["failovers"] = len(records)
@@ -443,11 +508,19 @@ def main():
     ap.add_argument("--advert-ints", default="default,1",
                     help="set-ups: 'default' (the site file without advert_int) or seconds")
     ap.add_argument("--lab", default="bnlab", help="prefix of the labs' namespaces")
-    ap.add_argument("--json", help="write every failover and the summary here")
+    ap.add_argument("--virtual-server", action="store_true",
+                    help="a connection through dc1's virtual server instead of the tunnel "
+                    "stream (needs IPVS: the VM)")
+    ap.add_argument("--budget-min", type=float,
+                    help="--virtual-server: start no round of faults that would end later than "
+                    "this many minutes after the start")
+    ap.add_argument("--json", help="write every failover and the summary here ('-': stdout)")
     ap.add_argument("--settle", type=float, default=0.3,
                     help="seconds after the stream moved on before the next step")
-    ap.add_argument("--rate", type=float, default=409600, help="stream bytes per second")
-    ap.add_argument("--chunk", type=int, default=4096, help="stream bytes per send")
+    ap.add_argument("--rate", type=float,
+                    help="stream bytes per second (409600; --virtual-server 102400)")
+    ap.add_argument("--chunk", type=int,
+                    help="stream bytes per send (4096; --virtual-server 1024)")
     ap.add_argument("--gap-ms", type=float, default=20, help="shortest gap reported")
     ap.add_argument("--keep-logs", help="copy the agents' logs into this directory at the end")
     args = ap.parse_args()
@@ -456,20 +529,27 @@ def main():
         if fault not in FAULTS:
             ap.error(f"unknown fault {fault!r} (one of {', '.join(FAULTS)})")
     adverts = [parse_advert(a) for a in args.advert_ints.split(",")]
+    # Both send every 10 ms; the virtual server's smaller chunks spare the VM's one vCPU.
+    args.rate = args.rate or (102400 if args.virtual_server else 409600)
+    args.chunk = args.chunk or (1024 if args.virtual_server else 4096)
     if os.geteuid() != 0:
         ap.error("needs root (network namespaces, BPF)")
     if not os.access(args.etherctl, os.X_OK):
         ap.error(f"no etherctl binary at {args.etherctl}")
 
     estimate = sum(args.reps * len(faults) * (1.5 + 11.5 * (a or 0.1)) for a in adverts) + 60
+    if args.virtual_server:  # TCG: the connection's sync, the 8 s preempt delay, slow processes
+        estimate = args.reps * len(faults) * len(adverts) * 30 + 180
     log(f"{args.reps} failovers x {len(faults)} faults x {len(adverts)} set-ups: about "
         f"{estimate / 60:.0f} min")
     tmp = tempfile.mkdtemp(prefix="etherctl-bench-failover-")
     setups = []
     for advert in adverts:
         label = "default (advert_int 0.1)" if advert is None else f"advert_int {advert:g}"
+        if args.virtual_server:
+            label = "virtual server, " + label
         setups.append(Setup(label, advert, f"{args.lab}-{round(100 * (advert or 0.1))}", tmp,
-                            os.path.abspath(args.etherctl)))
+                            os.path.abspath(args.etherctl), pools=args.virtual_server))
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
@@ -477,31 +557,57 @@ def main():
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "host": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count(),
               "command": " ".join(sys.argv), "load_before": os.getloadavg(),
-              "stream": {"rate": args.rate, "chunk": args.chunk, "gap_ms": args.gap_ms},
+              "stream": {"rate": args.rate, "chunk": args.chunk, "gap_ms": args.gap_ms,
+                         "virtual_server": args.virtual_server},
               "setups": {}}
     traffic = []
     started = time.monotonic()
+    port = 5100
+
+    def one(setup, fault, rep):
+        nonlocal port
+        port = 5100 + (port - 5099) % 500
+        r = failover(setup, fault, port, args)
+        log(f"{setup.label} {fault} #{rep + 1}: failover {r['failover_ms']} ms, "
+            f"failback {r['failback_ms']} ms (agents: joined "
+            f"{r['restored_ms']} ms after the fault"
+            f"{'' if r['took_over'] else ', no takeover'}), stream "
+            f"{'ok' if r['stream_ok'] else 'LOST'}")
+        return r
     try:
         for setup in setups:
             log(f"{setup.label}: lab {setup.lab.name} up")
             setup.up()
             result["setups"][setup.label] = {"advert_int": setup.advert_int, "faults": {}}
-        port = 5100
-        for fault in faults:
+        if args.virtual_server:
+            # The faults take turns, so a budget that ends the run early leaves them equal n.
+            records = {setup.label: {fault: [] for fault in faults} for setup in setups}
+            longest = 0.0
+            for rep in range(args.reps):
+                spent = time.monotonic() - started
+                if args.budget_min and spent + longest + 90 > 60 * args.budget_min:
+                    log(f"budget: no round {rep + 1} (the longest took {longest:.0f} s)")
+                    break
+                t0 = time.monotonic()
+                for fault in faults:
+                    order = setups if rep % 2 == 0 else list(reversed(setups))
+                    for setup in order:
+                        records[setup.label][fault].append(one(setup, fault, rep))
+                longest = max(longest, time.monotonic() - t0)
+            for setup in setups:
+                for fault in faults:
+                    rows = records[setup.label][fault]
+                    result["setups"][setup.label]["faults"][fault] = {
+                        "summary": summarize(rows, args.gap_ms), "broadcasts": None,
+                        "failovers": rows}
+        for fault in faults if not args.virtual_server else ():
             traffic = [(setup, Broadcasts(setup.lab, setup.dir, fault)) for setup in setups]
             time.sleep(1)
             records = {setup.label: [] for setup in setups}
             for rep in range(args.reps):
                 order = setups if rep % 2 == 0 else list(reversed(setups))
                 for setup in order:
-                    port = 5100 + (port - 5099) % 500
-                    r = failover(setup, fault, port, args)
-                    records[setup.label].append(r)
-                    log(f"{setup.label} {fault} #{rep + 1}: failover {r['failover_ms']} ms, "
-                        f"failback {r['failback_ms']} ms (agents: joined "
-                        f"{r['restored_ms']} ms after the fault"
-                        f"{'' if r['took_over'] else ', no takeover'}), stream "
-                        f"{'ok' if r['stream_ok'] else 'LOST'}")
+                    records[setup.label].append(one(setup, fault, rep))
             for setup, b in traffic:
                 broadcasts = b.finish()
                 result["setups"][setup.label]["faults"][fault] = {
@@ -529,10 +635,12 @@ def main():
         subprocess.run(["rm", "-rf", tmp])
     result["load_after"] = os.getloadavg()
     result["minutes"] = round((time.monotonic() - started) / 60, 1)
-    if args.json:
+    report(result)
+    if args.json == "-":  # in the VM: its files are gone with it
+        print("\n" + json.dumps(result), flush=True)
+    elif args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
-    report(result)
     return 0
 
 
@@ -559,7 +667,8 @@ def report(result):
             print(f"| {label} | {fault} | {n} | {cell(s['failover_ms'])} | "
                   f"{cell(s['failback_ms'])} | {s['failback_longer']} | "
                   f"{cell(s['restored_ms'])} | {cell(s['failback_outage_ms'])} | "
-                  f"{s['connections_lost']} | {f['broadcasts']['duplicated']} |")
+                  f"{s['connections_lost']} | "
+                  f"{f['broadcasts']['duplicated'] if f['broadcasts'] else '–'} |")
     labels = list(result["setups"])
     if len(labels) == 2:
         a, b = (result["setups"][label]["faults"] for label in labels)
@@ -572,7 +681,9 @@ def report(result):
                     ratios.append(f"{fault} {x['median'] / y['median']:.2f}")
             print(f"\nMedian {what}, {labels[0]} / {labels[1]}: {', '.join(ratios)}")
     st = result["stream"]
-    print(f"\nStream: {st['chunk']} B every {1000 * st['chunk'] / st['rate']:.0f} ms; a phase "
+    what = ("the client's connection through dc1's virtual server" if st["virtual_server"]
+            else "the tunnel stream")
+    print(f"\nStream ({what}): {st['chunk']} B every {1000 * st['chunk'] / st['rate']:.0f} ms; a phase "
           f"without a gap of {st['gap_ms']:g} ms or more counts as {st['gap_ms']:g} ms "
           f"(below_gap_ms in the JSON). Times: median / p90 / max.")
 
