@@ -181,13 +181,25 @@ std::chrono::milliseconds Agent::interval() const {
 
 bool Agent::reconcile(Trigger trigger) {
   const auto started = Clock::now();
-  // Probes for unresolved members only on the timer's schedule: a member that never answers
-  // would otherwise wake every event-driven run again with its probe's own notifications.
-  engine::Options options = engine_options(
-      engine::Command::Apply, trigger != Trigger::Event && trigger != Trigger::Failover);
-  // A role change waits for a run that holds the lock rather than retrying later.
-  options.wait_for_lock = trigger == Trigger::Failover;
-  engine::Report report = engine::run(options);
+  engine::Options options;
+  engine::Report report;
+  for (bool again = false;; again = true) {
+    // Probes for unresolved members only on the timer's schedule: a member that never answers
+    // would otherwise wake every event-driven run again with its probe's own notifications.
+    options = engine_options(engine::Command::Apply,
+                             trigger != Trigger::Event && trigger != Trigger::Failover);
+    // A role change waits for a run that holds the lock rather than retrying later.
+    options.wait_for_lock = trigger == Trigger::Failover;
+    report = engine::run(options);
+    // A run that failed may have looked at the kernel in the middle of a change made behind
+    // its back: link and address dumps do not take the RTNL lock, so a link being deleted can
+    // be listed without its addresses, and the run then fails on "No such device". Look again,
+    // once, before calling it a failure (the first run rolled back what it had changed).
+    if (report.outcome != engine::Outcome::Failed || again) break;
+    ++stats_.reconcile_reruns;
+    log("reconcile ({}): {}; looking at the kernel again", trigger_name(trigger),
+        report.errors.empty() ? "failed" : report.errors.front().message);
+  }
   const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
   stats_.reconciles[static_cast<size_t>(report.outcome)] += 1;
   stats_.last_duration_seconds = seconds;
@@ -388,6 +400,7 @@ HttpResponse Agent::handle(const std::string& target) {
         {"started", stats_.started_unix},
         {"reconciles", reconciles},
         {"reconcile_failures", stats_.reconciles[1]},
+        {"reconcile_reruns", stats_.reconcile_reruns},
         {"changes_applied", stats_.changes_applied},
         {"last_reconcile", stats_.last_reconcile_unix},
         {"last_reconcile_duration_ms", stats_.last_duration_seconds * 1000},

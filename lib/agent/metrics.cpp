@@ -50,6 +50,9 @@ std::string render_metrics(const AgentStats& stats, const nlohmann::json& member
     w.sample("etherctl_reconciles_total", label("result", kReconcileResults[i]),
              stats.reconciles[i]);
   }
+  w.family("etherctl_reconcile_reruns_total", "counter",
+           "Reconciles that failed and were run again at once from a fresh look at the kernel.");
+  w.sample("etherctl_reconcile_reruns_total", "", stats.reconcile_reruns);
   w.family("etherctl_reconcile_changes_total", "counter", "Kernel changes made by reconciles.");
   w.sample("etherctl_reconcile_changes_total", "", stats.changes_applied);
   w.family("etherctl_reconcile_errors_total", "counter", "Reconciles that failed.");

@@ -13,6 +13,9 @@ namespace etherctl::agent {
 struct AgentStats {
   // Reconciles by how they ended: ok, failed, lock_held (another run had the lock), invalid.
   std::array<uint64_t, 4> reconciles{};
+  // Reconciles that failed once and were run again at once from a fresh look at the kernel
+  // (counted under `reconciles` once, by how the second run ended).
+  uint64_t reconcile_reruns = 0;
   uint64_t changes_applied = 0;
   double last_duration_seconds = 0;
   double duration_seconds_sum = 0;

@@ -14,6 +14,7 @@ namespace {
 TEST(Metrics, ExpositionIsWellFormedAndGroupedByFamily) {
   AgentStats stats;
   stats.reconciles = {5, 1, 2, 0};
+  stats.reconcile_reruns = 3;
   stats.changes_applied = 7;
   stats.in_sync = true;
   stats.digest = "sha256:ab";
@@ -55,6 +56,7 @@ TEST(Metrics, ExpositionIsWellFormedAndGroupedByFamily) {
   }
   EXPECT_NE(text.find("etherctl_reconciles_total{result=\"lock_held\"} 2\n"), std::string::npos);
   EXPECT_NE(text.find("etherctl_reconcile_duration_seconds_count 8\n"), std::string::npos);
+  EXPECT_NE(text.find("etherctl_reconcile_reruns_total 3\n"), std::string::npos);
   EXPECT_NE(text.find("etherctl_member_weight{pool=\"we\\\"b\",member=\"10.1.0.22:80\"} 0\n"),
             std::string::npos);
   EXPECT_NE(text.find("etherctl_member_location{pool=\"web\",member=\"10.1.0.21:80\","
