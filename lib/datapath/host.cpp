@@ -154,7 +154,14 @@ std::vector<Sysctl> sysctls(const std::string& tunnel, bool ipv6_outer, bool ips
   std::vector<Sysctl> out = {{"net/ipv4/conf", eip, "forwarding", "1"},
                              {"net/ipv4/conf", eip, "accept_local", "1"},
                              {"net/ipv4/conf", "all", "rp_filter", "0"},
-                             {"net/ipv4/conf", eip, "rp_filter", "0"}};
+                             {"net/ipv4/conf", eip, "rp_filter", "0"},
+                             // The tunnel end is only ever a bridge port (self IPs live on
+                             // VLANs and VLAN groups). Without IPv6 it sends nothing of its
+                             // own across the WAN: no router solicitations (retried for ever,
+                             // RFC 7559), MLD reports or DAD. On a pair's standby, which has
+                             // no SA, each of those met the blocking policy and left a larval
+                             // state for 30 s.
+                             {"net/ipv6/conf", tunnel, "disable_ipv6", "1"}};
   if (ipv6_outer) {
     // No addresses of its own (they would chatter into the bridge); ip6_forward checks the
     // global forwarding switch, not the device's.

@@ -72,6 +72,9 @@ TEST_F(TunnelKindTest, CreateObserveModifyRemove) {
   EXPECT_NE(sh_out("tc filter show dev eip-dcx ingress").find("etherip_encap"), std::string::npos);
   EXPECT_NE(sh_out("tc filter show dev u0 ingress").find("etherip_decap"), std::string::npos);
   EXPECT_EQ(sh_out("cat /proc/sys/net/ipv4/conf/eip-dcx/accept_local"), "1\n");
+  // The tunnel end sends nothing of its own into the tunnel: no IPv6, so no address either.
+  EXPECT_EQ(sh_out("cat /proc/sys/net/ipv6/conf/dcx/disable_ipv6"), "1\n");
+  EXPECT_EQ(sh_out("ip -6 addr show dev dcx"), "");
   EXPECT_EQ(sh_out("ethtool -k dcx | grep -E '^tcp-segmentation-offload|^tx-checksumming'"),
             "tx-checksumming: on\ntcp-segmentation-offload: off\n");
 
@@ -143,7 +146,8 @@ TEST_F(TunnelKindTest, LinkSettingsAreInPlaceAndDriftIsRepaired) {
   // Behind etherctl's back: GRO off on the bridge port, TSO on the eip end (no NAPI then),
   // reverse-path filtering on eip (the outer packets would be dropped).
   ASSERT_EQ(std::system("ethtool -K lnk gro off tx off && ethtool -K eip-lnk tso on && "
-                        "sysctl -qw net.ipv4.conf.eip-lnk.rp_filter=1"),
+                        "sysctl -qw net.ipv4.conf.eip-lnk.rp_filter=1 && "
+                        "sysctl -qw net.ipv6.conf.lnk.disable_ipv6=0"),
             0);
   objects = observe();
   seen = find(objects, "lnk");
@@ -155,6 +159,7 @@ TEST_F(TunnelKindTest, LinkSettingsAreInPlaceAndDriftIsRepaired) {
       << drift;
   EXPECT_NE(drift.find("eip-lnk: tx-tcp-segmentation is on"), std::string::npos) << drift;
   EXPECT_NE(drift.find("net/ipv4/conf/eip-lnk/rp_filter is 1"), std::string::npos) << drift;
+  EXPECT_NE(drift.find("net/ipv6/conf/lnk/disable_ipv6 is 0"), std::string::npos) << drift;
   ops().modify(netlink, desired, *seen);
   objects = observe();
   seen = find(objects, "lnk");
@@ -163,6 +168,7 @@ TEST_F(TunnelKindTest, LinkSettingsAreInPlaceAndDriftIsRepaired) {
   EXPECT_NE(offloads("lnk").find("generic-receive-offload: on"), std::string::npos);
   EXPECT_NE(offloads("lnk").find("tx-checksumming: on"), std::string::npos);
   EXPECT_EQ(sh_out("cat /proc/sys/net/ipv4/conf/eip-lnk/rp_filter"), "0\n");
+  EXPECT_EQ(sh_out("cat /proc/sys/net/ipv6/conf/lnk/disable_ipv6"), "1\n");
 
   // The settings live on the pair, which goes with the tunnel.
   ops().remove(netlink, *seen);
