@@ -162,7 +162,32 @@ void print_pending(const nlohmann::json& status) {
 }
 
 // One or two lines on a tunnel's IPsec SAs (engine: ipsec::sa_status).
-void print_ipsec(const std::string& tunnel, const nlohmann::json& sa) {
+// `role`: the unit's failover role ("" when it is in no failover group).
+void print_ipsec(const std::string& tunnel, const nlohmann::json& sa, const std::string& role) {
+  if (!sa.value("connection_loaded", true)) {
+    const int64_t states = sa.value("xfrm_states", int64_t{0});
+    const int64_t larval = sa.value("larval_states", int64_t{0});
+    const std::string held =
+        states == 0 ? "no SA in the kernel"
+                    : fmt::format("{} xfrm state{} in the kernel{}", states, states == 1 ? "" : "s",
+                                  larval > 0 ? fmt::format(" ({} larval: a packet met the policy "
+                                                           "and was dropped; the kernel drops the "
+                                                           "state within 30 s)",
+                                                           larval)
+                                             : "");
+    if (role == "standby") {
+      fmt::print(
+          "tunnel {}: IPsec: standby: no connection here (the active unit negotiates the "
+          "tunnel's SAs), {}; the policies keep clear EtherIP off the wire\n",
+          tunnel, held);
+    } else {
+      fmt::print(
+          "tunnel {}: IPsec: NOT established: no connection loaded in charon (the next apply "
+          "loads it), {}; nothing is sent in clear\n",
+          tunnel, held);
+    }
+    return;
+  }
   if (sa.contains("receive_problem"))
     fmt::print("tunnel {}: IPsec: {}\n", tunnel, sa["receive_problem"].get<std::string>());
   if (sa.contains("error")) {
@@ -188,6 +213,9 @@ void print_ipsec(const std::string& tunnel, const nlohmann::json& sa) {
 
 // Datapath counters of each tunnel (status, with or without a site file).
 void print_tunnel_counters(const nlohmann::json& status) {
+  const std::string role = status.contains("failover") && status["failover"].is_object()
+                               ? status["failover"].value("role", "")
+                               : "";
   for (const auto& o : status["objects"]) {
     if (!o.contains("counters")) continue;
     const auto& c = o["counters"];
@@ -202,7 +230,7 @@ void print_tunnel_counters(const nlohmann::json& status) {
         c["tx_bytes"].get<uint64_t>(), c["rx_packets"].get<uint64_t>(),
         c["rx_bytes"].get<uint64_t>(), c["rx_fragments"].get<uint64_t>(),
         c["reassembled"].get<uint64_t>(), drops.empty() ? " none" : drops);
-    if (o.contains("ipsec")) print_ipsec(o["name"].get<std::string>(), o["ipsec"]);
+    if (o.contains("ipsec")) print_ipsec(o["name"].get<std::string>(), o["ipsec"], role);
   }
 }
 

@@ -154,19 +154,28 @@ std::string render_metrics(const AgentStats& stats, const nlohmann::json& member
       {"etherctl_tunnel_ipsec_sa_rekey_seconds", "Seconds until the ESP SA is rekeyed.", "child",
        "rekey_seconds"},
   };
-  w.family("etherctl_tunnel_ipsec_established", "gauge",
-           "1 when an ESP SA negotiated by charon carries the tunnel, else 0.");
-  for (const auto& [tunnel, t] : tunnels.items()) {
-    if (!t.contains("ipsec")) continue;
-    w.sample("etherctl_tunnel_ipsec_established", label("tunnel", tunnel),
-             t["ipsec"].value("established", false) ? 1 : 0);
-  }
-  w.family("etherctl_tunnel_ipsec_receive_ready", "gauge",
-           "1 when the kernel can decrypt what the tunnel receives (ESP GRO), else 0.");
-  for (const auto& [tunnel, t] : tunnels.items()) {
-    if (!t.contains("ipsec")) continue;
-    w.sample("etherctl_tunnel_ipsec_receive_ready", label("tunnel", tunnel),
-             t["ipsec"].contains("receive_problem") ? 0 : 1);
+  struct Flag {
+    const char* metric;
+    const char* help;
+    bool (*value)(const nlohmann::json& ipsec);
+  };
+  const Flag flags[] = {
+      {"etherctl_tunnel_ipsec_established",
+       "1 when an ESP SA negotiated by charon carries the tunnel, else 0.",
+       [](const nlohmann::json& ipsec) { return ipsec.value("established", false); }},
+      {"etherctl_tunnel_ipsec_connection_loaded",
+       "1 when the tunnel's IPsec connection is loaded here (0: a failover pair's standby).",
+       [](const nlohmann::json& ipsec) { return ipsec.value("connection_loaded", true); }},
+      {"etherctl_tunnel_ipsec_receive_ready",
+       "1 when the kernel can decrypt what the tunnel receives (ESP GRO), else 0.",
+       [](const nlohmann::json& ipsec) { return !ipsec.contains("receive_problem"); }},
+  };
+  for (const auto& f : flags) {
+    w.family(f.metric, "gauge", f.help);
+    for (const auto& [tunnel, t] : tunnels.items()) {
+      if (!t.contains("ipsec")) continue;
+      w.sample(f.metric, label("tunnel", tunnel), f.value(t["ipsec"]) ? 1 : 0);
+    }
   }
   for (const auto& g : gauges) {
     w.family(g.metric, "gauge", g.help);

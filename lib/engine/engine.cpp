@@ -27,6 +27,7 @@
 #include "ipsec/connection_kind.hpp"
 #include "kernel/kind.hpp"
 #include "kernel/snapshot.hpp"
+#include "kernel/xfrm_states.hpp"
 #include "location/location.hpp"
 #include "location/observe.hpp"
 #include "model/failover.hpp"
@@ -338,14 +339,39 @@ nlohmann::json tunnel_counters() {
     // A tunnel with IPsec (its connection file is there): its SAs as charon reports them.
     if (::access(ipsec::Settings::current().file_of(tunnel.spec.name).c_str(), F_OK) == 0) {
       auto& sa = out[tunnel.spec.name]["ipsec"] = ipsec::sa_status(tunnel.spec.name);
+      sa["connection_loaded"] = true;
       // SAs up but nothing decrypted: the kernel cannot decrypt on the tunnel's receive path.
       if (std::string why = datapath::esp_gro_missing(); !why.empty()) sa["receive_problem"] = why;
+    } else if (tunnel.spec.ipsec_reqid != 0) {
+      // The datapath demands IPsec but no connection is loaded here: the standby of a failover
+      // pair (the active unit holds the connection), or a tunnel whose connection the next
+      // apply loads. The kernel's states of the tunnel say what is left: none, or a larval one
+      // (a packet met the blocking policy; the kernel drops it within xfrm_acq_expires).
+      const auto states = kernel::xfrm_states_of(tunnel.spec.ipsec_reqid);
+      const auto larval = std::count_if(states.begin(), states.end(),
+                                        [](const kernel::XfrmState& s) { return s.spi == 0; });
+      out[tunnel.spec.name]["ipsec"] = {{"established", false},
+                                        {"connection_loaded", false},
+                                        {"xfrm_states", states.size()},
+                                        {"larval_states", larval}};
     }
   }
   return out;
 }
 
 namespace {
+
+// A tunnel object of `status` gets its datapath counters, and its IPsec state beside them.
+void attach_counters(nlohmann::json& object, const nlohmann::json& counters) {
+  const std::string key = object["key"].get<std::string>();
+  if (!counters.contains(key)) return;
+  nlohmann::json c = counters[key];
+  if (c.contains("ipsec")) {
+    object["ipsec"] = c["ipsec"];
+    c.erase("ipsec");
+  }
+  object["counters"] = c;
+}
 
 nlohmann::json status_of(const plan::Objects& desired, const plan::Objects& observed,
                          const plan::Plan& plan, const nlohmann::json& members) {
@@ -378,14 +404,7 @@ nlohmann::json status_of(const plan::Objects& desired, const plan::Objects& obse
   for (const auto& o : desired) add(o, o.path);
   nlohmann::json counters = tunnel_counters();
   for (auto& object : objects) {
-    if (object["kind"] == plan::kTunnel && counters.contains(object["key"])) {
-      nlohmann::json c = counters[object["key"].get<std::string>()];
-      if (c.contains("ipsec")) {
-        object["ipsec"] = c["ipsec"];
-        c.erase("ipsec");
-      }
-      object["counters"] = c;
-    }
+    if (object["kind"] == plan::kTunnel) attach_counters(object, counters);
   }
   for (const auto& change : plan.changes) {
     if (change.op == Op::Delete && change.desired.key.empty() && change.reason.empty()) {
@@ -424,14 +443,7 @@ nlohmann::json owned_objects(const plan::Objects& observed, const kernel::Snapsh
         {"key", o.key},     {"device", device == device_of_link.end() ? "" : device->second},
         {"owned", o.owned}, {"state", o.owned ? "owned" : "port of an etherctl bridge"},
         {"attrs", attrs}};
-    if (o.kind == plan::kTunnel && counters.contains(o.key)) {
-      nlohmann::json c = counters[o.key];
-      if (c.contains("ipsec")) {
-        object["ipsec"] = c["ipsec"];
-        c.erase("ipsec");
-      }
-      object["counters"] = c;
-    }
+    if (o.kind == plan::kTunnel) attach_counters(object, counters);
     objects.push_back(std::move(object));
   }
   return objects;

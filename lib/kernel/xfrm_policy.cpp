@@ -20,8 +20,10 @@
 #include <map>
 #include <memory>
 #include <tuple>
+#include <vector>
 
 #include "kernel/detail.hpp"
+#include "kernel/xfrm_states.hpp"
 #include "model/ip.hpp"
 #include "model/ipsec.hpp"
 
@@ -264,17 +266,28 @@ uint32_t give_spi(Netlink& xfrm, const xfrm_usersa_info& larval, const std::stri
   return spi;
 }
 
-void delete_states(Netlink& xfrm, const Address& src, const Address& dst, uint32_t reqid,
-                   const std::string& what) {
+// Every state of `reqid`, larval ones included.
+std::vector<xfrm_usersa_info> states_of(Netlink& xfrm, uint32_t reqid) {
   std::vector<xfrm_usersa_info> found;
   Message request(XFRM_MSG_GETSA, 0);
   request.put_header<xfrm_usersa_info>();
   xfrm.dump(request, [&](const nlmsghdr* header) {
     if (header->nlmsg_type != XFRM_MSG_NEWSA) return;
-    const auto* sa = static_cast<const xfrm_usersa_info*>(mnl_nlmsg_get_payload(header));
-    if (sa->reqid != reqid || sa->family != src.family) return;
-    if (!same_address(sa->saddr, src.bytes) || !same_address(sa->id.daddr, dst.bytes)) return;
-    found.push_back(*sa);
+    // Copied out: the netlink payload is 4-byte aligned, the struct wants 8 (UBSan).
+    if (mnl_nlmsg_get_payload_len(header) < sizeof(xfrm_usersa_info)) return;
+    xfrm_usersa_info sa{};
+    std::memcpy(&sa, mnl_nlmsg_get_payload(header), sizeof(sa));
+    if (sa.reqid == reqid) found.push_back(sa);
+  });
+  return found;
+}
+
+void delete_states(Netlink& xfrm, const Address& src, const Address& dst, uint32_t reqid,
+                   const std::string& what) {
+  std::vector<xfrm_usersa_info> found = states_of(xfrm, reqid);
+  std::erase_if(found, [&](const xfrm_usersa_info& sa) {
+    return sa.family != src.family || !same_address(sa.saddr, src.bytes) ||
+           !same_address(sa.id.daddr, dst.bytes);
   });
   for (const xfrm_usersa_info& sa : found) {
     try {
@@ -316,5 +329,19 @@ void remove(Netlink& netlink, const plan::Object& observed) {
 }  // namespace
 
 KindOps xfrm_policy_kind() { return {plan::kIpsecPolicy, observe, create, modify, remove}; }
+
+std::vector<XfrmState> xfrm_states_of(uint32_t reqid) {
+  std::vector<XfrmState> states;
+  try {
+    Netlink xfrm(NETLINK_XFRM);
+    for (const xfrm_usersa_info& sa : states_of(xfrm, reqid)) {
+      states.push_back(
+          {format(sa.family, sa.saddr), format(sa.family, sa.id.daddr), ntohl(sa.id.spi)});
+    }
+  } catch (const KernelError&) {
+    // no xfrm in this kernel: no states
+  }
+  return states;
+}
 
 }  // namespace etherctl::kernel

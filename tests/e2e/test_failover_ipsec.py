@@ -163,6 +163,15 @@ class FailoverIpsecTest(unittest.TestCase):
             cls.wait_sa("dc1-a")
             cls.wait_sa("dc2-a")
         except BaseException:
+            # The VM's files are gone with it: what the agents and charons said goes to stderr.
+            for unit in halab.UNITS:
+                for name in (f"{unit}.log", f"{unit}-ipsec/charon.log"):
+                    path = os.path.join(cls.tmp, name)
+                    if os.path.exists(path):
+                        with open(path, errors="replace") as f:
+                            tail = f.readlines()[-40:]
+                        print(f"---- {name} (last {len(tail)} lines) ----", *tail, sep="",
+                              file=sys.stderr)
             cls.tearDownClass()
             raise
 
@@ -384,6 +393,17 @@ class FailoverIpsecTest(unittest.TestCase):
         status = json.loads(self.etherctl("dc1-a", "--json", "status").stdout)["status"]
         tunnel = [o for o in status["objects"] if o["kind"] == "tunnel" and o["name"] == "dcx"][0]
         self.assertTrue(tunnel["ipsec"]["established"], tunnel)
+        self.assertTrue(tunnel["ipsec"]["connection_loaded"], tunnel)
+        # The standby says why it has no SA (and that it has none), in JSON and in text.
+        status = json.loads(self.etherctl("dc1-b", "--json", "status").stdout)["status"]
+        tunnel = [o for o in status["objects"] if o["kind"] == "tunnel" and o["name"] == "dcx"][0]
+        self.assertEqual({k: tunnel["ipsec"].get(k) for k in
+                          ("established", "connection_loaded", "xfrm_states", "larval_states")},
+                         {"established": False, "connection_loaded": False, "xfrm_states": 0,
+                          "larval_states": 0}, tunnel)
+        text = self.etherctl("dc1-b", "status").stdout
+        self.assertIn("tunnel dcx: IPsec: standby: no connection here (the active unit "
+                      "negotiates the tunnel's SAs), no SA in the kernel", text)
 
     def test_2_wan_link_down_and_return(self):
         self.fault_and_return("wan-down", lambda: self.lab.fault("wan-up", "dc1-a"))

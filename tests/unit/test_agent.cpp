@@ -31,7 +31,12 @@ TEST(Metrics, ExpositionIsWellFormedAndGroupedByFamily) {
     "ipsec": {"established": true, "receive_problem": "no ESP GRO",
               "ike": {"established_seconds": 30, "rekey_seconds": 14000},
               "child": {"installed_seconds": 20, "rekey_seconds": 3500, "bytes_in": 10,
-                        "packets_in": 1, "bytes_out": 20, "packets_out": 2}}}})");
+                        "packets_in": 1, "bytes_out": 20, "packets_out": 2},
+              "connection_loaded": true}},
+    "dcz": {"tx_packets": 0, "tx_bytes": 0, "rx_packets": 0, "rx_bytes": 0, "rx_fragments": 0,
+    "reassembled": 0, "drops": {},
+    "ipsec": {"established": false, "connection_loaded": false, "xfrm_states": 0,
+              "larval_states": 0}}})");
   const std::string text = render_metrics(stats, members, tunnels);
 
   // Every sample line is NAME{labels} VALUE or NAME VALUE, after its family's TYPE line, and
@@ -74,6 +79,13 @@ TEST(Metrics, ExpositionIsWellFormedAndGroupedByFamily) {
   EXPECT_NE(text.find("etherctl_tunnel_ipsec_sa_bytes{tunnel=\"dcy\",direction=\"out\"} 20\n"),
             std::string::npos);
   EXPECT_EQ(text.find("etherctl_tunnel_ipsec_established{tunnel=\"dcx\"}"), std::string::npos);
+  EXPECT_NE(text.find("etherctl_tunnel_ipsec_connection_loaded{tunnel=\"dcy\"} 1\n"),
+            std::string::npos);
+  // A pair's standby: no connection here, nothing established, no SA gauges.
+  EXPECT_NE(text.find("etherctl_tunnel_ipsec_connection_loaded{tunnel=\"dcz\"} 0\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("etherctl_tunnel_ipsec_established{tunnel=\"dcz\"} 0\n"), std::string::npos);
+  EXPECT_EQ(text.find("etherctl_tunnel_ipsec_sa_age_seconds{tunnel=\"dcz\"}"), std::string::npos);
   EXPECT_NE(text.find("etherctl_in_sync 1\n"), std::string::npos);
 }
 
