@@ -5,10 +5,11 @@ on the tunnel between the two groups: on every unit `etherctl watch`, keepalived
 of its own (tests/support/charon.py: a private /run per namespace, NOTES §8). The connection is
 the active role's (docs/failover.md, "IPsec on a pair's tunnel"): the active units hold it and
 its SAs, the standby units hold none, only the blocking policies. Faults on dc1's active unit
-(its WAN link down; every keepalived process of it killed) and its return, each with a TCP
+(its WAN link down; every keepalived process of it killed; all its links down) and its return, each with a TCP
 stream vm2 -> vm1 across the tunnel checking every byte; tcpdump on the WAN switches' unit ports
 sees no clear EtherIP at any time; forged clear EtherIP is dropped and counted by both units in
-both roles; removing the groups, then "ipsec", leaves no connection, SA or policy behind.
+both roles; a standby's status says it holds no connection and the kernel no SA of the tunnel;
+removing the groups, then "ipsec", leaves no connection, SA or policy behind.
 
 advert_int is 1 s here, not the default 0.1 s: the emulated VM has one CPU shared by four
 agents, four charons, eight keepalived processes, the traffic and tcpdump, and a VRRP master
@@ -351,7 +352,7 @@ class FailoverIpsecTest(unittest.TestCase):
                 self.assertLess(time.monotonic(), deadline, self.logs())
                 time.sleep(0.1)
             sa_b = time.time()
-            if fault == "wan-down":  # dc1-a stays standby until its link returns
+            if fault in ("wan-down", "links-down"):  # dc1-a stays standby until they return
                 self.assert_holds_ipsec("dc1-b", self.logs())
                 self.assert_holds_no_sa("dc1-a", self.logs())
             if fault == "kill-keepalived":  # both roles, both units, a clear packet each
@@ -410,6 +411,10 @@ class FailoverIpsecTest(unittest.TestCase):
 
     def test_3_keepalived_crash_and_return(self):
         self.fault_and_return("kill-keepalived", lambda: None)  # the agent restarts keepalived
+
+    def test_4_all_links_down_and_return(self):
+        # the host dies: it can say nothing to the peer (no DELETE), its SAs die with its role
+        self.fault_and_return("links-down", lambda: self.lab.fault("links-up", "dc1-a"))
 
     def test_8_no_clear_etherip_crossed_the_wan(self):
         forged = 0
