@@ -151,8 +151,9 @@ class FailoverTest(unittest.TestCase):
         keep_logs_and_remove(cls.tmp)
 
     def etherctl(self, unit, *args, check=True):
-        return run(ETHERCTL, "--netns", self.lab.ns(unit), "--device", unit, *args, self.site,
-                   check=check, env=dict(os.environ, ETHERCTL_LOCK_DIR=self.lock_dir))
+        # --wait: the unit's agent holds the namespace's lock during each of its reconciles
+        return run(ETHERCTL, "--netns", self.lab.ns(unit), "--device", unit, "--wait", *args,
+                   self.site, check=check, env=dict(os.environ, ETHERCTL_LOCK_DIR=self.lock_dir))
 
     def status(self, unit):
         return json.loads(self.etherctl(unit, "--json", "status").stdout)
