@@ -30,7 +30,7 @@ namespace {
 namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
 
-enum class Trigger { Start, Event, Periodic, Reload, Retry, Failover };
+enum class Trigger { Start, Event, Periodic, Reload, Retry, AfterFailure, Failover };
 
 const char* trigger_name(Trigger trigger) {
   switch (trigger) {
@@ -44,6 +44,8 @@ const char* trigger_name(Trigger trigger) {
       return "reload";
     case Trigger::Retry:
       return "retry";
+    case Trigger::AfterFailure:
+      return "after a failure";
     case Trigger::Failover:
       return "failover";
   }
@@ -64,6 +66,7 @@ class Agent {
         debounce_timer_(io_),
         periodic_timer_(io_),
         retry_timer_(io_),
+        failure_timer_(io_),
         watchdog_timer_(io_),
         failover_({[this] { request_failover_reconcile(); },
                    [](const std::string& line) { log("{}", line); }}) {}
@@ -77,6 +80,10 @@ class Agent {
   void wait_for_signal();
   void arm_periodic();
   void arm_watchdog(std::chrono::microseconds every);
+  // A reconcile that failed (twice: see reconcile()) may wait for something no kernel event
+  // announces, such as charon coming up: run again after 1 s, then 2, 4... at most every
+  // interval(), until one succeeds. Kernel events do not start reconciles meanwhile.
+  void arm_retry_after_failure(Trigger trigger);
   bool reconcile(Trigger trigger);  // true when it succeeded
   // From the election thread: a reconcile with the role as it is then, on this thread (one
   // pending at a time).
@@ -90,7 +97,11 @@ class Agent {
   WatchOptions options_;
   asio::io_context io_;
   asio::signal_set signals_;
-  asio::steady_timer debounce_timer_, periodic_timer_, retry_timer_, watchdog_timer_;
+  asio::steady_timer debounce_timer_, periodic_timer_, retry_timer_, failure_timer_,
+      watchdog_timer_;
+  static constexpr std::chrono::milliseconds kFirstRetryAfterFailure{1000};
+  std::chrono::milliseconds failure_delay_ = kFirstRetryAfterFailure;
+  bool failure_retry_armed_ = false;
   std::unique_ptr<EventSocket> events_;
   std::unique_ptr<asio::posix::stream_descriptor> event_descriptor_;
   std::unique_ptr<HttpServer> http_;
@@ -121,10 +132,11 @@ engine::Options Agent::engine_options(engine::Command command, bool resolve) con
   o.preloaded_sha256 = site_.sha256;
   o.role = failover_.role();
   if (command == engine::Command::Apply) o.join_gate = failover_.join_gate();
-  // A unit of a pair does not wait for its IPsec SAs: the next transition's reconcile (the
-  // floating address given up) must never wait behind an IKE negotiation. charon negotiates
-  // on; `status` shows it, and the next reconcile restarts a connection charon gave up.
-  if (o.role) o.ipsec_wait = std::chrono::milliseconds(0);
+  // The agent never waits for IPsec SAs (apply does, up to --ipsec-wait): while the peer is
+  // away each reconcile would hold the lock, and the repair of drift, a pool's re-weighting or
+  // a pair's next transition, behind an IKE negotiation. charon negotiates on; `status` and
+  // /metrics show it, and each reconcile restarts a connection charon gave up.
+  o.ipsec_wait = std::chrono::milliseconds(0);
   return o;  // no netns: the agent entered it once, at start
 }
 
@@ -210,6 +222,9 @@ bool Agent::reconcile(Trigger trigger) {
   switch (report.outcome) {
     case engine::Outcome::Ok:
       stats_.last_success_unix = stats_.last_reconcile_unix;
+      failure_timer_.cancel();
+      failure_retry_armed_ = false;
+      failure_delay_ = kFirstRetryAfterFailure;
       stats_.in_sync = report.held_back.empty();
       if (!report.held_back.empty()) {
         if (report.held_back != held_back_) log("{}", report.held_back);  // once, not each run
@@ -254,6 +269,7 @@ bool Agent::reconcile(Trigger trigger) {
         log("reconcile ({}) failed: {}{}", trigger_name(trigger),
             e.path.empty() ? "" : e.path + ": ", e.message);
       }
+      if (report.outcome == engine::Outcome::Failed) arm_retry_after_failure(trigger);
       break;
   }
   if (report.outcome != engine::Outcome::LockHeld) {
@@ -303,7 +319,9 @@ void Agent::on_events() {
   for (const auto& address : batch.neighbours) {
     if (member_addresses_.count(address)) relevant = true;
   }
-  if (!relevant || event_reconcile_pending_) return;
+  // After a failure the retry's timer decides: the failed run's rollback made events of its
+  // own, and reacting to them would create and delete the same objects in a loop.
+  if (!relevant || event_reconcile_pending_ || failure_retry_armed_) return;
   event_reconcile_pending_ = true;
   debounce_timer_.expires_after(options_.debounce);
   debounce_timer_.async_wait([this](boost::system::error_code e) {
@@ -318,6 +336,21 @@ void Agent::arm_periodic() {
     if (e) return;
     reconcile(Trigger::Periodic);
     arm_periodic();
+  });
+}
+
+void Agent::arm_retry_after_failure(Trigger trigger) {
+  if (failure_retry_armed_) return;  // an earlier failure's retry comes first
+  failure_retry_armed_ = true;
+  const auto delay = std::min(failure_delay_, interval());
+  log("reconcile ({}): next try in {:.0f} s", trigger_name(trigger),
+      std::chrono::duration<double>(delay).count());
+  failure_delay_ = std::min(failure_delay_ * 2, interval());
+  failure_timer_.expires_after(delay);
+  failure_timer_.async_wait([this](boost::system::error_code e) {
+    if (e) return;
+    failure_retry_armed_ = false;
+    reconcile(Trigger::AfterFailure);
   });
 }
 
@@ -366,6 +399,7 @@ void Agent::stop() {
   debounce_timer_.cancel();
   periodic_timer_.cancel();
   retry_timer_.cancel();
+  failure_timer_.cancel();
   watchdog_timer_.cancel();
   if (event_descriptor_) event_descriptor_->cancel(ignored);
   if (http_) http_->stop();

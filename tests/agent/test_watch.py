@@ -18,6 +18,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cli"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import charon as charon_mod  # noqa: E402
 from netns import Netns, sh  # noqa: E402
 
 ETHERCTL = os.environ.get("ETHERCTL", "etherctl")
@@ -118,10 +120,11 @@ class Agent:
                 self.proc.kill()
                 self.proc.wait()
         self.reader.join(timeout=5)
+        self.proc.stdout.close()
         return self.proc.returncode
 
 
-class WatchTest(unittest.TestCase):
+class WatchBase(unittest.TestCase):
     def setUp(self):
         self.ns = Netns("ecwatch")
         self.addCleanup(self.ns.delete)
@@ -134,6 +137,7 @@ class WatchTest(unittest.TestCase):
         self.site = copy.deepcopy(SITE)
         self.site_path = os.path.join(self.tmp.name, "site.json")
         self.write_site()
+        self.env = dict(os.environ, ETHERCTL_LOCK_DIR=self.lock_dir)
 
     def write_site(self, text=None):
         with open(self.site_path + ".new", "w") as f:
@@ -148,16 +152,14 @@ class WatchTest(unittest.TestCase):
 
     def etherctl(self, *args, expect=0):
         result = subprocess.run([ETHERCTL, "--netns", self.ns.name, "--device", "dc1", *args,
-                                 self.site_path], capture_output=True, text=True,
-                                env=dict(os.environ, ETHERCTL_LOCK_DIR=self.lock_dir))
+                                 self.site_path], capture_output=True, text=True, env=self.env)
         self.assertEqual(result.returncode, expect, result.stdout + result.stderr)
         return result
 
     def plan_is_empty(self):
         result = subprocess.run([ETHERCTL, "--netns", self.ns.name, "--device", "dc1", "--wait",
                                  "--detailed-exitcodes", "plan", self.site_path],
-                                capture_output=True, text=True,
-                                env=dict(os.environ, ETHERCTL_LOCK_DIR=self.lock_dir))
+                                capture_output=True, text=True, env=self.env)
         return result.returncode == 0
 
     def addresses(self):
@@ -177,6 +179,8 @@ class WatchTest(unittest.TestCase):
                 return now
         raise AssertionError(f"reconciles did not stop within {timeout} s:\n{agent.log()}")
 
+
+class WatchTest(WatchBase):
     def test_repairs_drift_of_owned_objects_from_events(self):
         agent = self.start()
         state = self.ns.state()
@@ -334,6 +338,55 @@ class WatchTest(unittest.TestCase):
         self.assertEqual(result.returncode, 1)
         self.assertIn("/devices/dc1/vlans", result.stderr)
         self.assertIn("not starting", result.stderr)
+
+
+class WatchIpsecTest(WatchBase):
+    """The tunnel with IPsec, charon in the test's namespace. This kernel has no ESP states and
+    the peer does not exist: no SA ever comes up, which is what the agent must not wait for."""
+
+    def setUp(self):
+        why = charon_mod.available()
+        if why:
+            raise unittest.SkipTest(why)
+        super().setUp()
+        psk = os.path.join(self.tmp.name, "dcx.psk")
+        with open(os.open(psk, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write("etherctl-watch-test-key-" + os.urandom(12).hex() + "\n")
+        self.site["tunnels"]["dcx"]["ipsec"] = {"psk_file": psk}
+        self.write_site()
+        self.charon = charon_mod.Charon(self.ns.name, os.path.join(self.tmp.name, "ipsec"))
+        self.addCleanup(self.charon.stop)
+        self.env.update(self.charon.env())
+
+    def test_charon_starting_late_and_a_missing_sa_hold_nothing_back(self):
+        # At boot the agent may start before strongSwan. Its reconciles fail (no charon; each
+        # run rolls back) and are tried again after 1, 2, 4 s..., not only every --interval.
+        agent = Agent(self, env=self.charon.env())
+        self.addCleanup(agent.stop)
+        wait_for(lambda: agent.find(r"reconcile \(after a failure\): next try in 4 s"),
+                 timeout=20, what="two tries after the first failure")
+        self.assertTrue(agent.find(r"reconcile \(start\): next try in 1 s"), agent.log())
+        self.assertTrue(agent.find(r"reconcile \(after a failure\) failed: .*cannot reach charon"),
+                        agent.log())
+        started = time.monotonic()
+        self.charon.start()
+        wait_for(lambda: "etherctl-dcx" in self.charon.conns() and self.plan_is_empty(),
+                 timeout=20, what="the site applied once charon runs (--interval is 60 s)")
+        self.assertLess(time.monotonic() - started, 20, agent.log())
+        self.assertTrue(agent.find(r"reconcile \(after a failure\): \d+ changes"), agent.log())
+        # Each failed run's rollback made kernel events; none started a reconcile (which would
+        # have failed and rolled back in turn, in a loop).
+        self.assertIsNone(agent.find(r"reconcile \(kernel event\)"), agent.log())
+        # No SA, and none coming: the agent's reconciles do not wait for one (apply would, up to
+        # --ipsec-wait, 30 s), so drift is still repaired at once.
+        state = self.ns.state()
+        self.ns.ip("addr", "del", "10.1.0.1/24", "dev", "vmotion")
+        wait_for(lambda: self.ns.state() == state, timeout=10,
+                 what="the repair of an address while the tunnel has no SA")
+        _, metrics = agent.get("/metrics")
+        self.assertRegex(metrics, r'etherctl_tunnel_ipsec_established\{[^}]*"dcx"[^}]*\} 0\n')
+        self.assertRegex(metrics, r'etherctl_tunnel_ipsec_connection_loaded\{[^}]*"dcx"[^}]*\} 1\n')
+        self.assertEqual(agent.stop(), 0)
 
 
 if __name__ == "__main__":
