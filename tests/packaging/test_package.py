@@ -275,6 +275,10 @@ class Package(unittest.TestCase):
         self.assertEqual(timer["Timer"]["OnUnitActiveSec"], "5min")
         self.assertIn("RandomizedDelaySec", timer["Timer"])
         self.assertEqual(timer["Install"]["WantedBy"], "timers.target")
+        help_text = check(self.tree / "usr/sbin/etherctl", "--help",
+                          env={k: v for k, v in os.environ.items()
+                               if not k.startswith("ETHERCTL_")}).stdout
+        swanctl = re.search(r"--swanctl-dir TEXT=(\S+)", help_text).group(1)
         watch = units["etherctl-watch.service"]["Service"]
         self.assertEqual(watch["Type"], "notify")
         self.assertRegex(watch["ExecStart"], r"^/usr/sbin/etherctl .*watch /etc/etherctl/site.json$")
@@ -288,8 +292,11 @@ class Package(unittest.TestCase):
             self.assertEqual(set(service["AmbientCapabilities"].split()), caps)
             self.assertEqual(service["NoNewPrivileges"], "yes")
             self.assertEqual(service["ProtectSystem"], "strict")
+            # ProtectSystem=strict: every directory etherctl writes, with IPsec the connection
+            # files and key links under its default --swanctl-dir (from the binary's --help).
             self.assertEqual(set(service["ReadWritePaths"].split()),
-                             {"/run/etherctl", "/sys/fs/bpf"})
+                             {"/run/etherctl", "/sys/fs/bpf", f"-{swanctl}/conf.d",
+                              f"-{swanctl}/private"})
             self.assertEqual(service["ProtectHome"], "yes")
             self.assertEqual(service["PrivateTmp"], "yes")
             self.assertEqual(set(service["RestrictAddressFamilies"].split()),
