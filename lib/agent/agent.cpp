@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
@@ -11,6 +12,7 @@
 #include <csignal>
 #include <ctime>
 #include <memory>
+#include <optional>
 #include <set>
 
 #include "agent/events.hpp"
@@ -84,6 +86,8 @@ class Agent {
   // announces, such as charon coming up: run again after 1 s, then 2, 4... at most every
   // interval(), until one succeeds. Kernel events do not start reconciles meanwhile.
   void arm_retry_after_failure(Trigger trigger);
+  // Milliseconds until that retry, when one is pending.
+  std::optional<int64_t> next_retry_after_failure() const;
   bool reconcile(Trigger trigger);  // true when it succeeded
   // From the election thread: a reconcile with the role as it is then, on this thread (one
   // pending at a time).
@@ -354,6 +358,13 @@ void Agent::arm_retry_after_failure(Trigger trigger) {
   });
 }
 
+std::optional<int64_t> Agent::next_retry_after_failure() const {
+  if (!failure_retry_armed_) return std::nullopt;
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      failure_timer_.expiry() - asio::steady_timer::clock_type::now());
+  return std::max<int64_t>(0, left.count());
+}
+
 void Agent::arm_watchdog(std::chrono::microseconds every) {
   watchdog_timer_.expires_after(every);
   watchdog_timer_.async_wait([this, every](boost::system::error_code e) {
@@ -418,6 +429,7 @@ HttpResponse Agent::handle(const std::string& target) {
     if (stats_.in_sync) return {200, "text/plain; charset=utf-8", "ok\n"};
     std::string why = "not in sync";
     if (have_last_ && !last_.errors.empty()) why += ": " + last_.errors.front().message;
+    if (const auto in = next_retry_after_failure()) why += fmt::format("; next try in {} ms", *in);
     return {503, "text/plain; charset=utf-8", why + "\n"};
   }
   if (path == "/status") {
@@ -440,7 +452,9 @@ HttpResponse Agent::handle(const std::string& target) {
         {"last_reconcile_duration_ms", stats_.last_duration_seconds * 1000},
         {"reloads", {{"ok", stats_.reloads_ok}, {"failed", stats_.reloads_failed}}},
         {"interval_ms", interval().count()},
+        {"next_try_after_failure_ms", nullptr},
     };
+    if (const auto in = next_retry_after_failure()) agent["next_try_after_failure_ms"] = *in;
     nlohmann::json body = {{"agent", agent}};
     nlohmann::json failover = failover_.status();
     if (!failover.is_null()) body["failover"] = failover;

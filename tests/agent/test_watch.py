@@ -368,6 +368,13 @@ class WatchIpsecTest(WatchBase):
         self.assertTrue(agent.find(r"reconcile \(start\): next try in 1 s"), agent.log())
         self.assertTrue(agent.find(r"reconcile \(after a failure\) failed: .*cannot reach charon"),
                         agent.log())
+        # /status and /healthz say when the next try comes.
+        _, body = agent.get("/status")
+        self.assertLessEqual(0, json.loads(body)["agent"]["next_try_after_failure_ms"])
+        self.assertLessEqual(json.loads(body)["agent"]["next_try_after_failure_ms"], 8000)
+        code, body = agent.get("/healthz")
+        self.assertEqual(code, 503)
+        self.assertRegex(body, r"^not in sync: .*cannot reach charon.*; next try in \d+ ms$")
         started = time.monotonic()
         self.charon.start()
         wait_for(lambda: "etherctl-dcx" in self.charon.conns() and self.plan_is_empty(),
@@ -377,6 +384,8 @@ class WatchIpsecTest(WatchBase):
         # Each failed run's rollback made kernel events; none started a reconcile (which would
         # have failed and rolled back in turn, in a loop).
         self.assertIsNone(agent.find(r"reconcile \(kernel event\)"), agent.log())
+        _, body = agent.get("/status")
+        self.assertIsNone(json.loads(body)["agent"]["next_try_after_failure_ms"])
         # No SA, and none coming: the agent's reconciles do not wait for one (apply would, up to
         # --ipsec-wait, 30 s), so drift is still repaired at once.
         state = self.ns.state()
