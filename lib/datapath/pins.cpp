@@ -11,6 +11,7 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <optional>
@@ -115,8 +116,7 @@ std::optional<std::set<uint32_t>> maps_in_use() {
 }  // namespace
 
 bool is_shared_map(std::string_view name) {
-  return name == "tunnels" || name == "ports" || name == "peers" || name == "locals" ||
-         name == "stats" || name == "frag_buckets" || name == "frag_bufs";
+  return std::find(kPinnedMaps.begin(), kPinnedMaps.end(), name) != kPinnedMaps.end();
 }
 
 void ensure_bpffs(const std::string& path) {

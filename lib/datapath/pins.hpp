@@ -17,7 +17,7 @@ namespace etherctl::datapath {
 // The maps shared by every program instance of a namespace (the reassembly table too: pieces
 // of one datagram may reach two instances during a re-apply); zeroes and scratch are private to
 // each loaded instance.
-constexpr std::array<const char*, 6> kPinnedMaps = {"tunnels", "peers",        "locals",
+constexpr std::array<const char*, 7> kPinnedMaps = {"tunnels", "ports",        "peers",    "locals",
                                                     "stats",   "frag_buckets", "frag_bufs"};
 // Pins of earlier versions, removed with the directory.
 constexpr std::array<const char*, 1> kLegacyPins = {"frags"};

@@ -29,7 +29,7 @@ import subprocess
 import time
 import unittest
 
-from netns import sh
+from netns import Netns, sh
 from test_cli import ETHERCTL, CliBase
 
 KILLS = int(os.environ.get("ETHERCTL_CRASH_KILLS", "200"))
@@ -133,6 +133,19 @@ class CrashBase(CliBase):
 
     def env(self, **extra):
         return dict(os.environ, ETHERCTL_LOCK_DIR=self.lock_dir, **extra)
+
+    def apply_in_another_namespace(self, target):
+        """A second throwaway namespace with the same NICs, `target` applied there; returns it
+        and the directory of its pins."""
+        other = Netns()
+        self.addCleanup(other.delete)
+        for nic in ("eth0", "eth1", "eth2"):
+            other.ip("link", "add", nic, "type", "veth", "peer", "name", f"{nic}-peer")
+        command = [a if a != self.ns.name else other.name for a in self.command("apply", target)]
+        subprocess.run(command, check=True, capture_output=True, env=self.env())
+        self.addCleanup(subprocess.run, [a if a != "apply" else "destroy" for a in command],
+                        capture_output=True, env=self.env())
+        return other, f"{BPFFS}/cookie-{netns_cookie(other.name)}"
 
     def run_etherctl(self, verb, target, *extra, check=True):
         result = subprocess.run(self.command(verb, target, *extra), capture_output=True,
@@ -423,6 +436,19 @@ class InterruptedStateTest(CrashBase):
         self.assertEqual(self.ns.links()["eip-dcx"]["ifalias"], "etherctl:dc1")
         self.run_etherctl("apply", "E")
         self.assertEqual(self.world(), reference)
+
+    def test_the_pins_of_a_namespace_deleted_without_destroy_are_collected(self):
+        # A namespace deleted without `destroy` leaves its pins behind, and they keep its maps
+        # alive: the next apply anywhere removes every one of them, and their directory.
+        gone, pins = self.apply_in_another_namespace("A")
+        self.assertIn("tunnels", os.listdir(pins))
+        gone.delete()
+        # Its programs go with the namespace's cleanup, a little after `ip netns del`.
+        deadline = time.monotonic() + 20
+        while os.path.isdir(pins):
+            self.assertLess(time.monotonic(), deadline, f"left in {pins}: {os.listdir(pins)}")
+            self.run_etherctl("apply", "A")
+            time.sleep(0.2)
 
     def test_tunnel_datapath_modified_half_way(self):
         # What an interrupted datapath update or a hand-made change leaves: each is a modify

@@ -11,8 +11,7 @@ import subprocess
 import time
 import unittest
 
-from netns import Netns
-from test_crash import BPFFS, CrashBase, netns_cookie
+from test_crash import CrashBase
 from test_confirm import TIME_FACTOR, pending_path, wait_until, within
 
 SETPRIV = "/usr/bin/setpriv"
@@ -79,15 +78,7 @@ class PrivilegeTest(CrashBase):
         # CAP_SYS_ADMIN: everything works, and another namespace's pins stay (listing the
         # programs that use them needs CAP_SYS_ADMIN; without it they used to be collected as
         # orphans).
-        other = Netns()
-        self.addCleanup(other.delete)
-        for nic in ("eth0", "eth1", "eth2"):
-            other.ip("link", "add", nic, "type", "veth", "peer", "name", f"{nic}-peer")
-        command = [a if a != self.ns.name else other.name for a in self.command("apply", "A")]
-        subprocess.run(command, check=True, capture_output=True, env=self.env())
-        self.addCleanup(subprocess.run, [a if a != "apply" else "destroy" for a in command],
-                        capture_output=True, env=self.env())
-        others = f"{BPFFS}/cookie-{netns_cookie(other.name)}"
+        _, others = self.apply_in_another_namespace("A")
         self.assertTrue(os.path.isdir(others))
         pins = sorted(os.listdir(others))
         self.assertIn("tunnels", pins)
